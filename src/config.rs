@@ -1,0 +1,305 @@
+//! The TOML configuration (see CONTRACT.md). Parsing is strict: an unknown
+//! key is an error naming it, so a typo cannot silently disable a setting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::format::{AmountSign, ColumnRef, Profile, TextEncoding};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub source: SourceConfig,
+    pub state: StateConfig,
+    #[serde(default)]
+    pub sink: SinkConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+    /// Where the config was read from (relative paths in it resolve against
+    /// its directory).
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Stable id of this PaperCut server; part of every charge id.
+    pub name: String,
+    /// A file or a glob.
+    pub path: String,
+    #[serde(default)]
+    pub profile: Profile,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default = "default_currency")]
+    pub currency: String,
+    /// Overrides of the profile's defaults.
+    #[serde(default)]
+    pub delimiter: Option<String>,
+    #[serde(default)]
+    pub header: Option<bool>,
+    /// Field name → column header name or 1-based position.
+    #[serde(default)]
+    pub columns: BTreeMap<String, ColumnRef>,
+    #[serde(default)]
+    pub encoding: Option<TextEncoding>,
+    #[serde(default)]
+    pub amount_sign: Option<AmountSign>,
+    /// Amounts written with a decimal comma (`1,20`).
+    #[serde(default)]
+    pub decimal_comma: bool,
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+    /// Stat poll period; alone suffices where inotify is silent (NFS/SMB).
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// How long a renamed or deleted file stays open for late writes.
+    #[serde(default = "default_grace_ms")]
+    pub rotate_grace_ms: u64,
+    /// Reading pauses while this many charges wait in the outbox.
+    #[serde(default = "default_backlog_limit")]
+    pub backlog_limit: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    pub path: PathBuf,
+    /// How long delivered ids are kept to recognise a replayed charge.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Amqp,
+    Webhook,
+    #[default]
+    Stdout,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    #[serde(default)]
+    pub kind: SinkKind,
+    #[serde(default)]
+    pub amqp: Option<crate::sink::amqp::AmqpConfig>,
+    #[serde(default)]
+    pub webhook: Option<toml::Table>,
+}
+
+/// Retry schedule for failed deliveries: exponential from `initial` to `max`
+/// with full jitter; after `give_up_after` a charge becomes a dead letter.
+/// `give_up_after = 0` retries forever (the AMQP default: a broker outage
+/// never drops billing data).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(default = "default_retry_initial_ms")]
+    pub retry_initial_ms: u64,
+    #[serde(default = "default_retry_max_ms")]
+    pub retry_max_ms: u64,
+    #[serde(default)]
+    pub give_up_after_secs: u64,
+    /// Charges handed to the sink at once.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            retry_initial_ms: default_retry_initial_ms(),
+            retry_max_ms: default_retry_max_ms(),
+            give_up_after_secs: 0,
+            batch: default_batch(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: String,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_currency() -> String {
+    "USD".into()
+}
+fn default_max_line_bytes() -> usize {
+    64 * 1024
+}
+fn default_poll_ms() -> u64 {
+    2000
+}
+fn default_grace_ms() -> u64 {
+    5000
+}
+fn default_backlog_limit() -> u64 {
+    100_000
+}
+fn default_retention_days() -> u32 {
+    400
+}
+fn default_retry_initial_ms() -> u64 {
+    500
+}
+fn default_retry_max_ms() -> u64 {
+    60_000
+}
+fn default_batch() -> usize {
+    1000
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text, path)
+    }
+
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut cfg: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        cfg.file = path.to_path_buf();
+        // Relative paths are relative to the config file, not to the cwd,
+        // so a unit file and a shell run the same config the same way.
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if cfg.state.path.is_relative() {
+            cfg.state.path = base.join(&cfg.state.path);
+        }
+        if Path::new(&cfg.source.path).is_relative() {
+            cfg.source.path = base.join(&cfg.source.path).to_string_lossy().into_owned();
+        }
+        cfg.validate().map_err(invalid)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let s = &self.source;
+        if s.name.trim().is_empty() {
+            return Err("[source] name: must not be empty (it is part of every charge id)".into());
+        }
+        if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(format!(
+                "[source] timezone: unknown IANA time zone {:?}",
+                s.timezone
+            ));
+        }
+        if s.currency.len() != 3 || !s.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "[source] currency: {:?} is not an ISO 4217 code like \"AUD\"",
+                s.currency
+            ));
+        }
+        if let Some(d) = &s.delimiter {
+            crate::format::parse_delimiter(d).map_err(|e| format!("[source] delimiter: {e}"))?;
+        }
+        if glob::Pattern::new(&s.path).is_err() {
+            return Err(format!(
+                "[source] path: {:?} is not a valid file name or glob",
+                s.path
+            ));
+        }
+        if s.max_line_bytes < 256 {
+            return Err("[source] max_line_bytes: must be at least 256".into());
+        }
+        if s.poll_interval_ms == 0 {
+            return Err("[source] poll_interval_ms: must be above 0".into());
+        }
+        for key in s.columns.keys() {
+            if !crate::format::FIELD_NAMES.contains(&key.as_str()) {
+                return Err(format!(
+                    "[source.columns] {key:?}: not a charge field (known: {})",
+                    crate::format::FIELD_NAMES.join(", ")
+                ));
+            }
+        }
+        match self.sink.kind {
+            SinkKind::Amqp if self.sink.amqp.is_none() => {
+                return Err("[sink] kind = \"amqp\" needs a [sink.amqp] table".into())
+            }
+            SinkKind::Webhook if self.sink.webhook.is_none() => {
+                return Err("[sink] kind = \"webhook\" needs a [sink.webhook] table".into())
+            }
+            _ => {}
+        }
+        if self.delivery.batch == 0 {
+            return Err("[delivery] batch: must be above 0".into());
+        }
+        Ok(())
+    }
+
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        // Validated in `validate`.
+        self.source.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.source.poll_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/chargetail/config.toml"))
+    }
+
+    const MIN: &str = "[source]\nname='pc'\npath='/x/*.log'\n[state]\npath='s.db'\n";
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolves_paths() {
+        let c = load(MIN).unwrap();
+        assert_eq!(c.sink.kind, SinkKind::Stdout);
+        assert_eq!(c.state.path, PathBuf::from("/etc/chargetail/s.db"));
+        assert_eq!(c.source.max_line_bytes, 65536);
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        let e = load(&format!("{MIN}[sourc]\n")).unwrap_err().to_string();
+        assert!(e.contains("sourc"), "{e}");
+        let e = load(&MIN.replace("name='pc'", "name='pc'\ntimezone='Mars/Base'"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("timezone") && e.contains("Mars/Base"), "{e}");
+        let e = load(&MIN.replace("name='pc'", "name='pc'\ncolumns={ amout = 3 }"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("amout"), "{e}");
+        let e = load(&format!("{MIN}[sink]\nkind='amqp'\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[sink.amqp]"), "{e}");
+    }
+}

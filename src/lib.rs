@@ -1,0 +1,13 @@
+//! chargetail: follow PaperCut's transaction files and deliver every charge.
+//!
+//! The pipeline, one module per stage:
+//! `source` (watch, read lines, file identity) → `format` (profile, parse to
+//! a `Charge`) → `store` (SQLite positions + outbox in one transaction) →
+//! `deliver` (outbox worker, retries, dead letters) → `sink` (amqp, webhook,
+//! stdout). `daemon` wires them; `cli` is the command line.
+
+pub mod charge;
+pub mod config;
+pub mod format;
+pub mod sink;
+pub mod source;

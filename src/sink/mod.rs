@@ -1,0 +1,2 @@
+//! Sink stage: hand a charge's message to where it goes.
+pub mod amqp;

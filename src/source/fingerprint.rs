@@ -1,0 +1,1 @@
+//! File generation identity: device + inode + a hash of the first bytes.

@@ -69,7 +69,8 @@ impl AccountType {
 }
 
 /// One billable record. `amount` is what the account is billed: positive for a
-/// charge, negative for a refund or credit.
+/// charge, negative for a refund or credit; `None` when the file carries no
+/// cost at all (Print Logger CSV): never invented.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Charge {
     pub id: String,
@@ -77,7 +78,7 @@ pub struct Charge {
     pub user: String,
     pub account: String,
     pub account_type: AccountType,
-    pub amount: Decimal,
+    pub amount: Option<Decimal>,
     pub currency: String,
     pub job_type: JobType,
     /// The raw job type when it is not one we know (`job_type == Other`).
@@ -117,7 +118,7 @@ struct Data<'a> {
     user: &'a str,
     account: &'a str,
     account_type: AccountType,
-    amount: String,
+    amount: Option<String>,
     currency: &'a str,
     job_type: JobType,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -156,7 +157,7 @@ impl Charge {
                 user: &self.user,
                 account: &self.account,
                 account_type: self.account_type,
-                amount: self.amount.to_string(),
+                amount: self.amount.map(|a| a.to_string()),
                 currency: &self.currency,
                 job_type: self.job_type,
                 job_type_raw: self.job_type_raw.as_deref(),

@@ -7,7 +7,13 @@
 //! stdout). `daemon` wires them; `cli` is the command line.
 
 pub mod charge;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod deliver;
 pub mod format;
+pub mod shutdown;
 pub mod sink;
 pub mod source;
+pub mod stats;
+pub mod store;

@@ -9,6 +9,7 @@
 
 pub mod fingerprint;
 pub mod follower;
+pub mod historical;
 pub mod lines;
 
 use std::path::PathBuf;

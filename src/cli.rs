@@ -1,0 +1,386 @@
+//! The command line (see CONTRACT.md). Each command is a small function;
+//! the daemon, store and stages do the work.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, ConfigError};
+use crate::format::{FormatSettings, LineParser, Parsed, Profile};
+use crate::store::{now_ms, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "chargetail",
+    version,
+    about = "Follow PaperCut transaction files and deliver every charge exactly once in effect"
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The daemon: follow the source, deliver to the sink, until SIGTERM/SIGINT.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print each charge of the files as one JSON line; bad lines to stderr. Touches no state.
+    Parse {
+        /// Input profile (default: the config's, else transaction-file).
+        #[arg(long, value_enum)]
+        profile: Option<Profile>,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Files or globs.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
+    /// Per-file position and lag, outbox backlog, dead letters, last delivery.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and act on charges that could not be delivered and lines that could not be parsed.
+    DeadLetters {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: DeadAction,
+    },
+    /// Validate the config and reach the sink; exit 0 only if both are fine.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadAction {
+    /// List dead letters.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead charges back in the outbox (the given ids, or all with --all).
+    Retry {
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        ids: Vec<String>,
+    },
+    /// Delete dead letters for good.
+    Drop {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        /// Confirm: dropped charges are never billed.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Runs the command; maps errors to the contract's exit codes (2: bad usage
+/// or config, 1: runtime failure).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            let usage = e.chain().any(|c| {
+                c.downcast_ref::<ConfigError>().is_some()
+                    || c.downcast_ref::<UsageError>().is_some()
+            });
+            tracing::error!("{e:#}");
+            // Also plainly on stderr, for people running it by hand with
+            // logging filtered.
+            eprintln!("chargetail: {e:#}");
+            if usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// A usage error discovered after argument parsing (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("CHARGETAIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Under systemd the journal adds its own timestamps and shows no colours.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match (format, journald) {
+        (LogFormat::Json, _) => builder.json().try_init(),
+        (LogFormat::Text, true) => builder.without_time().with_ansi(false).try_init(),
+        (LogFormat::Text, false) => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+}
+
+fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            crate::daemon::run(cfg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Parse {
+            profile,
+            config,
+            paths,
+        } => parse(profile, config.as_deref(), &paths),
+        Command::Status { config, json } => status(&Config::load(&config)?, json),
+        Command::DeadLetters { config, action } => dead_letters(&Config::load(&config)?, action),
+        Command::Check { config } => check(&Config::load(&config)?),
+    }
+}
+
+/// Expand globs; keep plain paths as given (so a missing file is an error
+/// naming it, not silently nothing).
+pub fn expand(paths: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.contains(['*', '?', '[']) {
+            let mut matched: Vec<PathBuf> = glob::glob(p)
+                .map_err(|e| UsageError(format!("bad glob {p:?}: {e}")))?
+                .filter_map(Result::ok)
+                .filter(|p| p.is_file())
+                .collect();
+            if matched.is_empty() {
+                return Err(UsageError(format!("{p:?} matches no file")).into());
+            }
+            matched.sort();
+            out.extend(matched);
+        } else {
+            if !Path::new(p).is_file() {
+                return Err(UsageError(format!("{p}: no such file")).into());
+            }
+            out.push(PathBuf::from(p));
+        }
+    }
+    Ok(out)
+}
+
+/// Settings for `parse` without a config: the profile's defaults, UTC.
+fn default_source() -> crate::config::SourceConfig {
+    let text = "name = \"papercut\"\npath = \"-\"\n";
+    // A constant that parses: only the defaults are filled in.
+    toml::from_str(text).unwrap_or_else(|_| unreachable!("constant source config parses"))
+}
+
+fn parse(
+    profile: Option<Profile>,
+    config: Option<&Path>,
+    paths: &[String],
+) -> anyhow::Result<ExitCode> {
+    let (src, max_line) = match config {
+        Some(c) => {
+            let cfg = Config::load(c)?;
+            let max = cfg.source.max_line_bytes;
+            (cfg.source, max)
+        }
+        None => (default_source(), 64 * 1024),
+    };
+    let profile = profile.unwrap_or(src.profile);
+    let settings = Arc::new(FormatSettings::with_profile(&src, profile).map_err(UsageError)?);
+    let files = expand(paths)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut bad = 0u64;
+    let mut charges = 0u64;
+    for file in files {
+        let canonical =
+            std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
+        let name = canonical.to_string_lossy().into_owned();
+        let mut parser = LineParser::new(settings.clone(), name.clone());
+        let mut write_err = None;
+        crate::source::historical::read_lines(&canonical, max_line, |line, _| {
+            match parser.parse(&line) {
+                Parsed::Skip => {}
+                Parsed::Charge(c) => {
+                    charges += 1;
+                    let mut bytes = c.to_event_json(&settings.source_name);
+                    bytes.push(b'\n');
+                    if let Err(e) = out.write_all(&bytes) {
+                        write_err.get_or_insert(e);
+                    }
+                }
+                Parsed::Error(reason) => {
+                    bad += 1;
+                    eprintln!(
+                        "{name}:{}: {reason} (byte offset {})",
+                        line.number, line.offset
+                    );
+                }
+            }
+        })
+        .with_context(|| format!("reading {name}"))?;
+        if let Some(e) = write_err {
+            return Err(anyhow!(e).context("writing to stdout"));
+        }
+    }
+    out.flush().context("writing to stdout")?;
+    tracing::debug!(charges, bad, "parsed");
+    Ok(if bad > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn ago(ms: Option<i64>) -> String {
+    match ms {
+        Some(t) => format!("{}s ago", ((now_ms() - t) / 1000).max(0)),
+        None => "never".into(),
+    }
+}
+
+fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    if !cfg.state.path.exists() {
+        return Err(anyhow!(
+            "no state database at {} (chargetail has not run yet)",
+            cfg.state.path.display()
+        ));
+    }
+    let store = Store::open(&cfg.state.path)?;
+    let totals = store.totals()?;
+    let running = crate::daemon::RunLock::is_held(&cfg.state.path);
+    let files: Vec<serde_json::Value> = store
+        .checkpoints()?
+        .into_iter()
+        .filter(|c| !c.finished)
+        .map(|c| {
+            let size = std::fs::metadata(&c.path).ok().map(|m| m.len());
+            serde_json::json!({
+                "path": c.path, "generation": c.generation, "offset": c.offset, "line": c.line,
+                "size": size, "lag_bytes": size.map(|s| s.saturating_sub(c.offset)),
+            })
+        })
+        .collect();
+    if json {
+        let v = serde_json::json!({
+            "daemon_running": running,
+            "files": files,
+            "outbox": totals,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "daemon:        {}",
+        if running { "running" } else { "not running" }
+    );
+    println!("state:         {}", cfg.state.path.display());
+    println!("files:");
+    if files.is_empty() {
+        println!("  (none followed yet)");
+    }
+    for f in &files {
+        println!(
+            "  {}  offset {}  line {}  lag {} bytes",
+            f["path"].as_str().unwrap_or("?"),
+            f["offset"],
+            f["line"],
+            f["lag_bytes"]
+        );
+    }
+    println!(
+        "backlog:       {} pending (oldest read {})",
+        totals.pending,
+        ago(totals.oldest_pending_ms)
+    );
+    println!(
+        "delivered:     {} (last {})",
+        totals.delivered,
+        ago(totals.last_delivered_ms)
+    );
+    println!(
+        "dead letters:  {} charges, {} unparsable lines",
+        totals.dead_charges, totals.bad_lines
+    );
+    if let Some(e) = totals.last_error {
+        println!("last error:    {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dead_letters(cfg: &Config, action: DeadAction) -> anyhow::Result<ExitCode> {
+    let mut store = Store::open(&cfg.state.path)?;
+    match action {
+        DeadAction::List { json } => {
+            let list = store.dead_letters()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no dead letters");
+            } else {
+                for d in list {
+                    println!(
+                        "{}\t{}:{} (offset {})\tattempts {}\t{}\t{}",
+                        d.id, d.file, d.line, d.offset, d.attempts, d.reason, d.preview
+                    );
+                }
+            }
+        }
+        DeadAction::Retry { all, ids } => {
+            if !all && ids.is_empty() {
+                return Err(UsageError("name the ids to retry, or --all".into()).into());
+            }
+            let n = store.retry_dead(&ids)?;
+            println!("{n} charges back in the outbox");
+        }
+        DeadAction::Drop { ids, yes } => {
+            if !yes {
+                return Err(UsageError(
+                    "dropping dead letters loses those charges for good; add --yes".into(),
+                )
+                .into());
+            }
+            let n = store.drop_dead(&ids)?;
+            println!("{n} dead letters dropped");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
+    println!("config {}: ok", cfg.file.display());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = rt.block_on(async {
+        use crate::sink::Sink;
+        match cfg.sink.kind {
+            crate::config::SinkKind::Stdout => crate::sink::stdout::StdoutSink::new().check().await,
+            kind => Err(anyhow!("sink kind {kind:?} is not available in this build")),
+        }
+    })?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,391 @@
+//! `chargetail run`: wires source → format → store → deliver → sink and
+//! runs until SIGTERM/SIGINT.
+//!
+//! Threads: the source loop is blocking file I/O and SQLite, so it runs on
+//! its own thread; delivery runs on a small tokio runtime (the sinks are
+//! async). They share nothing but the SQLite file (each has a connection),
+//! a `Notify` to wake delivery after a commit, the stats and the shutdown.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use tokio::sync::Notify;
+
+use crate::config::{Config, SinkKind};
+use crate::deliver::Deliverer;
+use crate::format::{FormatSettings, LineParser, Parsed};
+use crate::shutdown::Shutdown;
+use crate::sink::stdout::StdoutSink;
+use crate::sink::Sink;
+use crate::source::{FollowOptions, Follower, Notice, SourceEvent};
+use crate::stats::Stats;
+use crate::store::{BadLine, NewCharge, RetryPolicy, Store};
+
+/// Held for the life of `run`: a second daemon on the same state would read
+/// and deliver everything twice, so it must not start.
+pub struct RunLock {
+    _file: File,
+}
+
+pub fn lock_path(state: &Path) -> PathBuf {
+    let mut p = state.as_os_str().to_owned();
+    p.push(".run.lock");
+    PathBuf::from(p)
+}
+
+impl RunLock {
+    pub fn acquire(state: &Path) -> anyhow::Result<RunLock> {
+        let path = lock_path(state);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating state directory {}", dir.display()))?;
+        }
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(anyhow!(
+                "another `chargetail run` is already using the state database {} (lock {} is held); \
+                 refusing to start a second one",
+                state.display(),
+                path.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(anyhow!(e).context(format!("locking {}", path.display())))
+            }
+        }
+    }
+
+    /// Whether a daemon holds the lock right now (for status/replay).
+    pub fn is_held(state: &Path) -> bool {
+        let Ok(file) = File::options().write(true).open(lock_path(state)) else {
+            return false;
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(_) => true,
+        }
+    }
+}
+
+pub fn retry_policy(cfg: &Config) -> RetryPolicy {
+    RetryPolicy {
+        initial: Duration::from_millis(cfg.delivery.retry_initial_ms),
+        max: Duration::from_millis(cfg.delivery.retry_max_ms),
+        give_up_after: (cfg.delivery.give_up_after_secs > 0)
+            .then(|| Duration::from_secs(cfg.delivery.give_up_after_secs)),
+    }
+}
+
+/// Turn a parsed charge into its outbox row (rendering the message once).
+pub fn new_charge(charge: &crate::charge::Charge, source_name: &str) -> NewCharge {
+    NewCharge {
+        id: charge.id.clone(),
+        payload: charge.to_event_json(source_name),
+        job_type: charge.job_type.as_str().to_string(),
+        account_type: charge.account_type.as_str().to_string(),
+        account: charge.account.clone(),
+        amount: charge.amount.map(|a| a.to_string()),
+        currency: charge.currency.clone(),
+        file: charge.origin.file.clone(),
+        offset: charge.origin.offset,
+        line: charge.origin.line,
+    }
+}
+
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let _lock = RunLock::acquire(&cfg.state.path)?;
+    let store = Store::open(&cfg.state.path)?;
+    let settings =
+        Arc::new(FormatSettings::from_config(&cfg.source).map_err(|e| anyhow!("[source]: {e}"))?);
+    let shutdown = Shutdown::new();
+    install_signal_handlers(shutdown.clone())?;
+
+    let stats = Arc::new(Stats::default());
+    let wake = Arc::new(Notify::new());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("chargetail-deliver")
+        .build()
+        .context("starting the async runtime")?;
+
+    let deliver_store = Store::open(&cfg.state.path)?;
+    let policy = retry_policy(&cfg);
+    let deliver = {
+        let (stats, wake, shutdown, cfg) =
+            (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
+        runtime.spawn(async move {
+            match cfg.sink.kind {
+                SinkKind::Stdout => {
+                    run_deliverer(
+                        StdoutSink::new(),
+                        deliver_store,
+                        &cfg,
+                        policy,
+                        wake,
+                        stats,
+                        shutdown,
+                    )
+                    .await
+                }
+                SinkKind::Amqp | SinkKind::Webhook => Err(anyhow!(
+                    "sink kind {:?} is not available in this build",
+                    cfg.sink.kind
+                )),
+            }
+        })
+    };
+
+    tracing::info!(
+        source = %cfg.source.name,
+        path = %cfg.source.path,
+        profile = cfg.source.profile.as_str(),
+        state = %cfg.state.path.display(),
+        "chargetail running"
+    );
+    let source_result = {
+        let (stats, wake, shutdown, cfg) =
+            (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
+        std::thread::Builder::new()
+            .name("chargetail-source".into())
+            .spawn(move || source_loop(&cfg, store, settings, stats, wake, shutdown))
+            .context("starting the source thread")?
+            .join()
+            .map_err(|_| anyhow!("the source thread panicked"))?
+    };
+    // Whatever ended the reader (shutdown or a failure), stop delivery too:
+    // the in-flight batch finishes and is recorded; the rest stays pending.
+    shutdown.trigger();
+    let deliver_result = runtime
+        .block_on(deliver)
+        .map_err(|e| anyhow!("the delivery task failed: {e}"))?;
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    source_result?;
+    deliver_result?;
+    tracing::info!("chargetail stopped cleanly");
+    Ok(())
+}
+
+async fn run_deliverer<S: Sink>(
+    sink: S,
+    store: Store,
+    cfg: &Config,
+    policy: RetryPolicy,
+    wake: Arc<Notify>,
+    stats: Arc<Stats>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let d = Deliverer {
+        store,
+        sink,
+        policy,
+        batch: cfg.delivery.batch,
+        wake,
+        stats,
+    };
+    let res = d.run(shutdown.clone()).await;
+    if res.is_err() {
+        // The reader must stop too: the state database is failing.
+        shutdown.trigger();
+    }
+    Ok(res?)
+}
+
+fn install_signal_handlers(shutdown: Shutdown) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
+    std::thread::Builder::new()
+        .name("chargetail-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                tracing::info!(signal = sig, "stopping: finishing in-flight work");
+                shutdown.trigger();
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
+/// The reading side: follow files, parse, commit charges + position.
+fn source_loop(
+    cfg: &Config,
+    mut store: Store,
+    settings: Arc<FormatSettings>,
+    stats: Arc<Stats>,
+    wake: Arc<Notify>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let opts = FollowOptions {
+        pattern: cfg.source.path.clone(),
+        poll_interval: cfg.poll_interval(),
+        rotate_grace: Duration::from_millis(cfg.source.rotate_grace_ms),
+        max_line_bytes: cfg.source.max_line_bytes,
+        read_chunk: 256 * 1024,
+        max_batch_lines: 2000,
+    };
+    let mut follower = Follower::new(opts, store.checkpoints()?)?;
+    let mut parsers: HashMap<u64, LineParser> = HashMap::new();
+    let mut last_backlog_check = Instant::now() - Duration::from_secs(10);
+    let mut paused = false;
+    let mut last_prune = Instant::now() - Duration::from_secs(86_400);
+    let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
+
+    while !shutdown.is_triggered() {
+        if last_prune.elapsed() > Duration::from_secs(3600) {
+            let n = store.prune(retention)?;
+            if n > 0 {
+                tracing::info!(
+                    rows = n,
+                    "pruned delivered ids and finished files past the retention"
+                );
+            }
+            last_prune = Instant::now();
+        }
+        // Backpressure: while the outbox is over its bound, leave the data in
+        // the source file (it is durable there) instead of growing SQLite.
+        if paused || last_backlog_check.elapsed() > Duration::from_millis(200) {
+            let backlog = store.backlog()?;
+            stats
+                .backlog
+                .store(backlog, std::sync::atomic::Ordering::Relaxed);
+            last_backlog_check = Instant::now();
+            let over = backlog >= cfg.source.backlog_limit;
+            if over != paused {
+                if over {
+                    tracing::warn!(
+                        backlog,
+                        limit = cfg.source.backlog_limit,
+                        "outbox backlog over its bound: reading paused"
+                    );
+                } else {
+                    tracing::info!(backlog, "outbox backlog below its bound: reading resumed");
+                }
+                paused = over;
+                stats
+                    .reading_paused
+                    .store(u64::from(over), std::sync::atomic::Ordering::Relaxed);
+            }
+            if paused {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        }
+        let events = follower.poll()?;
+        let mut progressed = false;
+        for event in events {
+            match event {
+                SourceEvent::Lines {
+                    checkpoint,
+                    lines,
+                    prefix,
+                } => {
+                    let parser = parsers.entry(checkpoint.generation).or_insert_with(|| {
+                        LineParser::new(
+                            settings.clone(),
+                            checkpoint.path.to_string_lossy().into_owned(),
+                        )
+                    });
+                    if prefix {
+                        // Already delivered before a restart: only rebuild the
+                        // parser's header and ordinal state.
+                        for line in &lines {
+                            let _ = parser.parse(line);
+                        }
+                        continue;
+                    }
+                    let mut charges = Vec::new();
+                    let mut bad = Vec::new();
+                    for line in &lines {
+                        match parser.parse(line) {
+                            Parsed::Skip => {}
+                            Parsed::Charge(c) => {
+                                charges.push(new_charge(&c, &settings.source_name))
+                            }
+                            Parsed::Error(reason) => {
+                                tracing::warn!(
+                                    file = %checkpoint.path.display(),
+                                    line = line.number,
+                                    offset = line.offset,
+                                    %reason,
+                                    "unparsable line: kept as a dead letter"
+                                );
+                                bad.push(BadLine {
+                                    file: checkpoint.path.to_string_lossy().into_owned(),
+                                    offset: line.offset,
+                                    line: line.number,
+                                    raw: line.bytes.clone(),
+                                    reason,
+                                })
+                            }
+                        }
+                    }
+                    // A failed commit stops reading: the error propagates and
+                    // the daemon exits non-zero; nothing is skipped.
+                    let done = store
+                        .commit(Some(&checkpoint), &charges, &bad)
+                        .context("committing charges and position")?;
+                    Stats::add(&stats.lines_read, lines.len() as u64);
+                    Stats::add(&stats.charges_read, done.inserted);
+                    Stats::add(&stats.duplicates_ignored, done.duplicates);
+                    Stats::add(&stats.bad_lines, bad.len() as u64);
+                    if done.inserted > 0 {
+                        wake.notify_one();
+                    }
+                    if checkpoint.finished {
+                        parsers.remove(&checkpoint.generation);
+                    }
+                    progressed |= !lines.is_empty();
+                }
+                SourceEvent::Notice(n) => log_notice(&n, &stats),
+            }
+        }
+        if !progressed {
+            // Short enough that shutdown stays responsive.
+            follower.wait(cfg.poll_interval().min(Duration::from_millis(250)));
+        }
+    }
+    Ok(())
+}
+
+fn log_notice(n: &Notice, stats: &Stats) {
+    match n {
+        Notice::Opened { path, generation } => {
+            tracing::info!(file = %path.display(), generation, "following file")
+        }
+        Notice::Truncated { path, offset, size } => {
+            Stats::add(&stats.truncations, 1);
+            tracing::warn!(
+                file = %path.display(), offset, size,
+                "file was truncated below our position: reading it again from the start \
+                 (lines written just before the truncation are only kept if a copy matches the path)"
+            )
+        }
+        Notice::Rotated { path, generation } => {
+            Stats::add(&stats.rotations, 1);
+            tracing::info!(file = %path.display(), generation, "file rotated: finishing the old one")
+        }
+        Notice::Finished { path, generation } => {
+            tracing::info!(file = %path.display(), generation, "file finished")
+        }
+        Notice::Lost { path, generation } => tracing::warn!(
+            file = %path.display(), generation,
+            "file disappeared while chargetail was stopped and was not found renamed; its unread end (if any) is lost — replay it from a backup if needed"
+        ),
+        Notice::Unreadable { path, error } => {
+            tracing::error!(file = %path.display(), %error, "cannot read file")
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Deliver stage: the outbox worker. Takes pending charges oldest first,
+//! hands them to the sink, and records each outcome. A charge is marked
+//! delivered only when the sink says so; everything else stays pending with
+//! its next attempt time (which survives restarts) or becomes a dead letter.
+//!
+//! Order: the worker never sends a charge before an older pending one is
+//! due, so charges leave in outbox order, which is file order per file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::shutdown::Shutdown;
+use crate::sink::{Envelope, Outcome, Sink};
+use crate::stats::Stats;
+use crate::store::{now_ms, RetryPolicy, Store, StoreError};
+
+pub struct Deliverer<S: Sink> {
+    pub store: Store,
+    pub sink: S,
+    pub policy: RetryPolicy,
+    pub batch: usize,
+    /// Poked by the reader after each commit, so delivery starts at once.
+    pub wake: Arc<Notify>,
+    pub stats: Arc<Stats>,
+}
+
+/// How long to idle when nothing is pending and nobody pokes us (a replay or
+/// `dead-letters retry` in another process may have added work).
+const IDLE: Duration = Duration::from_secs(1);
+
+impl<S: Sink> Deliverer<S> {
+    /// Run until shutdown. Returns an error only when the state database
+    /// fails; the daemon then stops (a delivery we cannot record must not be
+    /// repeated blindly forever).
+    pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), StoreError> {
+        loop {
+            if shutdown.is_triggered() {
+                break;
+            }
+            let sent = self.step().await?;
+            match sent {
+                Step::Sent => continue,
+                Step::Idle => {
+                    tokio::select! {
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep(IDLE) => {}
+                        _ = shutdown.wait() => break,
+                    }
+                }
+                Step::WaitUntil(ms) => {
+                    let d = Duration::from_millis((ms - now_ms()).clamp(1, 60_000) as u64);
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = shutdown.wait() => break,
+                    }
+                }
+            }
+        }
+        self.sink.close().await;
+        Ok(())
+    }
+
+    /// One round: send the due prefix of the pending charges.
+    pub async fn step(&mut self) -> Result<Step, StoreError> {
+        let pending = self.store.pending(self.batch)?;
+        let Some(head) = pending.first() else {
+            return Ok(Step::Idle);
+        };
+        let now = now_ms();
+        if head.next_ms > now {
+            return Ok(Step::WaitUntil(head.next_ms));
+        }
+        let due: Vec<Envelope> = pending
+            .iter()
+            .take_while(|p| p.next_ms <= now)
+            .map(|p| p.envelope.clone())
+            .collect();
+        let mut outcomes = self.sink.send(&due).await;
+        // A sink that answers fewer outcomes than envelopes is a bug; treat
+        // the missing ones as not delivered rather than guessing.
+        outcomes.resize(
+            due.len(),
+            Outcome::Retry {
+                error: "sink returned no outcome".into(),
+                retry_after: None,
+            },
+        );
+        let retried = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Retry { .. }))
+            .count() as u64;
+        if let Some(Outcome::Retry { error, .. }) =
+            outcomes.iter().find(|o| matches!(o, Outcome::Retry { .. }))
+        {
+            tracing::warn!(retrying = retried, error = %error, "delivery failed; will retry");
+        }
+        let results: Vec<(&Envelope, Outcome)> = due.iter().zip(outcomes).collect();
+        let (delivered, dead) = self.store.record(&results, &self.policy)?;
+        for (env, o) in &results {
+            if let Outcome::Reject { error } = o {
+                tracing::error!(charge = %env.id, error = %error, "charge rejected: now a dead letter");
+            }
+        }
+        if dead > 0 {
+            tracing::error!(
+                count = dead,
+                "charges became dead letters (see `chargetail dead-letters list`)"
+            );
+        }
+        Stats::add(&self.stats.delivered, delivered);
+        Stats::add(&self.stats.retried, retried);
+        Stats::add(&self.stats.dead_lettered, dead);
+        if delivered > 0 {
+            self.stats
+                .last_delivery_ms
+                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        }
+        self.stats.set_sink_health(self.sink.health());
+        Ok(Step::Sent)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Sent,
+    Idle,
+    WaitUntil(i64),
+}

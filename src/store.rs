@@ -1,0 +1,774 @@
+//! Store stage: one SQLite file holding file positions, the outbox, the
+//! delivered-ids ledger and dead letters.
+//!
+//! The charges parsed from a batch of lines and the position after those
+//! lines are committed in ONE transaction: after a crash at any instant
+//! either both are there or neither is, so a line is never skipped and never
+//! turned into a second, different charge.
+//!
+//! Durability: WAL with `synchronous = NORMAL`. A commit survives a process
+//! crash (`kill -9`) because WAL pages are in the OS page cache; after a
+//! power failure the last commits may be lost. That is safe here: the
+//! PaperCut file still holds the lines, our position rolls back with them,
+//! and they are read again into charges with the *same* ids — at worst a
+//! redelivery the receiver de-duplicates, never a lost charge. `FULL` would
+//! add an fsync to every commit (several ms each on common disks), which
+//! buys nothing that the source file does not already give us.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use crate::sink::{Envelope, Outcome};
+use crate::source::Checkpoint;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state database {path} is damaged ({detail}); refusing to start. Restore it from a \
+         backup or move it away (chargetail will then read every file from the start, and \
+         charges already delivered are sent again with the same ids)"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "state database {path} has schema version {found}, newer than this chargetail \
+         understands ({known}); upgrade chargetail"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("cannot create the directory for the state database {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A parsed charge ready for the outbox.
+#[derive(Debug, Clone)]
+pub struct NewCharge {
+    pub id: String,
+    pub payload: Vec<u8>,
+    pub job_type: String,
+    pub account_type: String,
+    pub account: String,
+    /// Decimal string of the billed amount, if the file had one.
+    pub amount: Option<String>,
+    pub currency: String,
+    pub file: String,
+    pub offset: u64,
+    pub line: u64,
+}
+
+/// A line that could not be parsed.
+#[derive(Debug, Clone)]
+pub struct BadLine {
+    pub file: String,
+    pub offset: u64,
+    pub line: u64,
+    pub raw: Vec<u8>,
+    pub reason: String,
+}
+
+/// What a committed batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// New charges put in the outbox.
+    pub inserted: u64,
+    /// Charges whose id was already known (re-read copy, replay): ignored.
+    pub duplicates: u64,
+    pub bad_lines: u64,
+}
+
+/// How retries are scheduled.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    /// After this long since the first failure, a charge is a dead letter.
+    /// `None`: retry forever.
+    pub give_up_after: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with full jitter: a random delay in
+    /// `[0, min(max, initial * 2^attempts)]`, so that many daemons (or many
+    /// charges) do not retry in lockstep.
+    pub fn delay(&self, attempts: u32) -> Duration {
+        let cap = self
+            .initial
+            .saturating_mul(1u32.checked_shl(attempts.min(31)).unwrap_or(u32::MAX))
+            .min(self.max);
+        let ms = cap.as_millis() as u64;
+        Duration::from_millis(if ms == 0 {
+            0
+        } else {
+            rand::random_range(0..=ms)
+        })
+    }
+}
+
+const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations, applied in order; `user_version` records how many ran. Never
+/// edit a released one: add a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE files (
+    generation  INTEGER PRIMARY KEY,
+    path        TEXT NOT NULL,
+    dev         INTEGER NOT NULL,
+    ino         INTEGER NOT NULL,
+    fp_len      INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    offset      INTEGER NOT NULL,
+    line        INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    finished    INTEGER NOT NULL DEFAULT 0,
+    updated_ms  INTEGER NOT NULL
+);
+-- The outbox and the delivered-ids ledger in one table: a charge id is
+-- inserted once (UNIQUE), whatever file or replay it is read from again.
+-- Delivered rows drop their payload and stay as the ledger until pruned.
+CREATE TABLE outbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    state        TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+    payload      BLOB,
+    job_type     TEXT NOT NULL,
+    account_type TEXT NOT NULL,
+    account      TEXT NOT NULL,
+    amount       TEXT,
+    currency     TEXT NOT NULL,
+    file         TEXT NOT NULL,
+    offset       INTEGER NOT NULL,
+    line         INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_ms      INTEGER NOT NULL DEFAULT 0,
+    first_fail_ms INTEGER,
+    last_error   TEXT,
+    created_ms   INTEGER NOT NULL,
+    delivered_ms INTEGER
+);
+CREATE INDEX outbox_pending ON outbox (seq) WHERE state = 'pending';
+CREATE INDEX outbox_dead ON outbox (seq) WHERE state = 'dead';
+CREATE INDEX outbox_delivered_ms ON outbox (delivered_ms) WHERE state = 'delivered';
+-- Lines that could not be parsed. `key` makes a re-read of the same line
+-- (a copy of the file, a replay) not a second dead letter.
+CREATE TABLE bad_lines (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    key        TEXT NOT NULL UNIQUE,
+    file       TEXT NOT NULL,
+    offset     INTEGER NOT NULL,
+    line       INTEGER NOT NULL,
+    raw        BLOB NOT NULL,
+    reason     TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#];
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// A pending charge as the deliver stage needs it.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub envelope: Envelope,
+    pub next_ms: i64,
+}
+
+/// One dead letter, of either kind.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    /// `chg_…` for an undeliverable charge, `line-N` for an unparsable line.
+    pub id: String,
+    pub kind: &'static str,
+    pub file: String,
+    pub offset: u64,
+    pub line: u64,
+    pub reason: String,
+    pub attempts: u32,
+    pub when_ms: i64,
+    /// The first bytes of the message or line.
+    pub preview: String,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Totals {
+    pub pending: u64,
+    pub delivered: u64,
+    pub dead_charges: u64,
+    pub bad_lines: u64,
+    pub oldest_pending_ms: Option<i64>,
+    pub last_delivered_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate. Refuses a damaged database
+    /// rather than starting over, which would silently re-bill or skip.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        let sq = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sq)?;
+        // Concurrent writers (daemon, replay, dead-letters tools) wait for
+        // each other instead of failing with SQLITE_BUSY.
+        conn.busy_timeout(Duration::from_secs(60)).map_err(sq)?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.check_integrity()?;
+        store
+            .conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(|e| store.classify(e))?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn classify(&self, e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(DatabaseCorrupt) | Some(NotADatabase) => StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            },
+            _ => StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            },
+        }
+    }
+
+    fn check_integrity(&self) -> Result<(), StoreError> {
+        let result: Result<String, _> = self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0));
+        match result {
+            Ok(s) if s == "ok" => Ok(()),
+            Ok(s) => Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: s,
+            }),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.classify(e))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+            tx.execute_batch(sql)
+                .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)))
+                .and_then(|_| tx.commit())
+                .map_err(|e| StoreError::Sqlite {
+                    path: self.path.clone(),
+                    source: e,
+                })?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        self.classify(source)
+    }
+
+    /// Every known file generation (finished ones too: they are never read
+    /// again, and their ids must not be reused).
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT generation, path, dev, ino, fp_len, fingerprint, offset, line, size, finished
+                 FROM files ORDER BY generation",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Checkpoint {
+                    generation: r.get::<_, i64>(0)? as u64,
+                    path: PathBuf::from(r.get::<_, String>(1)?),
+                    dev: r.get::<_, i64>(2)? as u64,
+                    ino: r.get::<_, i64>(3)? as u64,
+                    fp_len: r.get::<_, i64>(4)? as u64,
+                    fingerprint: r.get(5)?,
+                    offset: r.get::<_, i64>(6)? as u64,
+                    line: r.get::<_, i64>(7)? as u64,
+                    size: r.get::<_, i64>(8)? as u64,
+                    finished: r.get(9)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e));
+        rows
+    }
+
+    /// Commit a batch: the charges and bad lines read, and (when following)
+    /// the position after them, in one transaction.
+    pub fn commit(
+        &mut self,
+        checkpoint: Option<&Checkpoint>,
+        charges: &[NewCharge],
+        bad: &[BadLine],
+    ) -> Result<Committed, StoreError> {
+        let now = now_ms();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify_with(&self.path, e))?;
+        let mut done = Committed::default();
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO outbox
+                     (id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms)
+                     VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(|e| classify_with(&self.path, e))?;
+            for c in charges {
+                let n = ins
+                    .execute(params![
+                        c.id,
+                        c.payload,
+                        c.job_type,
+                        c.account_type,
+                        c.account,
+                        c.amount,
+                        c.currency,
+                        c.file,
+                        c.offset as i64,
+                        c.line as i64,
+                        now
+                    ])
+                    .map_err(|e| classify_with(&self.path, e))?;
+                if n == 1 {
+                    done.inserted += 1;
+                } else {
+                    done.duplicates += 1;
+                }
+            }
+            let mut ins_bad = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO bad_lines (key, file, offset, line, raw, reason, created_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(|e| classify_with(&self.path, e))?;
+            for b in bad {
+                // A copy of a file repeats the same line at the same line
+                // number: one dead letter, not two.
+                let key = bad_line_key(&b.raw, b.line);
+                let n = ins_bad
+                    .execute(params![
+                        key,
+                        b.file,
+                        b.offset as i64,
+                        b.line as i64,
+                        b.raw,
+                        b.reason,
+                        now
+                    ])
+                    .map_err(|e| classify_with(&self.path, e))?;
+                done.bad_lines += n as u64;
+            }
+            if let Some(cp) = checkpoint {
+                tx.prepare_cached(
+                    "INSERT INTO files (generation, path, dev, ino, fp_len, fingerprint, offset, line, size, finished, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (generation) DO UPDATE SET path = ?2, dev = ?3, ino = ?4, fp_len = ?5,
+                       fingerprint = ?6, offset = ?7, line = ?8, size = ?9, finished = ?10, updated_ms = ?11",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        cp.generation as i64,
+                        cp.path.to_string_lossy(),
+                        cp.dev as i64,
+                        cp.ino as i64,
+                        cp.fp_len as i64,
+                        cp.fingerprint,
+                        cp.offset as i64,
+                        cp.line as i64,
+                        cp.size as i64,
+                        cp.finished,
+                        now
+                    ])
+                })
+                .map_err(|e| classify_with(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| classify_with(&self.path, e))?;
+        Ok(done)
+    }
+
+    /// Whether a charge id is already in the outbox or ledger.
+    pub fn known(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT state FROM outbox WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The oldest pending charges, in outbox order.
+    pub fn pending(&self, limit: usize) -> Result<Vec<Pending>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, id, payload, job_type, account_type, attempts, next_ms
+                 FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(Pending {
+                    envelope: Envelope {
+                        seq: r.get(0)?,
+                        id: r.get(1)?,
+                        payload: r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
+                        job_type: r.get(3)?,
+                        account_type: r.get(4)?,
+                        attempts: r.get::<_, i64>(5)? as u32,
+                    },
+                    next_ms: r.get(6)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e));
+        rows
+    }
+
+    /// Record what the sink said, in one transaction. Returns how many were
+    /// delivered and how many became dead letters.
+    pub fn record(
+        &mut self,
+        results: &[(&Envelope, Outcome)],
+        policy: &RetryPolicy,
+    ) -> Result<(u64, u64), StoreError> {
+        let now = now_ms();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify_with(&self.path, e))?;
+        let (mut delivered, mut dead) = (0, 0);
+        {
+            let mut ok = tx
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'delivered', payload = NULL, delivered_ms = ?2,
+                     attempts = attempts + 1, last_error = NULL WHERE seq = ?1 AND state = 'pending'",
+                )
+                .map_err(|e| classify_with(&self.path, e))?;
+            let mut retry = tx
+                .prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, next_ms = ?2, last_error = ?3,
+                     first_fail_ms = COALESCE(first_fail_ms, ?4) WHERE seq = ?1 AND state = 'pending'",
+                )
+                .map_err(|e| classify_with(&self.path, e))?;
+            let mut kill = tx
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?2,
+                     first_fail_ms = COALESCE(first_fail_ms, ?3), next_ms = ?3 WHERE seq = ?1 AND state = 'pending'",
+                )
+                .map_err(|e| classify_with(&self.path, e))?;
+            let mut first_fail = tx
+                .prepare_cached("SELECT first_fail_ms FROM outbox WHERE seq = ?1")
+                .map_err(|e| classify_with(&self.path, e))?;
+            for (env, outcome) in results {
+                match outcome {
+                    Outcome::Delivered => {
+                        delivered += ok
+                            .execute(params![env.seq, now])
+                            .map_err(|e| classify_with(&self.path, e))?
+                            as u64;
+                    }
+                    Outcome::Retry { error, retry_after } => {
+                        let since: Option<i64> = first_fail
+                            .query_row([env.seq], |r| r.get(0))
+                            .map_err(|e| classify_with(&self.path, e))?;
+                        let failing_for =
+                            Duration::from_millis((now - since.unwrap_or(now)).max(0) as u64);
+                        if policy
+                            .give_up_after
+                            .is_some_and(|limit| failing_for >= limit)
+                        {
+                            let msg = format!(
+                                "gave up after {}s of retries: {error}",
+                                failing_for.as_secs()
+                            );
+                            dead += kill
+                                .execute(params![env.seq, msg, now])
+                                .map_err(|e| classify_with(&self.path, e))?
+                                as u64;
+                        } else {
+                            let delay = retry_after.unwrap_or_else(|| policy.delay(env.attempts));
+                            let next = now + delay.as_millis() as i64;
+                            retry
+                                .execute(params![env.seq, next, error, now])
+                                .map_err(|e| classify_with(&self.path, e))?;
+                        }
+                    }
+                    Outcome::Reject { error } => {
+                        dead += kill
+                            .execute(params![env.seq, error, now])
+                            .map_err(|e| classify_with(&self.path, e))?
+                            as u64;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(|e| classify_with(&self.path, e))?;
+        Ok((delivered, dead))
+    }
+
+    /// Charges waiting for delivery.
+    pub fn backlog(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn totals(&self) -> Result<Totals, StoreError> {
+        let mut t = Totals::default();
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            self.conn
+                .query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| n as u64)
+                .map_err(|e| self.err(e))
+        };
+        t.pending = count("SELECT count(*) FROM outbox WHERE state = 'pending'")?;
+        t.delivered = count("SELECT count(*) FROM outbox WHERE state = 'delivered'")?;
+        t.dead_charges = count("SELECT count(*) FROM outbox WHERE state = 'dead'")?;
+        t.bad_lines = count("SELECT count(*) FROM bad_lines")?;
+        t.oldest_pending_ms = self
+            .conn
+            .query_row(
+                "SELECT created_ms FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        t.last_delivered_ms = self
+            .conn
+            .query_row(
+                "SELECT max(delivered_ms) FROM outbox WHERE state = 'delivered'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        t.last_error = self
+            .conn
+            .query_row(
+                "SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY seq LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(t)
+    }
+
+    /// Dead letters of both kinds, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut out = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, file, offset, line, COALESCE(last_error, ''), attempts, next_ms, payload
+                 FROM outbox WHERE state = 'dead' ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(DeadLetter {
+                    id: r.get(0)?,
+                    kind: "charge",
+                    file: r.get(1)?,
+                    offset: r.get::<_, i64>(2)? as u64,
+                    line: r.get::<_, i64>(3)? as u64,
+                    reason: r.get(4)?,
+                    attempts: r.get::<_, i64>(5)? as u32,
+                    when_ms: r.get(6)?,
+                    preview: preview(&r.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default()),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            out.push(row.map_err(|e| self.err(e))?);
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, file, offset, line, reason, created_ms, raw FROM bad_lines ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(DeadLetter {
+                    id: format!("line-{}", r.get::<_, i64>(0)?),
+                    kind: "line",
+                    file: r.get(1)?,
+                    offset: r.get::<_, i64>(2)? as u64,
+                    line: r.get::<_, i64>(3)? as u64,
+                    reason: r.get(4)?,
+                    attempts: 0,
+                    when_ms: r.get(5)?,
+                    preview: preview(&r.get::<_, Vec<u8>>(6)?),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            out.push(row.map_err(|e| self.err(e))?);
+        }
+        Ok(out)
+    }
+
+    /// Put dead charges back in the outbox (all when `ids` is empty).
+    /// Returns how many. Unparsable lines cannot be retried as they are:
+    /// fix the profile and `replay` the file.
+    pub fn retry_dead(&mut self, ids: &[String]) -> Result<u64, StoreError> {
+        let sql =
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_ms = 0, first_fail_ms = NULL
+                   WHERE state = 'dead'";
+        if ids.is_empty() {
+            return self
+                .conn
+                .execute(sql, [])
+                .map(|n| n as u64)
+                .map_err(|e| self.err(e));
+        }
+        let mut n = 0;
+        for id in ids {
+            n += self
+                .conn
+                .execute(&format!("{sql} AND id = ?1"), [id])
+                .map_err(|e| self.err(e))? as u64;
+        }
+        Ok(n)
+    }
+
+    /// Delete dead letters by id (`chg_…` or `line-N`).
+    pub fn drop_dead(&mut self, ids: &[String]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for id in ids {
+            n += if let Some(num) = id.strip_prefix("line-") {
+                self.conn
+                    .execute("DELETE FROM bad_lines WHERE id = ?1", [num])
+            } else {
+                self.conn
+                    .execute("DELETE FROM outbox WHERE state = 'dead' AND id = ?1", [id])
+            }
+            .map_err(|e| self.err(e))? as u64;
+        }
+        Ok(n)
+    }
+
+    /// Forget delivered ids older than the retention, and finished file
+    /// generations not seen for as long. Returns rows removed.
+    pub fn prune(&mut self, retention: Duration) -> Result<u64, StoreError> {
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        let a = self
+            .conn
+            .execute(
+                "DELETE FROM outbox WHERE state = 'delivered' AND delivered_ms < ?1",
+                [cutoff],
+            )
+            .map_err(|e| self.err(e))?;
+        let b = self
+            .conn
+            .execute(
+                "DELETE FROM files WHERE finished = 1 AND updated_ms < ?1",
+                [cutoff],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok((a + b) as u64)
+    }
+}
+
+fn classify_with(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(DatabaseCorrupt) | Some(NotADatabase) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        _ => StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}
+
+fn bad_line_key(raw: &[u8], line: u64) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(raw);
+    h.update(b"\0");
+    h.update(line.to_string());
+    hex::encode(&h.finalize()[..16])
+}
+
+fn preview(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]);
+    s.replace(['\t', '\r', '\n'], " ")
+}

@@ -1,0 +1,230 @@
+//! The state database: real SQLite files in a temp dir.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chargetail::sink::Outcome;
+use chargetail::source::Checkpoint;
+use chargetail::store::{BadLine, NewCharge, RetryPolicy, Store, StoreError};
+
+fn charge(id: &str, line: u64) -> NewCharge {
+    NewCharge {
+        id: id.into(),
+        payload: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        job_type: "print".into(),
+        account_type: "shared".into(),
+        account: "Acme".into(),
+        amount: Some("1.20".into()),
+        currency: "AUD".into(),
+        file: "/x/tx.log".into(),
+        offset: line * 10,
+        line,
+    }
+}
+
+fn checkpoint(offset: u64) -> Checkpoint {
+    Checkpoint {
+        generation: 1,
+        path: PathBuf::from("/x/tx.log"),
+        dev: 1,
+        ino: 2,
+        fp_len: 10,
+        fingerprint: "ab".into(),
+        offset,
+        line: offset / 10,
+        size: offset,
+        finished: false,
+    }
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(10),
+        give_up_after: None,
+    }
+}
+
+#[test]
+fn commit_stores_charges_and_position_together_and_ignores_known_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut s = Store::open(&path).unwrap();
+    let done = s
+        .commit(
+            Some(&checkpoint(20)),
+            &[charge("chg_a", 1), charge("chg_b", 2)],
+            &[],
+        )
+        .unwrap();
+    assert_eq!((done.inserted, done.duplicates), (2, 0));
+    // The same ids again (a copy of the file, a replay): nothing new.
+    let done = s
+        .commit(None, &[charge("chg_b", 2), charge("chg_c", 3)], &[])
+        .unwrap();
+    assert_eq!((done.inserted, done.duplicates), (1, 1));
+    drop(s);
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.checkpoints().unwrap(), vec![checkpoint(20)]);
+    let pending: Vec<String> = s
+        .pending(10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.envelope.id)
+        .collect();
+    assert_eq!(pending, ["chg_a", "chg_b", "chg_c"]);
+}
+
+#[test]
+fn outcomes_are_recorded_and_delivered_ids_stay_known() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    s.commit(
+        None,
+        &[charge("chg_a", 1), charge("chg_b", 2), charge("chg_c", 3)],
+        &[],
+    )
+    .unwrap();
+    let p = s.pending(10).unwrap();
+    let results = vec![
+        (&p[0].envelope, Outcome::Delivered),
+        (
+            &p[1].envelope,
+            Outcome::Retry {
+                error: "503".into(),
+                retry_after: Some(Duration::from_secs(30)),
+            },
+        ),
+        (
+            &p[2].envelope,
+            Outcome::Reject {
+                error: "400 bad".into(),
+            },
+        ),
+    ];
+    assert_eq!(s.record(&results, &policy()).unwrap(), (1, 1));
+    let p = s.pending(10).unwrap();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].envelope.id, "chg_b");
+    assert_eq!(p[0].envelope.attempts, 1);
+    // Retry-After is honoured: the next attempt is ~30 s away.
+    let wait = p[0].next_ms - chargetail::store::now_ms();
+    assert!((28_000..=30_500).contains(&wait), "{wait}");
+    assert_eq!(s.known("chg_a").unwrap().as_deref(), Some("delivered"));
+    // A delivered id read again is not queued again.
+    let done = s.commit(None, &[charge("chg_a", 1)], &[]).unwrap();
+    assert_eq!(done.inserted, 0);
+    let dead = s.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].id, "chg_c");
+    assert!(dead[0].reason.contains("400"));
+    assert_eq!(s.retry_dead(&[]).unwrap(), 1);
+    assert_eq!(s.pending(10).unwrap().len(), 2);
+}
+
+#[test]
+fn give_up_after_makes_a_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    s.commit(None, &[charge("chg_a", 1)], &[]).unwrap();
+    let pol = RetryPolicy {
+        give_up_after: Some(Duration::from_millis(50)),
+        ..policy()
+    };
+    let retry = Outcome::Retry {
+        error: "timeout".into(),
+        retry_after: None,
+    };
+    let p = s.pending(1).unwrap();
+    assert_eq!(
+        s.record(&[(&p[0].envelope, retry.clone())], &pol).unwrap(),
+        (0, 0)
+    );
+    std::thread::sleep(Duration::from_millis(80));
+    let p = s.pending(1).unwrap();
+    assert_eq!(s.record(&[(&p[0].envelope, retry)], &pol).unwrap(), (0, 1));
+    let dead = s.dead_letters().unwrap();
+    assert!(
+        dead[0].reason.contains("gave up") && dead[0].reason.contains("timeout"),
+        "{}",
+        dead[0].reason
+    );
+}
+
+#[test]
+fn bad_lines_are_dead_letters_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let bad = BadLine {
+        file: "/x/tx.log".into(),
+        offset: 40,
+        line: 5,
+        raw: b"2026-11-20\tbob\tabc".to_vec(),
+        reason: "column \"amount\" (3): \"abc\" is not an amount".into(),
+    };
+    assert_eq!(
+        s.commit(None, &[], std::slice::from_ref(&bad))
+            .unwrap()
+            .bad_lines,
+        1
+    );
+    // The same line from a copy of the file: still one dead letter.
+    let copy = BadLine {
+        file: "/x/tx.log.1".into(),
+        ..bad
+    };
+    assert_eq!(s.commit(None, &[], &[copy]).unwrap().bad_lines, 0);
+    let dead = s.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].kind, dead[0].line, dead[0].offset),
+        ("line", 5, 40)
+    );
+    assert!(dead[0].reason.contains("amount"));
+    assert_eq!(s.drop_dead(&[dead[0].id.clone()]).unwrap(), 1);
+}
+
+#[test]
+fn a_damaged_database_is_refused_not_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::write(&path, vec![0u8; 8192]).unwrap();
+    let err = Store::open(&path).err().expect("must refuse");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("refusing to start"), "{err}");
+    // Garbage that is not even zeros.
+    std::fs::write(
+        &path,
+        b"this is not a database, it is a text file ".repeat(200),
+    )
+    .unwrap();
+    let err = Store::open(&path).err().expect("must refuse");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    // And the file was left as it was.
+    assert!(std::fs::read(&path).unwrap().starts_with(b"this is not"));
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    drop(Store::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(conn);
+    let err = Store::open(&path).err().expect("must refuse");
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+}
+
+#[test]
+fn retry_backoff_is_capped_full_jitter() {
+    let p = policy();
+    for attempts in 0..40 {
+        let d = p.delay(attempts);
+        let cap = (100u64 << attempts.min(20)).min(10_000);
+        assert!(
+            d.as_millis() as u64 <= cap,
+            "attempt {attempts}: {d:?} > {cap}"
+        );
+    }
+}

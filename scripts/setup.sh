@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what building and testing chargetail needs on a fresh Debian
+# machine. Idempotent: installs only what is missing. Sourced by demo.sh and
+# test.sh.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+APT_UPDATED=0
+apt_install() {
+    if [ "$APT_UPDATED" -eq 0 ]; then
+        $SUDO apt-get update -qq
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+need_build_tools() {
+    local missing=()
+    command -v cc >/dev/null || missing+=(gcc libc6-dev)
+    command -v python3 >/dev/null || missing+=(python3)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v openssl >/dev/null || missing+=(openssl)
+    if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+    if ! command -v cargo >/dev/null; then
+        # Debian's cargo may be older than this crate needs (rust-version in
+        # Cargo.toml); rustup is the usual way where it can be reached.
+        echo "setup: cargo not found; installing Debian's rust toolchain" >&2
+        apt_install cargo rustc
+    fi
+}
+
+# RabbitMQ for the AMQP tests: use the one on 127.0.0.1:5672 if it answers;
+# otherwise install Debian's rabbitmq-server and start it.
+broker_up() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
+need_broker() {
+    if broker_up; then return 0; fi
+    if ! command -v rabbitmq-server >/dev/null; then
+        echo "setup: installing rabbitmq-server" >&2
+        apt_install rabbitmq-server
+    fi
+    echo "setup: starting rabbitmq-server" >&2
+    $SUDO rabbitmq-server -detached >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do
+        if broker_up && $SUDO rabbitmqctl -q await_startup >/dev/null 2>&1; then return 0; fi
+        sleep 1
+    done
+    echo "setup: RabbitMQ did not come up on 127.0.0.1:5672" >&2
+    return 1
+}
+
+# systemd-analyze checks the unit file (verify, security exposure).
+need_systemd_analyze() {
+    command -v systemd-analyze >/dev/null || apt_install systemd
+}

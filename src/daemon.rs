@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use tokio::sync::Notify;
 
-use crate::config::{Config, SinkKind};
+use crate::config::Config;
 use crate::deliver::Deliverer;
 use crate::format::{FormatSettings, LineParser, Parsed};
 use crate::shutdown::Shutdown;
-use crate::sink::stdout::StdoutSink;
-use crate::sink::Sink;
+use crate::sink::{AnySink, Sink};
 use crate::source::{FollowOptions, Follower, Notice, SourceEvent};
 use crate::stats::Stats;
 use crate::store::{BadLine, NewCharge, RetryPolicy, Store};
@@ -101,14 +100,14 @@ pub fn new_charge(charge: &crate::charge::Charge, source_name: &str) -> NewCharg
         file: charge.origin.file.clone(),
         offset: charge.origin.offset,
         line: charge.origin.line,
+        run: 0,
     }
 }
 
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = RunLock::acquire(&cfg.state.path)?;
     let store = Store::open(&cfg.state.path)?;
-    let settings =
-        Arc::new(FormatSettings::from_config(&cfg.source).map_err(|e| anyhow!("[source]: {e}"))?);
+    let settings = Arc::new(FormatSettings::from_config(&cfg.source).map_err(|e| anyhow!("[source]: {e}"))?);
     let shutdown = Shutdown::new();
     install_signal_handlers(shutdown.clone())?;
 
@@ -122,30 +121,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
 
     let deliver_store = Store::open(&cfg.state.path)?;
+    let sink = AnySink::from_config(&cfg)?;
     let policy = retry_policy(&cfg);
     let deliver = {
-        let (stats, wake, shutdown, cfg) =
-            (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
-        runtime.spawn(async move {
-            match cfg.sink.kind {
-                SinkKind::Stdout => {
-                    run_deliverer(
-                        StdoutSink::new(),
-                        deliver_store,
-                        &cfg,
-                        policy,
-                        wake,
-                        stats,
-                        shutdown,
-                    )
-                    .await
-                }
-                SinkKind::Amqp | SinkKind::Webhook => Err(anyhow!(
-                    "sink kind {:?} is not available in this build",
-                    cfg.sink.kind
-                )),
-            }
-        })
+        let (stats, wake, shutdown, cfg) = (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
+        runtime.spawn(
+            async move { run_deliverer(sink, deliver_store, &cfg, policy, wake, stats, shutdown).await },
+        )
     };
 
     tracing::info!(
@@ -156,8 +138,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         "chargetail running"
     );
     let source_result = {
-        let (stats, wake, shutdown, cfg) =
-            (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
+        let (stats, wake, shutdown, cfg) = (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
         std::thread::Builder::new()
             .name("chargetail-source".into())
             .spawn(move || source_loop(&cfg, store, settings, stats, wake, shutdown))
@@ -205,8 +186,8 @@ async fn run_deliverer<S: Sink>(
 
 fn install_signal_handlers(shutdown: Shutdown) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .context("installing signal handlers")?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     std::thread::Builder::new()
         .name("chargetail-signals".into())
         .spawn(move || {
@@ -258,9 +239,7 @@ fn source_loop(
         // the source file (it is durable there) instead of growing SQLite.
         if paused || last_backlog_check.elapsed() > Duration::from_millis(200) {
             let backlog = store.backlog()?;
-            stats
-                .backlog
-                .store(backlog, std::sync::atomic::Ordering::Relaxed);
+            stats.backlog.store(backlog, std::sync::atomic::Ordering::Relaxed);
             last_backlog_check = Instant::now();
             let over = backlog >= cfg.source.backlog_limit;
             if over != paused {
@@ -293,10 +272,7 @@ fn source_loop(
                     prefix,
                 } => {
                     let parser = parsers.entry(checkpoint.generation).or_insert_with(|| {
-                        LineParser::new(
-                            settings.clone(),
-                            checkpoint.path.to_string_lossy().into_owned(),
-                        )
+                        LineParser::new(settings.clone(), checkpoint.path.to_string_lossy().into_owned())
                     });
                     if prefix {
                         // Already delivered before a restart: only rebuild the
@@ -311,9 +287,7 @@ fn source_loop(
                     for line in &lines {
                         match parser.parse(line) {
                             Parsed::Skip => {}
-                            Parsed::Charge(c) => {
-                                charges.push(new_charge(&c, &settings.source_name))
-                            }
+                            Parsed::Charge(c) => charges.push(new_charge(&c, &settings.source_name)),
                             Parsed::Error(reason) => {
                                 tracing::warn!(
                                     file = %checkpoint.path.display(),

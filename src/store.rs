@@ -26,10 +26,7 @@ use crate::source::Checkpoint;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state database {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error(
         "state database {path} is damaged ({detail}); refusing to start. Restore it from a \
          backup or move it away (chargetail will then read every file from the start, and \
@@ -40,16 +37,9 @@ pub enum StoreError {
         "state database {path} has schema version {found}, newer than this chargetail \
          understands ({known}); upgrade chargetail"
     )]
-    TooNew {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
+    TooNew { path: PathBuf, found: i64, known: i64 },
     #[error("cannot create the directory for the state database {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Dir { path: PathBuf, source: std::io::Error },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -74,6 +64,8 @@ pub struct NewCharge {
     pub file: String,
     pub offset: u64,
     pub line: u64,
+    /// The replay run that queues it (0: the daemon).
+    pub run: i64,
 }
 
 /// A line that could not be parsed.
@@ -116,11 +108,7 @@ impl RetryPolicy {
             .saturating_mul(1u32.checked_shl(attempts.min(31)).unwrap_or(u32::MAX))
             .min(self.max);
         let ms = cap.as_millis() as u64;
-        Duration::from_millis(if ms == 0 {
-            0
-        } else {
-            rand::random_range(0..=ms)
-        })
+        Duration::from_millis(if ms == 0 { 0 } else { rand::random_range(0..=ms) })
     }
 }
 
@@ -163,8 +151,11 @@ CREATE TABLE outbox (
     first_fail_ms INTEGER,
     last_error   TEXT,
     created_ms   INTEGER NOT NULL,
-    delivered_ms INTEGER
+    delivered_ms INTEGER,
+    -- Which replay run queued it (0: the daemon), for a replay's reckoning.
+    run          INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX outbox_run ON outbox (run) WHERE run != 0;
 CREATE INDEX outbox_pending ON outbox (seq) WHERE state = 'pending';
 CREATE INDEX outbox_dead ON outbox (seq) WHERE state = 'dead';
 CREATE INDEX outbox_delivered_ms ON outbox (delivered_ms) WHERE state = 'delivered';
@@ -379,8 +370,8 @@ impl Store {
             let mut ins = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO outbox
-                     (id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms)
-                     VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                     (id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms, run)
+                     VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
             for c in charges {
@@ -396,7 +387,8 @@ impl Store {
                         c.file,
                         c.offset as i64,
                         c.line as i64,
-                        now
+                        now,
+                        c.run
                     ])
                     .map_err(|e| classify_with(&self.path, e))?;
                 if n == 1 {
@@ -540,16 +532,9 @@ impl Store {
                         let since: Option<i64> = first_fail
                             .query_row([env.seq], |r| r.get(0))
                             .map_err(|e| classify_with(&self.path, e))?;
-                        let failing_for =
-                            Duration::from_millis((now - since.unwrap_or(now)).max(0) as u64);
-                        if policy
-                            .give_up_after
-                            .is_some_and(|limit| failing_for >= limit)
-                        {
-                            let msg = format!(
-                                "gave up after {}s of retries: {error}",
-                                failing_for.as_secs()
-                            );
+                        let failing_for = Duration::from_millis((now - since.unwrap_or(now)).max(0) as u64);
+                        if policy.give_up_after.is_some_and(|limit| failing_for >= limit) {
+                            let msg = format!("gave up after {}s of retries: {error}", failing_for.as_secs());
                             dead += kill
                                 .execute(params![env.seq, msg, now])
                                 .map_err(|e| classify_with(&self.path, e))?
@@ -575,14 +560,56 @@ impl Store {
         Ok((delivered, dead))
     }
 
+    /// How a replay run's charges stand: (pending, delivered, dead).
+    pub fn run_states(&self, run: i64) -> Result<(u64, u64, u64), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT state, count(*) FROM outbox WHERE run = ?1 GROUP BY state")
+            .map_err(|e| self.err(e))?;
+        let mut out = (0, 0, 0);
+        let rows = stmt
+            .query_map([run], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            match row.map_err(|e| self.err(e))? {
+                (s, n) if s == "pending" => out.0 = n,
+                (s, n) if s == "delivered" => out.1 = n,
+                (_, n) => out.2 += n,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Call `each(amount, currency, account)` for every charge of a replay
+    /// run that was delivered (amounts summed by the caller in decimal).
+    pub fn run_delivered(
+        &self,
+        run: i64,
+        mut each: impl FnMut(Option<String>, String, String),
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT amount, currency, account FROM outbox WHERE run = ?1 AND state = 'delivered'")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([run]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            each(
+                r.get(0).map_err(|e| self.err(e))?,
+                r.get(1).map_err(|e| self.err(e))?,
+                r.get(2).map_err(|e| self.err(e))?,
+            );
+        }
+        Ok(())
+    }
+
     /// Charges waiting for delivery.
     pub fn backlog(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row(
-                "SELECT count(*) FROM outbox WHERE state = 'pending'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
+            .query_row("SELECT count(*) FROM outbox WHERE state = 'pending'", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -658,9 +685,7 @@ impl Store {
         }
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, file, offset, line, reason, created_ms, raw FROM bad_lines ORDER BY id",
-            )
+            .prepare("SELECT id, file, offset, line, reason, created_ms, raw FROM bad_lines ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -687,8 +712,7 @@ impl Store {
     /// Returns how many. Unparsable lines cannot be retried as they are:
     /// fix the profile and `replay` the file.
     pub fn retry_dead(&mut self, ids: &[String]) -> Result<u64, StoreError> {
-        let sql =
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_ms = 0, first_fail_ms = NULL
+        let sql = "UPDATE outbox SET state = 'pending', attempts = 0, next_ms = 0, first_fail_ms = NULL
                    WHERE state = 'dead'";
         if ids.is_empty() {
             return self
@@ -712,8 +736,7 @@ impl Store {
         let mut n = 0;
         for id in ids {
             n += if let Some(num) = id.strip_prefix("line-") {
-                self.conn
-                    .execute("DELETE FROM bad_lines WHERE id = ?1", [num])
+                self.conn.execute("DELETE FROM bad_lines WHERE id = ?1", [num])
             } else {
                 self.conn
                     .execute("DELETE FROM outbox WHERE state = 'dead' AND id = ?1", [id])

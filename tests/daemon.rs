@@ -61,7 +61,11 @@ fn partial_last_line_waits_for_its_end_even_across_a_restart() {
     d.drain(Duration::from_millis(500));
     let (_, lines2) = d.stop();
     assert_eq!(tx_ids(&lines), ["tx-000001"]);
-    assert_eq!(tx_ids(&lines2), ["tx-000002"], "completed line emitted once, nothing repeated");
+    assert_eq!(
+        tx_ids(&lines2),
+        ["tx-000002"],
+        "completed line emitted once, nothing repeated"
+    );
 }
 
 #[test]
@@ -102,7 +106,12 @@ fn kill9_at_random_moments_loses_nothing_and_repeats_only_same_ids() {
         by_tx.entry(tx.clone()).or_default().insert(id);
     }
     assert!(by_tx.values().all(|s| s.len() == 1));
-    eprintln!("kill -9 x12: {} lines for {} charges ({} redelivered)", all.len(), total, all.len() as u64 - total);
+    eprintln!(
+        "kill -9 x12: {} lines for {} charges ({} redelivered)",
+        all.len(),
+        total,
+        all.len() as u64 - total
+    );
 }
 
 #[test]
@@ -134,7 +143,10 @@ fn a_damaged_state_database_refuses_to_start() {
     let out = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("damaged") && err.contains("refusing to start"), "{err}");
+    assert!(
+        err.contains("damaged") && err.contains("refusing to start"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -144,7 +156,10 @@ fn bad_config_exits_2_naming_the_place() {
     let out = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("config.toml") && err.contains("carrier-pigeon"), "{err}");
+    assert!(
+        err.contains("config.toml") && err.contains("carrier-pigeon"),
+        "{err}"
+    );
     let out = run_cli(&["check", "--config", "/nonexistent/config.toml"]);
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.toml"));
@@ -156,21 +171,34 @@ fn bad_lines_become_dead_letters_and_reading_goes_on() {
     let file = dir.path().join("tx.log");
     append(&file, HEADER);
     append(&file, &tx_line(1));
-    append(&file, "2026-11-20 09:00:00\ttx-bad\talice\tAcme\tabc\t1\tPRINT\t1\td\tx\n");
+    append(
+        &file,
+        "2026-11-20 09:00:00\ttx-bad\talice\tAcme\tabc\t1\tPRINT\t1\td\tx\n",
+    );
     append(&file, &tx_line(2));
     let cfg = write_config(dir.path(), "tx.log", "");
     let mut d = Daemon::start(&cfg);
     assert_eq!(d.wait_for(2, T), 2);
     let (_, lines) = d.stop();
     assert_eq!(tx_ids(&lines), ["tx-000001", "tx-000002"]);
-    let out = run_cli(&["dead-letters", "--config", cfg.to_str().unwrap(), "list", "--json"]);
+    let out = run_cli(&[
+        "dead-letters",
+        "--config",
+        cfg.to_str().unwrap(),
+        "list",
+        "--json",
+    ]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let dead = v.as_array().unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["line"], 3);
     assert_eq!(dead[0]["kind"], "line");
-    assert!(dead[0]["reason"].as_str().unwrap().contains("amount"), "{}", dead[0]["reason"]);
+    assert!(
+        dead[0]["reason"].as_str().unwrap().contains("amount"),
+        "{}",
+        dead[0]["reason"]
+    );
     assert!(dead[0]["file"].as_str().unwrap().ends_with("tx.log"));
     // status sees it too, and the position is at the end of the file.
     let out = run_cli(&["status", "--config", cfg.to_str().unwrap(), "--json"]);

@@ -59,3 +59,53 @@ pub trait Sink {
     /// Close connections cleanly (on shutdown).
     async fn close(&mut self) {}
 }
+
+/// The configured sink, chosen at run time. An enum rather than a trait
+/// object: `Sink` has async methods, and the set of sinks is closed.
+pub enum AnySink {
+    Stdout(stdout::StdoutSink),
+}
+
+impl AnySink {
+    pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<AnySink> {
+        use crate::config::SinkKind;
+        match cfg.sink.kind {
+            SinkKind::Stdout => Ok(AnySink::Stdout(stdout::StdoutSink::new())),
+            kind => Err(anyhow::anyhow!(
+                "sink kind {kind:?} is not available in this build"
+            )),
+        }
+    }
+
+    /// Whether charges are written to our own stdout (then summaries go to
+    /// stderr so they don't mix with the data).
+    pub fn uses_stdout(&self) -> bool {
+        matches!(self, AnySink::Stdout(_))
+    }
+}
+
+impl Sink for AnySink {
+    async fn send(&mut self, batch: &[Envelope]) -> Vec<Outcome> {
+        match self {
+            AnySink::Stdout(s) => s.send(batch).await,
+        }
+    }
+
+    async fn check(&mut self) -> anyhow::Result<String> {
+        match self {
+            AnySink::Stdout(s) => s.check().await,
+        }
+    }
+
+    fn health(&self) -> SinkHealth {
+        match self {
+            AnySink::Stdout(s) => s.health(),
+        }
+    }
+
+    async fn close(&mut self) {
+        match self {
+            AnySink::Stdout(s) => s.close().await,
+        }
+    }
+}

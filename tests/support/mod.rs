@@ -11,7 +11,8 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_chargetail")
 }
 
-pub const HEADER: &str = "time\ttransaction_id\tuser\taccount\tamount\tbalance\tjob_type\tpages\tdevice\tdocument\n";
+pub const HEADER: &str =
+    "time\ttransaction_id\tuser\taccount\tamount\tbalance\tjob_type\tpages\tdevice\tdocument\n";
 
 /// One transaction-file line with a unique transaction id.
 pub fn tx_line(n: u64) -> String {
@@ -42,7 +43,11 @@ pub fn write_config(dir: &Path, pattern: &str, extra: &str) -> PathBuf {
 }
 
 pub fn append(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     f.write_all(text.as_bytes()).unwrap();
 }
 
@@ -152,7 +157,10 @@ pub fn wait_timeout(child: &mut Child, within: Duration) -> Option<i32> {
 
 fn unsafe_kill(pid: i32, sig: i32) {
     // `kill` from coreutils: no libc dependency needed for one call.
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// The `id` of each event line.
@@ -160,7 +168,8 @@ pub fn ids(lines: &[String]) -> Vec<String> {
     lines
         .iter()
         .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"));
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"));
             v["id"].as_str().unwrap().to_string()
         })
         .collect()

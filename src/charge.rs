@@ -194,7 +194,12 @@ impl Charge {
 ///
 /// Rendered as `chg_` + the first 16 bytes in lowercase hex. Golden vectors
 /// in the tests pin this; changing it re-bills every customer's history.
-pub fn charge_id(source: &str, transaction_id: Option<&str>, content: &[u8], ordinal: u64) -> String {
+pub fn charge_id(
+    source: &str,
+    transaction_id: Option<&str>,
+    content: &[u8],
+    ordinal: u64,
+) -> String {
     let mut h = Sha256::new();
     h.update(b"chargetail/v1\0");
     match transaction_id {
@@ -273,7 +278,10 @@ mod tests {
             charge_id("s1", Some("t"), b"y", 5)
         );
         // No ambiguity between fields: a NUL separates them.
-        assert_ne!(charge_id("ab", None, b"c", 0), charge_id("a", None, b"bc", 0));
+        assert_ne!(
+            charge_id("ab", None, b"c", 0),
+            charge_id("a", None, b"bc", 0)
+        );
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             let usage = e.chain().any(|c| {
-                c.downcast_ref::<ConfigError>().is_some() || c.downcast_ref::<UsageError>().is_some()
+                c.downcast_ref::<ConfigError>().is_some()
+                    || c.downcast_ref::<UsageError>().is_some()
             });
             tracing::error!("{e:#}");
             // Also plainly on stderr, for people running it by hand with
@@ -126,7 +127,8 @@ pub struct UsageError(pub String);
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CHARGETAIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("CHARGETAIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Under systemd the journal adds its own timestamps and shows no colours.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
@@ -192,7 +194,11 @@ fn default_source() -> crate::config::SourceConfig {
     toml::from_str(text).unwrap_or_else(|_| unreachable!("constant source config parses"))
 }
 
-fn parse(profile: Option<Profile>, config: Option<&Path>, paths: &[String]) -> anyhow::Result<ExitCode> {
+fn parse(
+    profile: Option<Profile>,
+    config: Option<&Path>,
+    paths: &[String],
+) -> anyhow::Result<ExitCode> {
     let (src, max_line) = match config {
         Some(c) => {
             let cfg = Config::load(c)?;
@@ -209,23 +215,29 @@ fn parse(profile: Option<Profile>, config: Option<&Path>, paths: &[String]) -> a
     let mut bad = 0u64;
     let mut charges = 0u64;
     for file in files {
-        let canonical = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
+        let canonical =
+            std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
         let name = canonical.to_string_lossy().into_owned();
         let mut parser = LineParser::new(settings.clone(), name.clone());
         let mut write_err = None;
-        crate::source::historical::read_lines(&canonical, max_line, |line, _| match parser.parse(&line) {
-            Parsed::Skip => {}
-            Parsed::Charge(c) => {
-                charges += 1;
-                let mut bytes = c.to_event_json(&settings.source_name);
-                bytes.push(b'\n');
-                if let Err(e) = out.write_all(&bytes) {
-                    write_err.get_or_insert(e);
+        crate::source::historical::read_lines(&canonical, max_line, |line, _| {
+            match parser.parse(&line) {
+                Parsed::Skip => {}
+                Parsed::Charge(c) => {
+                    charges += 1;
+                    let mut bytes = c.to_event_json(&settings.source_name);
+                    bytes.push(b'\n');
+                    if let Err(e) = out.write_all(&bytes) {
+                        write_err.get_or_insert(e);
+                    }
                 }
-            }
-            Parsed::Error(reason) => {
-                bad += 1;
-                eprintln!("{name}:{}: {reason} (byte offset {})", line.number, line.offset);
+                Parsed::Error(reason) => {
+                    bad += 1;
+                    eprintln!(
+                        "{name}:{}: {reason} (byte offset {})",
+                        line.number, line.offset
+                    );
+                }
             }
         })
         .with_context(|| format!("reading {name}"))?;

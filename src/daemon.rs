@@ -107,7 +107,8 @@ pub fn new_charge(charge: &crate::charge::Charge, source_name: &str) -> NewCharg
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = RunLock::acquire(&cfg.state.path)?;
     let store = Store::open(&cfg.state.path)?;
-    let settings = Arc::new(FormatSettings::from_config(&cfg.source).map_err(|e| anyhow!("[source]: {e}"))?);
+    let settings =
+        Arc::new(FormatSettings::from_config(&cfg.source).map_err(|e| anyhow!("[source]: {e}"))?);
     let shutdown = Shutdown::new();
     install_signal_handlers(shutdown.clone())?;
 
@@ -124,10 +125,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let sink = AnySink::from_config(&cfg)?;
     let policy = retry_policy(&cfg);
     let deliver = {
-        let (stats, wake, shutdown, cfg) = (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
-        runtime.spawn(
-            async move { run_deliverer(sink, deliver_store, &cfg, policy, wake, stats, shutdown).await },
-        )
+        let (stats, wake, shutdown, cfg) =
+            (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
+        runtime.spawn(async move {
+            run_deliverer(sink, deliver_store, &cfg, policy, wake, stats, shutdown).await
+        })
     };
 
     tracing::info!(
@@ -138,7 +140,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         "chargetail running"
     );
     let source_result = {
-        let (stats, wake, shutdown, cfg) = (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
+        let (stats, wake, shutdown, cfg) =
+            (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
         std::thread::Builder::new()
             .name("chargetail-source".into())
             .spawn(move || source_loop(&cfg, store, settings, stats, wake, shutdown))
@@ -186,8 +189,8 @@ async fn run_deliverer<S: Sink>(
 
 fn install_signal_handlers(shutdown: Shutdown) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("installing signal handlers")?;
     std::thread::Builder::new()
         .name("chargetail-signals".into())
         .spawn(move || {
@@ -239,7 +242,9 @@ fn source_loop(
         // the source file (it is durable there) instead of growing SQLite.
         if paused || last_backlog_check.elapsed() > Duration::from_millis(200) {
             let backlog = store.backlog()?;
-            stats.backlog.store(backlog, std::sync::atomic::Ordering::Relaxed);
+            stats
+                .backlog
+                .store(backlog, std::sync::atomic::Ordering::Relaxed);
             last_backlog_check = Instant::now();
             let over = backlog >= cfg.source.backlog_limit;
             if over != paused {
@@ -272,7 +277,10 @@ fn source_loop(
                     prefix,
                 } => {
                     let parser = parsers.entry(checkpoint.generation).or_insert_with(|| {
-                        LineParser::new(settings.clone(), checkpoint.path.to_string_lossy().into_owned())
+                        LineParser::new(
+                            settings.clone(),
+                            checkpoint.path.to_string_lossy().into_owned(),
+                        )
                     });
                     if prefix {
                         // Already delivered before a restart: only rebuild the
@@ -287,7 +295,9 @@ fn source_loop(
                     for line in &lines {
                         match parser.parse(line) {
                             Parsed::Skip => {}
-                            Parsed::Charge(c) => charges.push(new_charge(&c, &settings.source_name)),
+                            Parsed::Charge(c) => {
+                                charges.push(new_charge(&c, &settings.source_name))
+                            }
                             Parsed::Error(reason) => {
                                 tracing::warn!(
                                     file = %checkpoint.path.display(),

@@ -26,7 +26,10 @@ use crate::source::Checkpoint;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state database {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error(
         "state database {path} is damaged ({detail}); refusing to start. Restore it from a \
          backup or move it away (chargetail will then read every file from the start, and \
@@ -37,9 +40,16 @@ pub enum StoreError {
         "state database {path} has schema version {found}, newer than this chargetail \
          understands ({known}); upgrade chargetail"
     )]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("cannot create the directory for the state database {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -108,7 +118,11 @@ impl RetryPolicy {
             .saturating_mul(1u32.checked_shl(attempts.min(31)).unwrap_or(u32::MAX))
             .min(self.max);
         let ms = cap.as_millis() as u64;
-        Duration::from_millis(if ms == 0 { 0 } else { rand::random_range(0..=ms) })
+        Duration::from_millis(if ms == 0 {
+            0
+        } else {
+            rand::random_range(0..=ms)
+        })
     }
 }
 
@@ -532,9 +546,16 @@ impl Store {
                         let since: Option<i64> = first_fail
                             .query_row([env.seq], |r| r.get(0))
                             .map_err(|e| classify_with(&self.path, e))?;
-                        let failing_for = Duration::from_millis((now - since.unwrap_or(now)).max(0) as u64);
-                        if policy.give_up_after.is_some_and(|limit| failing_for >= limit) {
-                            let msg = format!("gave up after {}s of retries: {error}", failing_for.as_secs());
+                        let failing_for =
+                            Duration::from_millis((now - since.unwrap_or(now)).max(0) as u64);
+                        if policy
+                            .give_up_after
+                            .is_some_and(|limit| failing_for >= limit)
+                        {
+                            let msg = format!(
+                                "gave up after {}s of retries: {error}",
+                                failing_for.as_secs()
+                            );
                             dead += kill
                                 .execute(params![env.seq, msg, now])
                                 .map_err(|e| classify_with(&self.path, e))?
@@ -607,9 +628,11 @@ impl Store {
     /// Charges waiting for delivery.
     pub fn backlog(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row("SELECT count(*) FROM outbox WHERE state = 'pending'", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE state = 'pending'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -685,7 +708,9 @@ impl Store {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT id, file, offset, line, reason, created_ms, raw FROM bad_lines ORDER BY id")
+            .prepare(
+                "SELECT id, file, offset, line, reason, created_ms, raw FROM bad_lines ORDER BY id",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -712,7 +737,8 @@ impl Store {
     /// Returns how many. Unparsable lines cannot be retried as they are:
     /// fix the profile and `replay` the file.
     pub fn retry_dead(&mut self, ids: &[String]) -> Result<u64, StoreError> {
-        let sql = "UPDATE outbox SET state = 'pending', attempts = 0, next_ms = 0, first_fail_ms = NULL
+        let sql =
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_ms = 0, first_fail_ms = NULL
                    WHERE state = 'dead'";
         if ids.is_empty() {
             return self
@@ -736,7 +762,8 @@ impl Store {
         let mut n = 0;
         for id in ids {
             n += if let Some(num) = id.strip_prefix("line-") {
-                self.conn.execute("DELETE FROM bad_lines WHERE id = ?1", [num])
+                self.conn
+                    .execute("DELETE FROM bad_lines WHERE id = ?1", [num])
             } else {
                 self.conn
                     .execute("DELETE FROM outbox WHERE state = 'dead' AND id = ?1", [id])

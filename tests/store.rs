@@ -164,7 +164,9 @@ fn bad_lines_are_dead_letters_once() {
         reason: "column \"amount\" (3): \"abc\" is not an amount".into(),
     };
     assert_eq!(
-        s.commit(None, &[], std::slice::from_ref(&bad)).unwrap().bad_lines,
+        s.commit(None, &[], std::slice::from_ref(&bad))
+            .unwrap()
+            .bad_lines,
         1
     );
     // The same line from a copy of the file: still one dead letter.
@@ -175,7 +177,10 @@ fn bad_lines_are_dead_letters_once() {
     assert_eq!(s.commit(None, &[], &[copy]).unwrap().bad_lines, 0);
     let dead = s.dead_letters().unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].kind, dead[0].line, dead[0].offset), ("line", 5, 40));
+    assert_eq!(
+        (dead[0].kind, dead[0].line, dead[0].offset),
+        ("line", 5, 40)
+    );
     assert!(dead[0].reason.contains("amount"));
     assert_eq!(s.drop_dead(&[dead[0].id.clone()]).unwrap(), 1);
 }
@@ -189,7 +194,11 @@ fn a_damaged_database_is_refused_not_reset() {
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("refusing to start"), "{err}");
     // Garbage that is not even zeros.
-    std::fs::write(&path, b"this is not a database, it is a text file ".repeat(200)).unwrap();
+    std::fs::write(
+        &path,
+        b"this is not a database, it is a text file ".repeat(200),
+    )
+    .unwrap();
     let err = Store::open(&path).err().expect("must refuse");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     // And the file was left as it was.
@@ -214,6 +223,9 @@ fn retry_backoff_is_capped_full_jitter() {
     for attempts in 0..40 {
         let d = p.delay(attempts);
         let cap = (100u64 << attempts.min(20)).min(10_000);
-        assert!(d.as_millis() as u64 <= cap, "attempt {attempts}: {d:?} > {cap}");
+        assert!(
+            d.as_millis() as u64 <= cap,
+            "attempt {attempts}: {d:?} > {cap}"
+        );
     }
 }

@@ -96,7 +96,9 @@ pub const FIELD_NAMES: &[&str] = &[
 pub fn parse_delimiter(s: &str) -> Result<u8, String> {
     match s {
         "\t" | "\\t" | "tab" | "TAB" => Ok(b'\t'),
-        _ if s.len() == 1 && s.is_ascii() && s != "\"" && s != "\n" && s != "\r" => Ok(s.as_bytes()[0]),
+        _ if s.len() == 1 && s.is_ascii() && s != "\"" && s != "\n" && s != "\r" => {
+            Ok(s.as_bytes()[0])
+        }
         _ => Err(format!(
             "{s:?} is not a single-character delimiter (use \"tab\", \",\", \";\" or \"|\")"
         )),

@@ -17,7 +17,9 @@ pub fn read_lines(
 ) -> std::io::Result<u64> {
     let file = File::open(path)?;
     let mut reader: Box<dyn Read> = if is_gzip(path) {
-        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)))
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            file,
+        )))
     } else {
         Box::new(file)
     };
@@ -46,5 +48,6 @@ pub fn read_lines(
 }
 
 pub fn is_gzip(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
 }

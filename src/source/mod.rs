@@ -90,7 +90,11 @@ pub enum Notice {
     /// new generation. Lines written between our last read and the
     /// truncation are lost unless the copy (copy-then-truncate) matches the
     /// glob, in which case they are read from the copy.
-    Truncated { path: PathBuf, offset: u64, size: u64 },
+    Truncated {
+        path: PathBuf,
+        offset: u64,
+        size: u64,
+    },
     /// The file at `path` is no longer the generation we followed (renamed
     /// away or deleted); it is read to its end and then finished.
     Rotated { path: PathBuf, generation: u64 },
@@ -108,7 +112,13 @@ pub enum SourceError {
     #[error("bad source path pattern {pattern:?}: {reason}")]
     Pattern { pattern: String, reason: String },
     #[error("cannot watch {path}: {source}")]
-    Watch { path: PathBuf, source: notify::Error },
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }

@@ -180,11 +180,17 @@ pub fn tx_ids(lines: &[String]) -> Vec<String> {
         .iter()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["data"]["transaction_id"].as_str().unwrap_or("").to_string()
+            v["data"]["transaction_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
         })
         .collect()
 }
 
 pub fn run_cli(args: &[&str]) -> std::process::Output {
-    Command::new(bin()).args(args).output().expect("run chargetail")
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run chargetail")
 }

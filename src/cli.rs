@@ -40,6 +40,25 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Read historical files (paths or globs, .gz too) once, oldest first; deliver what was never delivered; print a summary.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Parse and reckon everything; send and record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The summary as JSON (on stdout, or stderr when the sink is stdout).
+        #[arg(long)]
+        json: bool,
+        /// Override the config's input profile.
+        #[arg(long, value_enum)]
+        profile: Option<Profile>,
+        /// Stop waiting for delivery after this many seconds without progress.
+        #[arg(long, default_value_t = 120)]
+        give_up_after: u64,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
     /// Print each charge of the files as one JSON line; bad lines to stderr. Touches no state.
     Parse {
         /// Input profile (default: the config's, else transaction-file).

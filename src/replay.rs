@@ -1,0 +1,504 @@
+//! `chargetail replay`: read historical files once (plain or `.gz`), queue
+//! exactly the charges never delivered, deliver them, and reckon.
+//!
+//! Safe beside a running daemon: every charge goes through the same outbox,
+//! whose unique charge id is the one gate against doubles. When a daemon
+//! holds the run lock, it delivers what the replay queued (it looks at the
+//! outbox at least every second) and the replay waits for that; otherwise
+//! the replay takes the lock and delivers itself.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::daemon::{new_charge, retry_policy, RunLock};
+use crate::deliver::{Deliverer, Step};
+use crate::format::{FormatSettings, LineParser, Parsed};
+use crate::sink::AnySink;
+use crate::source::historical::read_lines;
+use crate::stats::Stats;
+use crate::store::{BadLine, NewCharge, Store};
+
+pub struct ReplayOptions {
+    pub dry_run: bool,
+    pub json: bool,
+    /// Stop waiting for delivery after this long without progress.
+    pub give_up_after: Duration,
+}
+
+/// Sums per currency, and per currency and account.
+#[derive(Debug, Default, Serialize)]
+pub struct Totals {
+    pub charges: u64,
+    pub by_currency: BTreeMap<String, Decimal>,
+    pub by_account: BTreeMap<String, BTreeMap<String, Decimal>>,
+}
+
+impl Totals {
+    fn add(&mut self, amount: Option<Decimal>, currency: &str, account: &str) {
+        self.charges += 1;
+        if let Some(a) = amount {
+            *self.by_currency.entry(currency.to_string()).or_default() += a;
+            *self
+                .by_account
+                .entry(currency.to_string())
+                .or_default()
+                .entry(account.to_string())
+                .or_default() += a;
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub dry_run: bool,
+    pub files: Vec<String>,
+    pub lines: u64,
+    pub charges_read: u64,
+    /// Known from an earlier run or the daemon (delivered, or queued).
+    pub already_delivered: u64,
+    pub already_queued: u64,
+    /// The same charge more than once in the input (a file and its copy).
+    pub repeated_in_input: u64,
+    pub newly_queued: u64,
+    pub newly_delivered: u64,
+    pub still_pending: u64,
+    pub dead_letters: u64,
+    pub bad_lines: u64,
+    pub totals_read: Totals,
+    pub totals_newly_delivered: Totals,
+}
+
+/// Sort files oldest first: by the time of the first charge, then by name.
+/// A file with no charge at all sorts by name among the rest.
+fn order_files(
+    files: Vec<PathBuf>,
+    settings: &Arc<FormatSettings>,
+    max_line: usize,
+) -> Vec<PathBuf> {
+    let mut keyed: Vec<(Option<i64>, PathBuf)> = files
+        .into_iter()
+        .map(|f| {
+            let mut parser = LineParser::new(settings.clone(), String::new());
+            let mut first = None;
+            // Stop reading at the first charge; an error just ends the peek.
+            let _ = read_first(&f, max_line, |line| {
+                if let Parsed::Charge(c) = parser.parse(line) {
+                    first = Some(c.time.timestamp());
+                    return true;
+                }
+                false
+            });
+            (first, f)
+        })
+        .collect();
+    keyed.sort_by(|a, b| match (a.0, b.0) {
+        (Some(x), Some(y)) => x.cmp(&y).then_with(|| a.1.cmp(&b.1)),
+        _ => a.1.cmp(&b.1),
+    });
+    keyed.into_iter().map(|(_, f)| f).collect()
+}
+
+/// Read lines until `stop` says so (a peek at a file's head).
+fn read_first(
+    path: &Path,
+    max_line: usize,
+    mut stop: impl FnMut(&crate::source::Line) -> bool,
+) -> std::io::Result<()> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let mut reader: Box<dyn Read> = if crate::source::historical::is_gzip(path) {
+        Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
+            file,
+        )))
+    } else {
+        Box::new(file)
+    };
+    let mut splitter = crate::source::LineSplitter::new(max_line, 0, 1);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut lines = Vec::new();
+    for _ in 0..64 {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            splitter.finish(&mut lines);
+        } else {
+            splitter.feed(&buf[..n], &mut lines);
+        }
+        for l in lines.drain(..) {
+            if stop(&l) {
+                return Ok(());
+            }
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(())
+}
+
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_log: Instant,
+    total_bytes: u64,
+}
+
+impl Progress {
+    fn new(total_bytes: u64) -> Progress {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total_bytes);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Progress {
+            bar,
+            last_log: Instant::now(),
+            total_bytes,
+        }
+    }
+
+    fn update(&mut self, bytes: u64, charges: u64) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(bytes);
+                bar.set_message(format!("{charges} charges"));
+            }
+            None if self.last_log.elapsed() >= Duration::from_secs(5) => {
+                self.last_log = Instant::now();
+                tracing::info!(
+                    bytes,
+                    total_bytes = self.total_bytes,
+                    charges,
+                    "replay progress"
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow::Result<Summary> {
+    let settings = Arc::new(
+        FormatSettings::from_config(&cfg.source).map_err(|e| anyhow::anyhow!("[source]: {e}"))?,
+    );
+    let max_line = cfg.source.max_line_bytes;
+    let files = order_files(files, &settings, max_line);
+    // A dry run must not create state; it only looks at it if it exists.
+    let mut store = if opts.dry_run && !cfg.state.path.exists() {
+        None
+    } else {
+        Some(Store::open(&cfg.state.path)?)
+    };
+    let run: i64 = rand::random_range(1..i64::MAX);
+    let mut summary = Summary {
+        dry_run: opts.dry_run,
+        ..Summary::default()
+    };
+    let total_bytes: u64 = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let mut progress = Progress::new(total_bytes);
+    let mut done_bytes = 0u64;
+
+    for file in &files {
+        let canonical = std::fs::canonicalize(file).with_context(|| file.display().to_string())?;
+        let name = canonical.to_string_lossy().into_owned();
+        summary.files.push(name.clone());
+        let mut parser = LineParser::new(settings.clone(), name.clone());
+        let mut charges: Vec<NewCharge> = Vec::new();
+        let mut bad: Vec<BadLine> = Vec::new();
+        let mut failure: Option<anyhow::Error> = None;
+        let compressed_len = std::fs::metadata(&canonical).map(|m| m.len()).unwrap_or(0);
+        let is_gz = crate::source::historical::is_gzip(&canonical);
+        let mut flush = |charges: &mut Vec<NewCharge>,
+                         bad: &mut Vec<BadLine>,
+                         summary: &mut Summary|
+         -> anyhow::Result<()> {
+            if let Some(store) = store.as_mut() {
+                if opts.dry_run {
+                    for c in charges.iter() {
+                        match store.known(&c.id)?.as_deref() {
+                            Some("delivered") => summary.already_delivered += 1,
+                            Some(_) => summary.already_queued += 1,
+                            None => summary.newly_queued += 1,
+                        }
+                    }
+                } else {
+                    // Classify before inserting: INSERT OR IGNORE does not
+                    // say whether an ignored id was delivered or queued.
+                    let mut known = 0;
+                    for c in charges.iter() {
+                        match store.known(&c.id)?.as_deref() {
+                            Some("delivered") => summary.already_delivered += 1,
+                            Some(_) => summary.already_queued += 1,
+                            None => continue,
+                        }
+                        known += 1;
+                    }
+                    let done = store.commit(None, charges, bad)?;
+                    summary.newly_queued += done.inserted;
+                    summary.repeated_in_input += done.duplicates.saturating_sub(known);
+                }
+            } else {
+                summary.newly_queued += charges.len() as u64;
+            }
+            charges.clear();
+            bad.clear();
+            Ok(())
+        };
+        read_lines(&canonical, max_line, |line, bytes| {
+            if failure.is_some() {
+                return;
+            }
+            summary.lines += 1;
+            match parser.parse(&line) {
+                Parsed::Skip => {}
+                Parsed::Charge(c) => {
+                    summary.charges_read += 1;
+                    summary.totals_read.add(c.amount, &c.currency, &c.account);
+                    let mut nc = new_charge(&c, &settings.source_name);
+                    nc.run = run;
+                    charges.push(nc);
+                }
+                Parsed::Error(reason) => {
+                    summary.bad_lines += 1;
+                    tracing::warn!(file = %name, line = line.number, offset = line.offset, %reason, "unparsable line");
+                    bad.push(BadLine {
+                        file: name.clone(),
+                        offset: line.offset,
+                        line: line.number,
+                        raw: line.bytes,
+                        reason,
+                    });
+                }
+            }
+            if charges.len() + bad.len() >= 1000 {
+                if let Err(e) = flush(&mut charges, &mut bad, &mut summary) {
+                    failure = Some(e);
+                }
+            }
+            // For a .gz file, scale uncompressed progress to its size.
+            let pos = if is_gz { bytes.min(compressed_len) } else { bytes };
+            progress.update(done_bytes + pos, summary.charges_read);
+        })
+        .with_context(|| format!("reading {name}"))?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        flush(&mut charges, &mut bad, &mut summary)?;
+        done_bytes += compressed_len;
+    }
+    progress.finish();
+
+    if opts.dry_run {
+        return Ok(summary);
+    }
+    let Some(store) = store else {
+        return Ok(summary);
+    };
+    deliver_run(cfg, store, run, opts, &mut summary)?;
+    Ok(summary)
+}
+
+/// Deliver (or wait for the daemon to deliver) this run's charges.
+fn deliver_run(
+    cfg: &Config,
+    store: Store,
+    run: i64,
+    opts: &ReplayOptions,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    let lock = match RunLock::acquire(&cfg.state.path) {
+        Ok(l) => Some(l),
+        Err(_) if RunLock::is_held(&cfg.state.path) => {
+            tracing::info!(
+                "a chargetail daemon is running on this state: it delivers the replayed charges"
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let mut last_progress = Instant::now();
+    let mut last_done = u64::MAX;
+    if lock.is_some() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let sink = AnySink::from_config(cfg)?;
+        let mut d = Deliverer {
+            store,
+            sink,
+            policy: retry_policy(cfg),
+            batch: cfg.delivery.batch,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            stats: Arc::new(Stats::default()),
+        };
+        rt.block_on(async {
+            loop {
+                let (pending, delivered, dead) = d.store.run_states(run)?;
+                if pending == 0 {
+                    break;
+                }
+                if delivered + dead != last_done {
+                    last_done = delivered + dead;
+                    last_progress = Instant::now();
+                } else if last_progress.elapsed() > opts.give_up_after {
+                    tracing::error!(
+                        pending,
+                        "no delivery progress; giving up (the charges stay in the outbox)"
+                    );
+                    break;
+                }
+                match d.step().await? {
+                    Step::Sent => {}
+                    Step::Idle => break,
+                    Step::WaitUntil(ms) => {
+                        let wait = (ms - crate::store::now_ms()).clamp(1, 1000) as u64;
+                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    }
+                }
+            }
+            use crate::sink::Sink;
+            d.sink.close().await;
+            anyhow::Ok(())
+        })?;
+        let store = &d.store;
+        tally(store, run, summary)?;
+    } else {
+        loop {
+            let (pending, delivered, dead) = store.run_states(run)?;
+            if pending == 0 {
+                break;
+            }
+            if delivered + dead != last_done {
+                last_done = delivered + dead;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > opts.give_up_after {
+                tracing::error!(
+                    pending,
+                    "the daemon made no delivery progress; giving up waiting"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        tally(&store, run, summary)?;
+    }
+    drop(lock);
+    Ok(())
+}
+
+fn tally(store: &Store, run: i64, summary: &mut Summary) -> anyhow::Result<()> {
+    let (pending, delivered, dead) = store.run_states(run)?;
+    summary.newly_delivered = delivered;
+    summary.still_pending = pending;
+    summary.dead_letters = dead;
+    let mut totals = Totals::default();
+    store.run_delivered(run, |amount, currency, account| {
+        let amount = amount.and_then(|a| a.parse::<Decimal>().ok());
+        totals.add(amount, &currency, &account);
+    })?;
+    summary.totals_newly_delivered = totals;
+    Ok(())
+}
+
+impl Summary {
+    /// Exit 0 only when every charge read is delivered (now or before) and
+    /// every line parsed.
+    pub fn complete(&self) -> bool {
+        self.still_pending == 0 && self.dead_letters == 0 && self.bad_lines == 0
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let verb = if self.dry_run { "would be " } else { "" };
+        s.push_str(&format!(
+            "replay{}: {} files, {} lines, {} charges read\n",
+            if self.dry_run {
+                " (dry run: nothing sent or recorded)"
+            } else {
+                ""
+            },
+            self.files.len(),
+            self.lines,
+            self.charges_read
+        ));
+        s.push_str(&format!(
+            "  already delivered:  {}\n",
+            self.already_delivered
+        ));
+        if self.already_queued > 0 {
+            s.push_str(&format!(
+                "  already queued:     {} (pending in the outbox)\n",
+                self.already_queued
+            ));
+        }
+        if self.repeated_in_input > 0 {
+            s.push_str(&format!(
+                "  repeated in input:  {} (same charge id twice)\n",
+                self.repeated_in_input
+            ));
+        }
+        s.push_str(&format!("  {}queued:        {}\n", verb, self.newly_queued));
+        if !self.dry_run {
+            s.push_str(&format!("  newly delivered:    {}\n", self.newly_delivered));
+            if self.still_pending > 0 {
+                s.push_str(&format!(
+                    "  NOT delivered yet:  {} (still in the outbox; the daemon or a new replay sends them)\n",
+                    self.still_pending
+                ));
+            }
+            if self.dead_letters > 0 {
+                s.push_str(&format!(
+                    "  dead letters:       {} (see `chargetail dead-letters list`)\n",
+                    self.dead_letters
+                ));
+            }
+        }
+        if self.bad_lines > 0 {
+            s.push_str(&format!(
+                "  unparsable lines:   {}{}\n",
+                self.bad_lines,
+                if self.dry_run {
+                    ""
+                } else {
+                    " (see `chargetail dead-letters list`)"
+                }
+            ));
+        }
+        let money = |t: &Totals, title: &str, s: &mut String| {
+            s.push_str(&format!("  {title}: {} charges\n", t.charges));
+            for (cur, sum) in &t.by_currency {
+                s.push_str(&format!("    {cur} {sum}\n"));
+                for (acct, a) in t.by_account.get(cur).into_iter().flatten() {
+                    s.push_str(&format!("      {acct}: {a}\n"));
+                }
+            }
+        };
+        money(&self.totals_read, "all read", &mut s);
+        if !self.dry_run {
+            money(&self.totals_newly_delivered, "newly delivered", &mut s);
+        }
+        s
+    }
+}

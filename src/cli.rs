@@ -169,6 +169,14 @@ fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             crate::daemon::run(cfg)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Replay {
+            config,
+            dry_run,
+            json,
+            profile,
+            give_up_after,
+            paths,
+        } => replay(&config, dry_run, json, profile, give_up_after, &paths),
         Command::Parse {
             profile,
             config,
@@ -271,6 +279,47 @@ fn parse(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn replay(
+    config: &Path,
+    dry_run: bool,
+    json: bool,
+    profile: Option<Profile>,
+    give_up_after: u64,
+    paths: &[String],
+) -> anyhow::Result<ExitCode> {
+    let mut cfg = Config::load(config)?;
+    if let Some(p) = profile {
+        cfg.source.profile = p;
+    }
+    let files = expand(paths)?;
+    let opts = crate::replay::ReplayOptions {
+        dry_run,
+        json,
+        give_up_after: std::time::Duration::from_secs(give_up_after),
+    };
+    let summary = crate::replay::replay(&cfg, files, &opts)?;
+    let text = if json {
+        serde_json::to_string_pretty(&summary)?
+    } else {
+        summary.render()
+    };
+    // Data goes to stdout, except when the charges themselves do.
+    let charges_on_stdout = cfg.sink.kind == crate::config::SinkKind::Stdout && !dry_run;
+    if json && !charges_on_stdout {
+        println!("{text}");
+    } else {
+        eprint!("{text}");
+    }
+    if !summary.complete() {
+        eprintln!(
+            "chargetail: replay incomplete: {} not delivered, {} dead letters, {} unparsable lines",
+            summary.still_pending, summary.dead_letters, summary.bad_lines
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ago(ms: Option<i64>) -> String {

@@ -132,6 +132,21 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
+    let http = match &cfg.http {
+        Some(h) => {
+            let listener = runtime.block_on(crate::http::bind(&h.listen))?;
+            let state = Arc::new(crate::http::HttpState {
+                stats: stats.clone(),
+                store: std::sync::Mutex::new(Store::open(&cfg.state.path)?),
+                cfg: cfg.clone(),
+                started_ms: crate::store::now_ms(),
+            });
+            tracing::info!(listen = %h.listen, "serving /healthz, /metrics, /status");
+            Some(runtime.spawn(crate::http::serve(listener, state, shutdown.clone())))
+        }
+        None => None,
+    };
+
     tracing::info!(
         source = %cfg.source.name,
         path = %cfg.source.path,
@@ -155,6 +170,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let deliver_result = runtime
         .block_on(deliver)
         .map_err(|e| anyhow!("the delivery task failed: {e}"))?;
+    if let Some(h) = http {
+        match runtime.block_on(h) {
+            Ok(Err(e)) => tracing::warn!("{e:#}"),
+            Err(e) => tracing::warn!("HTTP task: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     runtime.shutdown_timeout(Duration::from_secs(5));
     source_result?;
     deliver_result?;
@@ -196,6 +218,7 @@ fn install_signal_handlers(shutdown: Shutdown) -> anyhow::Result<()> {
         .spawn(move || {
             for sig in signals.forever() {
                 tracing::info!(signal = sig, "stopping: finishing in-flight work");
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
                 shutdown.trigger();
             }
         })
@@ -221,6 +244,10 @@ fn source_loop(
         max_batch_lines: 2000,
     };
     let mut follower = Follower::new(opts, store.checkpoints()?)?;
+    // State open, positions recovered: tell systemd we are up.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let mut watchdog = Watchdog::new();
+    let mut last_source_check = Instant::now() - Duration::from_secs(3600);
     let mut parsers: HashMap<u64, LineParser> = HashMap::new();
     let mut last_backlog_check = Instant::now() - Duration::from_secs(10);
     let mut paused = false;
@@ -228,6 +255,11 @@ fn source_loop(
     let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
 
     while !shutdown.is_triggered() {
+        watchdog.tick(&stats);
+        if last_source_check.elapsed() >= cfg.poll_interval() {
+            check_source(&cfg.source.path, &stats);
+            last_source_check = Instant::now();
+        }
         if last_prune.elapsed() > Duration::from_secs(3600) {
             let n = store.prune(retention)?;
             if n > 0 {
@@ -320,6 +352,11 @@ fn source_loop(
                     // the daemon exits non-zero; nothing is skipped.
                     let done = store
                         .commit(Some(&checkpoint), &charges, &bad)
+                        .inspect_err(|_| {
+                            stats
+                                .store_failed
+                                .store(1, std::sync::atomic::Ordering::Relaxed)
+                        })
                         .context("committing charges and position")?;
                     Stats::add(&stats.lines_read, lines.len() as u64);
                     Stats::add(&stats.charges_read, done.inserted);
@@ -342,6 +379,71 @@ fn source_loop(
         }
     }
     Ok(())
+}
+
+/// Count the files the source path matches and how many of them cannot be
+/// opened (for /healthz).
+fn check_source(pattern: &str, stats: &Stats) {
+    let (mut found, mut unreadable) = (0, 0);
+    if let Ok(paths) = glob::glob(pattern) {
+        for p in paths.flatten().filter(|p| p.is_file()) {
+            found += 1;
+            if File::open(&p).is_err() {
+                unreadable += 1;
+            }
+        }
+    }
+    stats
+        .source_files
+        .store(found - unreadable, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .source_unreadable
+        .store(unreadable, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// systemd watchdog pings from the source loop, so that a hung loop gets
+/// the service restarted; with each ping a STATUS= line.
+struct Watchdog {
+    interval: Option<Duration>,
+    last: Instant,
+}
+
+impl Watchdog {
+    fn new() -> Watchdog {
+        let mut usec = 0u64;
+        let interval =
+            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
+        Watchdog {
+            interval,
+            last: Instant::now(),
+        }
+    }
+
+    fn tick(&mut self, stats: &Stats) {
+        let every = self.interval.unwrap_or(Duration::from_secs(10));
+        if self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let last = stats
+            .last_delivery_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let status = format!(
+            "backlog {} | delivered {} | last delivery {}",
+            Stats::get(&stats.backlog),
+            Stats::get(&stats.delivered),
+            if last == 0 {
+                "never".to_string()
+            } else {
+                format!("{}s ago", (crate::store::now_ms() - last) / 1000)
+            }
+        );
+        let mut states = vec![sd_notify::NotifyState::Status(&status)];
+        if self.interval.is_some() {
+            states.push(sd_notify::NotifyState::Watchdog);
+        }
+        let _ = sd_notify::notify(false, &states);
+    }
 }
 
 fn log_notice(n: &Notice, stats: &Stats) {
@@ -369,6 +471,7 @@ fn log_notice(n: &Notice, stats: &Stats) {
             "file disappeared while chargetail was stopped and was not found renamed; its unread end (if any) is lost — replay it from a backup if needed"
         ),
         Notice::Unreadable { path, error } => {
+            Stats::add(&stats.source_unreadable, 1);
             tracing::error!(file = %path.display(), %error, "cannot read file")
         }
     }

@@ -96,6 +96,21 @@ impl<S: Sink> Deliverer<S> {
         {
             tracing::warn!(retrying = retried, error = %error, "delivery failed; will retry");
         }
+        let rejected = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Reject { .. }))
+            .count() as u64;
+        let now = now_ms();
+        for (p, o) in pending.iter().zip(&outcomes) {
+            if *o == Outcome::Delivered {
+                self.stats
+                    .latency
+                    .observe_ms((now - p.created_ms).max(0) as u64);
+                if p.envelope.attempts > 0 {
+                    Stats::add(&self.stats.redelivered, 1);
+                }
+            }
+        }
         let results: Vec<(&Envelope, Outcome)> = due.iter().zip(outcomes).collect();
         let (delivered, dead) = self.store.record(&results, &self.policy)?;
         for (env, o) in &results {
@@ -112,6 +127,7 @@ impl<S: Sink> Deliverer<S> {
         Stats::add(&self.stats.delivered, delivered);
         Stats::add(&self.stats.retried, retried);
         Stats::add(&self.stats.dead_lettered, dead);
+        Stats::add(&self.stats.dead_rejected, rejected.min(dead));
         if delivered > 0 {
             self.stats
                 .last_delivery_ms

@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod deliver;
 pub mod format;
+pub mod http;
 pub mod replay;
 pub mod shutdown;
 pub mod sink;

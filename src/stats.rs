@@ -14,11 +14,22 @@ pub struct Stats {
     pub delivered: AtomicU64,
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Of `dead_lettered`: refused by the endpoint (the rest ran out of retries).
+    pub dead_rejected: AtomicU64,
+    /// Delivered after at least one failed attempt.
+    pub redelivered: AtomicU64,
+    /// Line read (committed to the outbox) → delivered.
+    pub latency: Histogram,
     pub truncations: AtomicU64,
     pub rotations: AtomicU64,
     pub backlog: AtomicU64,
     pub last_delivery_ms: AtomicI64,
     pub reading_paused: AtomicU64,
+    /// Files matching the source path at the last look, and unreadable ones.
+    pub source_files: AtomicU64,
+    pub source_unreadable: AtomicU64,
+    /// Set when the state database failed; the daemon is stopping.
+    pub store_failed: AtomicU64,
     pub sink: Mutex<SinkHealth>,
 }
 
@@ -39,5 +50,53 @@ impl Stats {
         if let Ok(mut g) = self.sink.lock() {
             *g = h;
         }
+    }
+}
+
+/// Upper bounds (seconds) of the delivery latency histogram buckets.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// A Prometheus-style cumulative histogram of milliseconds.
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_ms: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: LATENCY_BUCKETS.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe_ms(&self, ms: u64) {
+        let secs = ms as f64 / 1000.0;
+        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+            if secs <= *le {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// (cumulative bucket counts, count, sum in seconds)
+    pub fn snapshot(&self) -> (Vec<u64>, u64, f64) {
+        (
+            self.buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            self.count.load(Ordering::Relaxed),
+            self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+        )
     }
 }

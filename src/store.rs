@@ -201,6 +201,8 @@ pub struct Store {
 pub struct Pending {
     pub envelope: Envelope,
     pub next_ms: i64,
+    /// When the line was committed to the outbox (for delivery latency).
+    pub created_ms: i64,
 }
 
 /// One dead letter, of either kind.
@@ -476,7 +478,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT seq, id, payload, job_type, account_type, attempts, next_ms
+                "SELECT seq, id, payload, job_type, account_type, attempts, next_ms, created_ms
                  FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?1",
             )
             .map_err(|e| self.err(e))?;
@@ -492,6 +494,7 @@ impl Store {
                         attempts: r.get::<_, i64>(5)? as u32,
                     },
                     next_ms: r.get(6)?,
+                    created_ms: r.get(7)?,
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -621,6 +624,27 @@ impl Store {
                 r.get(1).map_err(|e| self.err(e))?,
                 r.get(2).map_err(|e| self.err(e))?,
             );
+        }
+        Ok(())
+    }
+
+    /// Charges created since `since_ms`, for job statistics: calls
+    /// `each(job_type, amount, currency)`.
+    pub fn created_since(
+        &self,
+        since_ms: i64,
+        mut each: impl FnMut(&str, Option<&str>, &str),
+    ) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT job_type, amount, currency FROM outbox WHERE created_ms >= ?1")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([since_ms]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let job: String = r.get(0).map_err(|e| self.err(e))?;
+            let amount: Option<String> = r.get(1).map_err(|e| self.err(e))?;
+            let currency: String = r.get(2).map_err(|e| self.err(e))?;
+            each(&job, amount.as_deref(), &currency);
         }
         Ok(())
     }

@@ -1,0 +1,395 @@
+//! `[http] listen`: `/healthz`, `/metrics` (Prometheus text) and `/status`
+//! (JSON modelled on PaperCut's System Health Monitoring API).
+//!
+//! Handlers read the shared stats and query SQLite through their own
+//! connection on a blocking thread, so a slow query never stalls delivery.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+use crate::stats::{Stats, LATENCY_BUCKETS};
+use crate::store::{now_ms, Store};
+
+pub struct HttpState {
+    pub stats: Arc<Stats>,
+    pub store: Mutex<Store>,
+    pub cfg: Config,
+    pub started_ms: i64,
+}
+
+/// Bind now (so a taken port fails the start with a clear error), serve
+/// until shutdown.
+pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("[http] listen = {listen:?}: cannot listen there"))
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<HttpState>,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await
+        .context("HTTP server")
+}
+
+/// What is wrong, if anything: each entry a short reason.
+pub struct Problems {
+    pub major: Vec<String>,
+    pub minor: Vec<String>,
+}
+
+fn problems(s: &HttpState) -> Problems {
+    let mut p = Problems {
+        major: Vec::new(),
+        minor: Vec::new(),
+    };
+    let stats = &s.stats;
+    let backlog = s.store.lock().ok().and_then(|st| st.backlog().ok());
+    if backlog.is_none() || Stats::get(&stats.store_failed) > 0 {
+        p.major.push("state database not usable".into());
+    }
+    if Stats::get(&stats.source_files) == 0 {
+        p.major.push(format!(
+            "source missing: no readable file matches {}",
+            s.cfg.source.path
+        ));
+    }
+    if Stats::get(&stats.source_unreadable) > 0 {
+        p.minor.push(format!(
+            "{} source file(s) unreadable",
+            Stats::get(&stats.source_unreadable)
+        ));
+    }
+    let sink = stats.sink_health();
+    if let Some(alert) = sink.alert {
+        p.major.push(format!("sink: {alert}"));
+    }
+    let last = stats
+        .last_delivery_ms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let backlog = backlog.unwrap_or(0);
+    // Down means: there is work, the sink is not connected, and nothing has
+    // gone out for a minute.
+    if backlog > 0 && !sink.connected && now_ms() - last.max(s.started_ms) > 60_000 {
+        p.major
+            .push(format!("sink down: {backlog} charges waiting"));
+    }
+    if Stats::get(&stats.reading_paused) > 0 {
+        p.minor.push(format!(
+            "outbox backlog over its bound ({}): reading paused",
+            s.cfg.source.backlog_limit
+        ));
+    }
+    p
+}
+
+async fn blocking<T: Send + 'static>(
+    state: Arc<HttpState>,
+    f: impl FnOnce(&HttpState) -> T + Send + 'static,
+) -> Result<T, StatusCode> {
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
+    match blocking(state, problems).await {
+        Ok(p) if p.major.is_empty() && p.minor.is_empty() => {
+            (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
+        }
+        Ok(p) => {
+            let reasons: Vec<String> = p.major.into_iter().chain(p.minor).collect();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "unhealthy", "reasons": reasons})),
+            )
+                .into_response()
+        }
+        Err(code) => code.into_response(),
+    }
+}
+
+fn esc(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn render_metrics(s: &HttpState) -> String {
+    let st = &s.stats;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    };
+    counter(
+        "chargetail_lines_read_total",
+        "Lines read from source files.",
+        Stats::get(&st.lines_read),
+    );
+    counter(
+        "chargetail_charges_read_total",
+        "New charges put in the outbox.",
+        Stats::get(&st.charges_read),
+    );
+    counter(
+        "chargetail_duplicates_ignored_total",
+        "Charges read again whose id was already known.",
+        Stats::get(&st.duplicates_ignored),
+    );
+    counter(
+        "chargetail_parse_errors_total",
+        "Lines that could not be parsed.",
+        Stats::get(&st.bad_lines),
+    );
+    counter(
+        "chargetail_delivered_total",
+        "Charges delivered.",
+        Stats::get(&st.delivered),
+    );
+    counter(
+        "chargetail_redelivered_total",
+        "Charges delivered after a failed attempt.",
+        Stats::get(&st.redelivered),
+    );
+    counter(
+        "chargetail_delivery_failures_total",
+        "Failed delivery attempts.",
+        Stats::get(&st.retried),
+    );
+    counter(
+        "chargetail_truncations_total",
+        "Source files truncated.",
+        Stats::get(&st.truncations),
+    );
+    counter(
+        "chargetail_rotations_total",
+        "Source files rotated.",
+        Stats::get(&st.rotations),
+    );
+    let dead = Stats::get(&st.dead_lettered);
+    let rejected = Stats::get(&st.dead_rejected);
+    let _ = writeln!(
+        out,
+        "# HELP chargetail_dead_lettered_total Dead letters by reason.\n# TYPE chargetail_dead_lettered_total counter\n\
+         chargetail_dead_lettered_total{{reason=\"rejected\"}} {rejected}\n\
+         chargetail_dead_lettered_total{{reason=\"retries_exhausted\"}} {}\n\
+         chargetail_dead_lettered_total{{reason=\"unparsable\"}} {}",
+        dead.saturating_sub(rejected),
+        Stats::get(&st.bad_lines)
+    );
+    let (backlog, oldest, files) = match s.store.lock() {
+        Ok(store) => (
+            store.backlog().unwrap_or(0),
+            store.totals().ok().and_then(|t| t.oldest_pending_ms),
+            store.checkpoints().unwrap_or_default(),
+        ),
+        Err(_) => (0, None, Vec::new()),
+    };
+    let mut gauge = |name: &str, help: &str, v: String| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge(
+        "chargetail_outbox_backlog",
+        "Charges waiting for delivery.",
+        backlog.to_string(),
+    );
+    gauge(
+        "chargetail_outbox_oldest_pending_age_seconds",
+        "Age of the oldest pending charge.",
+        oldest
+            .map(|t| ((now_ms() - t).max(0) as f64 / 1000.0).to_string())
+            .unwrap_or_else(|| "0".into()),
+    );
+    let sink = st.sink_health();
+    gauge(
+        "chargetail_sink_connected",
+        "1 when the sink is connected.",
+        u8::from(sink.connected).to_string(),
+    );
+    gauge(
+        "chargetail_sink_alert",
+        "1 when the sink needs an operator (unroutable, endpoint gone).",
+        u8::from(sink.alert.is_some()).to_string(),
+    );
+    gauge(
+        "chargetail_reading_paused",
+        "1 while reading is paused by backpressure.",
+        Stats::get(&st.reading_paused).to_string(),
+    );
+    gauge(
+        "chargetail_last_delivery_timestamp_seconds",
+        "Unix time of the last delivery.",
+        (st.last_delivery_ms
+            .load(std::sync::atomic::Ordering::Relaxed)
+            / 1000)
+            .to_string(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP chargetail_file_position_bytes Committed read position per followed file.\n# TYPE chargetail_file_position_bytes gauge"
+    );
+    let live: Vec<_> = files.into_iter().filter(|c| !c.finished).collect();
+    for c in &live {
+        let _ = writeln!(
+            out,
+            "chargetail_file_position_bytes{{file=\"{}\"}} {}",
+            esc(&c.path.to_string_lossy()),
+            c.offset
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP chargetail_file_lag_bytes Bytes in the file past the committed position.\n# TYPE chargetail_file_lag_bytes gauge"
+    );
+    for c in &live {
+        let size = std::fs::metadata(&c.path)
+            .map(|m| m.len())
+            .unwrap_or(c.size);
+        let _ = writeln!(
+            out,
+            "chargetail_file_lag_bytes{{file=\"{}\"}} {}",
+            esc(&c.path.to_string_lossy()),
+            size.saturating_sub(c.offset)
+        );
+    }
+    let (buckets, count, sum) = st.latency.snapshot();
+    let _ = writeln!(
+        out,
+        "# HELP chargetail_delivery_latency_seconds From line read to delivered.\n# TYPE chargetail_delivery_latency_seconds histogram"
+    );
+    for (le, n) in LATENCY_BUCKETS.iter().zip(buckets) {
+        let _ = writeln!(
+            out,
+            "chargetail_delivery_latency_seconds_bucket{{le=\"{le}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "chargetail_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {count}\nchargetail_delivery_latency_seconds_sum {sum}\nchargetail_delivery_latency_seconds_count {count}"
+    );
+    out
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> Response {
+    match blocking(state, render_metrics).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(code) => code.into_response(),
+    }
+}
+
+/// Local midnight today, in the source's time zone, as Unix ms.
+fn start_of_today_ms(tz: chrono_tz::Tz) -> i64 {
+    use chrono::{TimeZone, Utc};
+    let now = Utc::now().with_timezone(&tz);
+    let midnight = now.date_naive().and_hms_opt(0, 0, 0).unwrap_or_default();
+    tz.from_local_datetime(&midnight)
+        .earliest()
+        .map(|t| t.timestamp_millis())
+        .unwrap_or_else(|| now.timestamp_millis() - 86_400_000)
+}
+
+fn job_stats(store: &Store, since_ms: i64) -> serde_json::Value {
+    let mut per: BTreeMap<String, (u64, BTreeMap<String, Decimal>)> = BTreeMap::new();
+    for job in ["print", "copy", "scan", "fax", "other"] {
+        per.insert(job.into(), (0, BTreeMap::new()));
+    }
+    let _ = store.created_since(since_ms, |job, amount, currency| {
+        let e = per.entry(job.to_string()).or_default();
+        e.0 += 1;
+        if let Some(a) = amount.and_then(|a| a.parse::<Decimal>().ok()) {
+            *e.1.entry(currency.to_string()).or_default() += a;
+        }
+    });
+    json!(per
+        .into_iter()
+        .map(|(job, (count, amounts))| {
+            let amounts: BTreeMap<String, String> = amounts
+                .into_iter()
+                .map(|(c, a)| (c, a.to_string()))
+                .collect();
+            (job, json!({"count": count, "amount": amounts}))
+        })
+        .collect::<serde_json::Map<_, _>>())
+}
+
+fn render_status(s: &HttpState) -> serde_json::Value {
+    let p = problems(s);
+    let service_status = if p
+        .major
+        .iter()
+        .any(|m| m.starts_with("state") || m.starts_with("source missing"))
+    {
+        "major_outage"
+    } else if !p.major.is_empty() {
+        "partial_outage"
+    } else if !p.minor.is_empty() {
+        "degraded"
+    } else {
+        "operational"
+    };
+    let problems: Vec<_> = p
+        .major
+        .iter()
+        .map(|m| json!({"severity": "major", "description": m}))
+        .chain(
+            p.minor
+                .iter()
+                .map(|m| json!({"severity": "minor", "description": m})),
+        )
+        .collect();
+    let (today, since_start, totals) = match s.store.lock() {
+        Ok(store) => (
+            job_stats(&store, start_of_today_ms(s.cfg.timezone())),
+            job_stats(&store, s.started_ms),
+            store.totals().ok(),
+        ),
+        Err(_) => (json!({}), json!({}), None),
+    };
+    json!({
+        "service_status": service_status,
+        "active_problems": problems,
+        "source": s.cfg.source.name,
+        "started_at_ms": s.started_ms,
+        "outbox": totals,
+        "job_stats": { "today": today, "since_start": since_start },
+    })
+}
+
+async fn status(State(state): State<Arc<HttpState>>) -> Response {
+    match blocking(state, render_status).await {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(code) => code.into_response(),
+    }
+}

@@ -1,0 +1,119 @@
+//! /healthz, /metrics and /status from a running daemon: the values move as
+//! charges flow, and health turns 503 when the source disappears.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET: (status, body).
+fn get(port: u16, path: &str) -> (u16, String) {
+    for _ in 0..100 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).unwrap();
+            let status = buf
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let body = buf
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            return (status, body);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("nothing listens on {port}");
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+#[test]
+fn health_metrics_and_status_follow_the_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    for n in 0..10 {
+        append(&file, &tx_line(n));
+    }
+    let port = free_port();
+    let cfg = write_config(
+        dir.path(),
+        "tx*.log",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(10, Duration::from_secs(20)), 10);
+
+    let (code, body) = get(port, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    let (_, m) = get(port, "/metrics");
+    assert_eq!(metric(&m, "chargetail_delivered_total"), 10.0);
+    assert_eq!(metric(&m, "chargetail_charges_read_total"), 10.0);
+    assert_eq!(metric(&m, "chargetail_outbox_backlog"), 0.0);
+    assert_eq!(
+        metric(&m, "chargetail_delivery_latency_seconds_count"),
+        10.0
+    );
+    assert_eq!(metric(&m, "chargetail_file_lag_bytes"), 0.0);
+
+    for n in 10..25 {
+        append(&file, &tx_line(n));
+    }
+    append(&file, "garbage line without enough fields\n");
+    assert_eq!(d.wait_for(25, Duration::from_secs(20)), 25);
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, m) = get(port, "/metrics");
+    assert_eq!(metric(&m, "chargetail_delivered_total"), 25.0);
+    assert_eq!(metric(&m, "chargetail_parse_errors_total"), 1.0);
+
+    let (code, body) = get(port, "/status");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["service_status"], "operational", "{v}");
+    assert_eq!(v["job_stats"]["today"]["print"]["count"], 25, "{v}");
+    assert_eq!(v["job_stats"]["since_start"]["print"]["count"], 25, "{v}");
+    assert!(
+        v["job_stats"]["since_start"]["print"]["amount"]["AUD"].is_string(),
+        "{v}"
+    );
+
+    // The source disappears: unhealthy, with the reason.
+    std::fs::remove_file(&file).unwrap();
+    let mut last = (0, String::new());
+    for _ in 0..50 {
+        last = get(port, "/healthz");
+        if last.0 == 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(last.0, 503, "{}", last.1);
+    assert!(last.1.contains("source missing"), "{}", last.1);
+    let (_, body) = get(port, "/status");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["service_status"], "major_outage");
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+}

@@ -6,13 +6,22 @@
 //! header (column names), a banner line, and the ordinal of each record among
 //! identical ones (part of the charge id).
 
+mod columns;
+mod fields;
+mod job_details;
+mod record;
+mod tabular;
+
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::charge::{Charge, OrdinalCounter};
+use crate::charge::{charge_id, Charge, OrdinalCounter, Origin};
 use crate::source::Line;
+
+pub use fields::{parse_amount, parse_datetime, resolve_local};
 
 /// The input profiles of the contract.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -185,7 +194,11 @@ pub struct LineParser {
     settings: Arc<FormatSettings>,
     file: String,
     ordinals: OrdinalCounter,
+    /// Header/banner/column state of the delimited profiles.
+    table: tabular::Tabular,
 }
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl LineParser {
     /// `file` is the canonical path written into each charge's origin.
@@ -194,11 +207,111 @@ impl LineParser {
             settings,
             file,
             ordinals: OrdinalCounter::default(),
+            table: tabular::Tabular::new(),
         }
     }
 
+    /// One line of the file (never panics, whatever the bytes).
     pub fn parse(&mut self, line: &Line) -> Parsed {
-        let _ = (&self.settings, &self.file, &mut self.ordinals, line);
-        Parsed::Error("not implemented".into())
+        let s = Arc::clone(&self.settings);
+        if let Some(n) = line.too_long {
+            let why = format!(
+                "line is {n} bytes, over the limit of {} bytes",
+                line.bytes.len()
+            );
+            self.table.unreadable_line(&s, line.number, &why);
+            return Parsed::Error(why);
+        }
+        let content = match line.bytes.strip_prefix(BOM) {
+            Some(rest) if line.offset == 0 => rest,
+            _ => &line.bytes[..],
+        };
+        let text = match decode(content, s.encoding) {
+            Ok(t) => t,
+            Err(why) => {
+                self.table.unreadable_line(&s, line.number, &why);
+                return Parsed::Error(why);
+            }
+        };
+        // The splitter strips CRLF; a CR left at the end (a last line
+        // without LF) is still a line end, not data.
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        if text.trim().is_empty() {
+            return Parsed::Skip;
+        }
+        let defaults = tabular::defaults(s.profile);
+        let built = match s.profile {
+            Profile::JobDetails => {
+                job_details::step(&s, text, defaults).and_then(|(rec, d)| rec.build(&s, d))
+            }
+            _ => match self.table.step(&s, text, line.number) {
+                tabular::Step::Skip => return Parsed::Skip,
+                tabular::Step::Error(e) => return Parsed::Error(e),
+                tabular::Step::Record(rec) => rec.build(&s, defaults),
+            },
+        };
+        let f = match built {
+            Ok(f) => f,
+            Err(e) => return Parsed::Error(e),
+        };
+        // Only records without a native id take an ordinal: ids from a
+        // transaction id must not depend on their neighbours.
+        let id = match &f.transaction_id {
+            Some(tx) => charge_id(&s.source_name, Some(tx), content, 0),
+            None => {
+                let ordinal = self.ordinals.next(content);
+                charge_id(&s.source_name, None, content, ordinal)
+            }
+        };
+        Parsed::Charge(Box::new(Charge {
+            id,
+            time: f.time,
+            user: f.user,
+            account: f.account,
+            account_type: f.account_type,
+            amount: f.amount,
+            currency: s.currency.clone(),
+            job_type: f.job_type,
+            job_type_raw: f.job_type_raw,
+            pages: f.pages,
+            color_pages: f.color_pages,
+            copies: f.copies,
+            duplex: f.duplex,
+            grayscale: f.grayscale,
+            device: f.device,
+            server: f.server,
+            client: f.client,
+            document: f.document,
+            paper_size: f.paper_size,
+            comment: f.comment,
+            transaction_id: f.transaction_id,
+            balance_after: f.balance_after,
+            extra: f.extra,
+            origin: Origin {
+                file: self.file.clone(),
+                offset: line.offset,
+                line: line.number,
+            },
+        }))
+    }
+}
+
+/// The line's text. Invalid UTF-8 is an error naming the byte (not replaced:
+/// a mangled name would bill the wrong account).
+fn decode(bytes: &[u8], encoding: TextEncoding) -> Result<Cow<'_, str>, String> {
+    match encoding {
+        TextEncoding::Utf8 => std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|e| {
+            let at = e.valid_up_to();
+            format!(
+                "invalid UTF-8 at byte {} of the line (0x{:02X}); if the file is \
+                 Windows-1252, set encoding = \"windows-1252\"",
+                at + 1,
+                bytes.get(at).copied().unwrap_or(0)
+            )
+        }),
+        // Every byte is a character in Windows-1252: this cannot fail.
+        TextEncoding::Windows1252 => Ok(encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(bytes)
+            .0),
     }
 }

@@ -64,36 +64,36 @@ impl Field {
         Field::ALL.into_iter().find(|f| f.name() == name)
     }
 
-    /// Header names (normalized, see [`normalize`]) that mean this field
+    /// Header names (compared normalized, see [`normalize`]) that mean this field
     /// besides its own name. A column whose name is exactly a field's name
     /// wins over one that only matches an alias.
     fn aliases(self) -> &'static [&'static str] {
         match self {
             Field::Time => &[
-                "transactiondate",
+                "transaction date",
                 "timestamp",
-                "usagedate",
-                "transactiontime",
-                "datetime",
+                "usage date",
+                "transaction time",
+                "date time",
             ],
             Field::Date => &[],
-            Field::TransactionId => &["id", "txnid", "txid", "jobuid"],
-            Field::User => &["username", "transactedby"],
-            Field::Account => &["accountname", "accountcharged", "sharedaccount"],
+            Field::TransactionId => &["id", "txn id", "tx id", "job uid"],
+            Field::User => &["user name", "transacted by"],
+            Field::Account => &["account name", "account charged", "shared account"],
             Field::AccountType => &[],
-            Field::Amount => &["cost", "usagecost", "charge", "transactionamount"],
-            Field::Balance => &["balanceafter"],
-            Field::JobType => &["type", "transactiontype"],
-            Field::Pages => &["totalpages"],
-            Field::ColorPages => &["totalcolorpages", "colourpages", "totalcolourpages"],
+            Field::Amount => &["cost", "usage cost", "charge", "transaction amount"],
+            Field::Balance => &["balance after"],
+            Field::JobType => &["type", "transaction type"],
+            Field::Pages => &["total pages"],
+            Field::ColorPages => &["total color pages", "colour pages", "total colour pages"],
             Field::Copies => &[],
             Field::Duplex => &[],
             Field::Grayscale => &["greyscale"],
-            Field::Device => &["printer", "printername", "devicename"],
-            Field::Server => &["servername"],
-            Field::Client => &["clientmachine"],
-            Field::Document => &["documentname"],
-            Field::PaperSize => &["papersizename"],
+            Field::Device => &["printer", "printer name", "device name"],
+            Field::Server => &["server name"],
+            Field::Client => &["client machine"],
+            Field::Document => &["document name"],
+            Field::PaperSize => &["paper size name"],
             Field::Comment => &["comments"],
         }
     }
@@ -125,7 +125,7 @@ pub fn field_for_name(name: &str) -> Option<(Field, bool)> {
     }
     Field::ALL
         .into_iter()
-        .find(|f| f.aliases().contains(&n.as_str()))
+        .find(|f| f.aliases().iter().any(|a| normalize(a) == n))
         .map(|f| (f, false))
 }
 

@@ -144,37 +144,52 @@ impl FormatSettings {
         src: &crate::config::SourceConfig,
         profile: Profile,
     ) -> Result<FormatSettings, String> {
+        let d = FormatSettings::defaults(profile, &src.name);
         let delimiter = match &src.delimiter {
-            Some(d) => Some(parse_delimiter(d)?),
-            None => match profile {
-                Profile::TransactionFile => None,
-                Profile::PrintLog => Some(b'\t'),
-                Profile::PrintLoggerCsv | Profile::JobDetails => Some(b','),
-            },
+            Some(x) => Some(parse_delimiter(x)?),
+            None => d.delimiter,
         };
-        let header = src.header.unwrap_or(match profile {
-            Profile::TransactionFile | Profile::PrintLoggerCsv => true,
-            Profile::PrintLog | Profile::JobDetails => false,
-        });
-        let amount_sign = src.amount_sign.unwrap_or(match profile {
-            Profile::TransactionFile => AmountSign::DebitNegative,
-            _ => AmountSign::ChargePositive,
-        });
         Ok(FormatSettings {
-            profile,
-            source_name: src.name.clone(),
             delimiter,
-            header,
+            header: src.header.unwrap_or(d.header),
             columns: src.columns.clone(),
             encoding: src.encoding.unwrap_or_default(),
-            amount_sign,
+            amount_sign: src.amount_sign.unwrap_or(d.amount_sign),
             decimal_comma: src.decimal_comma,
             currency: src.currency.clone(),
             timezone: src
                 .timezone
                 .parse()
                 .map_err(|_| format!("unknown time zone {:?}", src.timezone))?,
+            ..d
         })
+    }
+
+    /// A profile's defaults alone (no config): UTC, USD, as the config's
+    /// own defaults. For tests and tools that parse without a config.
+    pub fn defaults(profile: Profile, source_name: &str) -> FormatSettings {
+        FormatSettings {
+            profile,
+            source_name: source_name.to_string(),
+            delimiter: match profile {
+                Profile::TransactionFile => None,
+                Profile::PrintLog => Some(b'\t'),
+                Profile::PrintLoggerCsv | Profile::JobDetails => Some(b','),
+            },
+            header: match profile {
+                Profile::TransactionFile | Profile::PrintLoggerCsv => true,
+                Profile::PrintLog | Profile::JobDetails => false,
+            },
+            columns: BTreeMap::new(),
+            encoding: TextEncoding::Utf8,
+            amount_sign: match profile {
+                Profile::TransactionFile => AmountSign::DebitNegative,
+                _ => AmountSign::ChargePositive,
+            },
+            decimal_comma: false,
+            currency: "USD".to_string(),
+            timezone: chrono_tz::UTC,
+        }
     }
 }
 
@@ -315,3 +330,6 @@ fn decode(bytes: &[u8], encoding: TextEncoding) -> Result<Cow<'_, str>, String> 
             .0),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -68,21 +68,35 @@ pub fn step(
             (None, _) => return Err(format!("columns: {key:?} is not a charge field")),
         }
     }
+    // Which field each pair is: a name from the config first, then a
+    // field's own name, then an alias; a field already taken leaves the
+    // pair under `extra`.
+    let ranked: Vec<Option<(u8, Field)>> = pairs
+        .iter()
+        .map(|(name, _)| match by_name.get(&name.to_ascii_lowercase()) {
+            Some(f) => Some((0, *f)),
+            None => field_for_name(name).map(|(f, exact)| (if exact { 1 } else { 2 }, f)),
+        })
+        .collect();
+    let mut chosen: Vec<Option<Field>> = vec![None; pairs.len()];
     let mut rec = Record::default();
-    let mut shared = false;
-    for (name, value) in pairs {
-        let field = by_name
-            .get(&name.to_ascii_lowercase())
-            .copied()
-            .or_else(|| field_for_name(&name).map(|(f, _)| f));
-        match field {
-            Some(f) if !rec.has(f) => {
-                if f == Field::Account {
-                    shared = columns::normalize(&name) == "sharedaccount";
+    for rank in 0..3 {
+        for (i, r) in ranked.iter().enumerate() {
+            if let Some((k, f)) = *r {
+                if k == rank && !rec.has(f) {
+                    let (name, value) = &pairs[i];
+                    rec.set(f, value.clone(), format!("field {name:?}"));
+                    chosen[i] = Some(f);
                 }
-                rec.set(f, value, format!("field {name:?}"));
             }
-            _ => {
+        }
+    }
+    let mut shared = false;
+    for ((name, value), field) in pairs.into_iter().zip(chosen) {
+        match field {
+            Some(Field::Account) => shared = columns::normalize(&name) == "sharedaccount",
+            Some(_) => {}
+            None => {
                 rec.extra.insert(name, value);
             }
         }

@@ -5,6 +5,27 @@
 //! file in order from its first line, because per-file state lives here: the
 //! header (column names), a banner line, and the ordinal of each record among
 //! identical ones (part of the charge id).
+//!
+//! Parts: `fields` (time, amount, yes/no, count values, and the DST rule),
+//! `columns` (header names and aliases, positions, splitting a line),
+//! `record` (raw values → charge fields, the same for every profile),
+//! `tabular` (transaction-file, print-log, print-logger-csv), `job_details`.
+//!
+//! Decisions worth knowing:
+//! - Nothing is invented: an empty value is `None`; a missing amount is an
+//!   error where the file has an amount column (it is not a free job) and
+//!   `None` where the file has none (Print Logger CSV, a short print log).
+//! - A transaction file without a job type says nothing about the job, so
+//!   the charge is `other` with no raw value; the print logs and job details
+//!   only log printing, so there it is `print`.
+//! - A line is a record: a quoted field cannot span lines (an unclosed quote
+//!   is an error for that line), so every record has one offset.
+//! - A header that cannot be used (a required column missing, a config
+//!   column that is not in it) makes the header line and every record an
+//!   error saying why, rather than a guess at the columns.
+//! - Only a BOM at offset 0 is removed from a line's content (the bytes its
+//!   id is made of); one at the start of a later line (files joined with
+//!   `cat`) is ignored when splitting fields but stays in the content.
 
 mod columns;
 mod fields;

@@ -863,6 +863,69 @@ fn job_details_errors() {
     assert_eq!(e, "\"user\" is given twice");
 }
 
+#[test]
+fn job_details_names_from_config_and_precedence() {
+    let mut s = settings(Profile::JobDetails);
+    s.columns
+        .insert("amount".into(), ColumnRef::Name("price".into()));
+    // `cost` comes first but the config names `price`: `cost` is kept aside.
+    let c = one(
+        &s,
+        "cost=9,user=kai,server=s,printer=p,time=20261120T100000,price=0.70\n",
+    );
+    assert_eq!(c.amount, dec("0.70"));
+    assert_eq!(c.extra["cost"], "9");
+    // A field's own name beats an alias whatever the order.
+    let s = settings(Profile::JobDetails);
+    let c = one(
+        &s,
+        "shared-account=Acme,account=Studio Nine,user=kai,server=s,printer=p,time=20261120T100000\n",
+    );
+    assert_eq!(c.account, "Studio Nine");
+    assert_eq!(c.account_type, AccountType::Shared);
+    assert_eq!(c.extra["shared-account"], "Acme");
+    let mut s = settings(Profile::JobDetails);
+    s.columns.insert("pages".into(), ColumnRef::Position(3));
+    let e = err(&s, "user=kai,server=s,printer=p,time=20261120T100000\n");
+    assert!(e.contains("job details have names, not positions"), "{e}");
+}
+
+#[test]
+fn an_unreadable_header_makes_every_record_an_error() {
+    let s = settings(Profile::TransactionFile);
+    let mut data = b"time\tuser\tamount\tr\xE9f\n".to_vec();
+    data.extend_from_slice(b"2026-11-20 09:00:00\tal\t-1.00\tx\n");
+    let out = run_file(&s, "f", &data);
+    let e = errors(&out);
+    assert_eq!(e.len(), 2, "{out:?}");
+    assert!(e[0].starts_with("invalid UTF-8 at byte 19 "), "{}", e[0]);
+    assert!(
+        e[1].starts_with("no usable column layout: the header (line 1) could not be read"),
+        "{}",
+        e[1]
+    );
+}
+
+#[test]
+fn settings_from_config() {
+    let src: crate::config::SourceConfig = toml::from_str(
+        "name = 'pc'\npath = '/x'\nprofile = 'print-log'\ntimezone = 'Australia/Melbourne'\n\
+         currency = 'AUD'\ndecimal_comma = true\ncolumns = { amount = 13 }\n",
+    )
+    .unwrap();
+    let s = FormatSettings::from_config(&src).unwrap();
+    assert_eq!(s.profile, Profile::PrintLog);
+    assert_eq!((s.delimiter, s.header), (Some(b'\t'), false));
+    assert_eq!(s.amount_sign, AmountSign::ChargePositive);
+    assert!(s.decimal_comma);
+    assert_eq!(s.timezone, chrono_tz::Australia::Melbourne);
+    let t = FormatSettings::with_profile(&src, Profile::TransactionFile).unwrap();
+    assert_eq!((t.delimiter, t.header), (None, true));
+    assert_eq!(t.amount_sign, AmountSign::DebitNegative);
+    let c = one(&s, &format!("{PL}\t1\tx\t0,40\n"));
+    assert_eq!(c.amount, dec("0.40"));
+}
+
 // ---------------------------------------------------------------- robustness
 
 #[test]

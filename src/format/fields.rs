@@ -46,23 +46,35 @@ pub fn parse_datetime(raw: &str, tz: Tz) -> Result<DateTime<FixedOffset>, String
     if s.is_empty() {
         return Err("empty, a charge needs a time".into());
     }
+    let t = parse_any(s, tz).ok_or_else(|| format!("{s:?} is not a time ({TIME_EXAMPLES})"))?;
+    check_year(s, t)
+}
+
+fn parse_any(s: &str, tz: Tz) -> Option<DateTime<FixedOffset>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t);
+        return Some(t);
     }
     for f in OFFSET_FORMATS {
         if let Ok(t) = DateTime::parse_from_str(s, f) {
-            return Ok(t);
+            return Some(t);
         }
     }
     // A trailing `Z` that RFC 3339 refused (e.g. `20261120T091403Z`).
     if let Some(local) = s.strip_suffix(['Z', 'z']) {
         if let Some(n) = parse_naive(local) {
-            return Ok(n.and_utc().fixed_offset());
+            return Some(n.and_utc().fixed_offset());
         }
     }
-    match parse_naive(s) {
-        Some(n) => Ok(resolve_local(n, tz)),
-        None => Err(format!("{s:?} is not a time ({TIME_EXAMPLES})")),
+    parse_naive(s).map(|n| resolve_local(n, tz))
+}
+
+/// Years chrono can parse reach ±262143; a billing record from outside
+/// 1900–9999 is bad data (and would not render as RFC 3339).
+pub fn check_year(s: &str, t: DateTime<FixedOffset>) -> Result<DateTime<FixedOffset>, String> {
+    if (1900..=9999).contains(&chrono::Datelike::year(&t)) {
+        Ok(t)
+    } else {
+        Err(format!("{s:?} is out of range (years 1900 to 9999)"))
     }
 }
 
@@ -117,10 +129,18 @@ pub fn resolve_local(naive: NaiveDateTime, tz: Tz) -> DateTime<FixedOffset> {
             // offsets span UTC-12..UTC+14, so `naive - 1 day` read as UTC is
             // always before the transition, and zones never change offset
             // twice within two days.
-            let before_utc = naive - chrono::Duration::days(1);
-            let offset_before = tz.offset_from_utc_datetime(&before_utc).fix();
-            let instant = naive - chrono::Duration::seconds(offset_before.local_minus_utc().into());
-            tz.from_utc_datetime(&instant).fixed_offset()
+            let instant = naive
+                .checked_sub_signed(chrono::Duration::days(1))
+                .map(|before| tz.offset_from_utc_datetime(&before).fix())
+                .and_then(|off| {
+                    naive
+                        .checked_sub_signed(chrono::Duration::seconds(off.local_minus_utc().into()))
+                });
+            match instant {
+                Some(i) => tz.from_utc_datetime(&i).fixed_offset(),
+                // Only at the ends of chrono's range, where no zone has a gap.
+                None => naive.and_utc().fixed_offset(),
+            }
         }
     }
 }
@@ -169,11 +189,11 @@ pub fn parse_amount(raw: &str, decimal_comma: bool, currency: &str) -> Result<De
         match s.chars().next() {
             Some(c @ ('-' | '+' | '\u{2212}')) if sign.is_none() => {
                 sign = Some(c);
-                s = &s[c.len_utf8()..];
+                s = s[c.len_utf8()..].trim_start();
             }
             Some('$') if !dollar => {
                 dollar = true;
-                s = &s[1..];
+                s = s[1..].trim_start();
             }
             _ => break,
         }
@@ -413,6 +433,19 @@ mod tests {
         }
         assert!(parse_datetime("", MEL).unwrap_err().contains("empty"));
         assert!(parse_date("2026-02-30").unwrap_err().contains("not a date"));
+        for far in [
+            "+262143-12-31 23:59:59",
+            "-262143-01-01 00:00:00",
+            "+10000-01-01 00:00:00",
+            "1899-12-31 23:59:59",
+        ] {
+            assert!(parse_datetime(far, MEL).is_err(), "{far}");
+        }
+        let e = parse_datetime("1899-12-31 23:59:59", MEL).unwrap_err();
+        assert!(e.contains("out of range (years 1900 to 9999)"), "{e}");
+        let far = NaiveDate::MIN.and_hms_opt(0, 0, 0).unwrap();
+        let _ = resolve_local(far, MEL);
+        let _ = resolve_local(NaiveDate::MAX.and_hms_opt(23, 59, 59).unwrap(), MEL);
     }
 
     #[test]
@@ -455,6 +488,7 @@ mod tests {
         assert_eq!(a("+1.20"), d("1.20"));
         assert_eq!(a("$1.20"), d("1.20"));
         assert_eq!(a("-$1.20"), d("-1.20"));
+        assert_eq!(a("- $ 1.20"), d("-1.20"));
         assert_eq!(a("$-1.20"), d("-1.20"));
         assert_eq!(a("1,234.50"), d("1234.50"));
         assert_eq!(a("1,234,567.5"), d("1234567.5"));

@@ -266,6 +266,12 @@ fn more_aliases() {
     // `date` and `time` in two columns.
     let data = "Date\tTime\tUser\tCost\n2026-11-20\t8:00:00 PM\tzoe\t-0.10\n";
     assert_eq!(one(&s, data).time.to_rfc3339(), "2026-11-20T20:00:00+11:00");
+    // A full time in the time column is fine when the dates agree.
+    let data = "Date\tTime\tUser\tCost\n2026-11-20\t2026-11-20 20:00:00\tzoe\t-0.10\n";
+    assert_eq!(one(&s, data).time.to_rfc3339(), "2026-11-20T20:00:00+11:00");
+    let data = "Date\tTime\tUser\tCost\n2026-11-21\t2026-11-20 20:00:00\tzoe\t-0.10\n";
+    assert!(err(&s, data)
+        .starts_with("column \"Time\" (2): \"2026-11-20 20:00:00\" is not a time of day"));
 }
 
 #[test]

@@ -5,14 +5,44 @@
 //! file in order from its first line, because per-file state lives here: the
 //! header (column names), a banner line, and the ordinal of each record among
 //! identical ones (part of the charge id).
+//!
+//! Parts: `fields` (time, amount, yes/no, count values, and the DST rule),
+//! `columns` (header names and aliases, positions, splitting a line),
+//! `record` (raw values → charge fields, the same for every profile),
+//! `tabular` (transaction-file, print-log, print-logger-csv), `job_details`.
+//!
+//! Decisions worth knowing:
+//! - Nothing is invented: an empty value is `None`; a missing amount is an
+//!   error where the file has an amount column (it is not a free job) and
+//!   `None` where the file has none (Print Logger CSV, a short print log).
+//! - A transaction file without a job type says nothing about the job, so
+//!   the charge is `other` with no raw value; the print logs and job details
+//!   only log printing, so there it is `print`.
+//! - A line is a record: a quoted field cannot span lines (an unclosed quote
+//!   is an error for that line), so every record has one offset.
+//! - A header that cannot be used (a required column missing, a config
+//!   column that is not in it) makes the header line and every record an
+//!   error saying why, rather than a guess at the columns.
+//! - Only a BOM at offset 0 is removed from a line's content (the bytes its
+//!   id is made of); one at the start of a later line (files joined with
+//!   `cat`) is ignored when splitting fields but stays in the content.
 
+mod columns;
+mod fields;
+mod job_details;
+mod record;
+mod tabular;
+
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::charge::{Charge, OrdinalCounter};
+use crate::charge::{charge_id, Charge, OrdinalCounter, Origin};
 use crate::source::Line;
+
+pub use fields::{parse_amount, parse_datetime, resolve_local};
 
 /// The input profiles of the contract.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -135,37 +165,52 @@ impl FormatSettings {
         src: &crate::config::SourceConfig,
         profile: Profile,
     ) -> Result<FormatSettings, String> {
+        let d = FormatSettings::defaults(profile, &src.name);
         let delimiter = match &src.delimiter {
-            Some(d) => Some(parse_delimiter(d)?),
-            None => match profile {
-                Profile::TransactionFile => None,
-                Profile::PrintLog => Some(b'\t'),
-                Profile::PrintLoggerCsv | Profile::JobDetails => Some(b','),
-            },
+            Some(x) => Some(parse_delimiter(x)?),
+            None => d.delimiter,
         };
-        let header = src.header.unwrap_or(match profile {
-            Profile::TransactionFile | Profile::PrintLoggerCsv => true,
-            Profile::PrintLog | Profile::JobDetails => false,
-        });
-        let amount_sign = src.amount_sign.unwrap_or(match profile {
-            Profile::TransactionFile => AmountSign::DebitNegative,
-            _ => AmountSign::ChargePositive,
-        });
         Ok(FormatSettings {
-            profile,
-            source_name: src.name.clone(),
             delimiter,
-            header,
+            header: src.header.unwrap_or(d.header),
             columns: src.columns.clone(),
             encoding: src.encoding.unwrap_or_default(),
-            amount_sign,
+            amount_sign: src.amount_sign.unwrap_or(d.amount_sign),
             decimal_comma: src.decimal_comma,
             currency: src.currency.clone(),
             timezone: src
                 .timezone
                 .parse()
                 .map_err(|_| format!("unknown time zone {:?}", src.timezone))?,
+            ..d
         })
+    }
+
+    /// A profile's defaults alone (no config): UTC, USD, as the config's
+    /// own defaults. For tests and tools that parse without a config.
+    pub fn defaults(profile: Profile, source_name: &str) -> FormatSettings {
+        FormatSettings {
+            profile,
+            source_name: source_name.to_string(),
+            delimiter: match profile {
+                Profile::TransactionFile => None,
+                Profile::PrintLog => Some(b'\t'),
+                Profile::PrintLoggerCsv | Profile::JobDetails => Some(b','),
+            },
+            header: match profile {
+                Profile::TransactionFile | Profile::PrintLoggerCsv => true,
+                Profile::PrintLog | Profile::JobDetails => false,
+            },
+            columns: BTreeMap::new(),
+            encoding: TextEncoding::Utf8,
+            amount_sign: match profile {
+                Profile::TransactionFile => AmountSign::DebitNegative,
+                _ => AmountSign::ChargePositive,
+            },
+            decimal_comma: false,
+            currency: "USD".to_string(),
+            timezone: chrono_tz::UTC,
+        }
     }
 }
 
@@ -185,7 +230,11 @@ pub struct LineParser {
     settings: Arc<FormatSettings>,
     file: String,
     ordinals: OrdinalCounter,
+    /// Header/banner/column state of the delimited profiles.
+    table: tabular::Tabular,
 }
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl LineParser {
     /// `file` is the canonical path written into each charge's origin.
@@ -194,11 +243,114 @@ impl LineParser {
             settings,
             file,
             ordinals: OrdinalCounter::default(),
+            table: tabular::Tabular::new(),
         }
     }
 
+    /// One line of the file (never panics, whatever the bytes).
     pub fn parse(&mut self, line: &Line) -> Parsed {
-        let _ = (&self.settings, &self.file, &mut self.ordinals, line);
-        Parsed::Error("not implemented".into())
+        let s = Arc::clone(&self.settings);
+        if let Some(n) = line.too_long {
+            let why = format!(
+                "line is {n} bytes, over the limit of {} bytes",
+                line.bytes.len()
+            );
+            self.table.unreadable_line(&s, line.number, &why);
+            return Parsed::Error(why);
+        }
+        let content = match line.bytes.strip_prefix(BOM) {
+            Some(rest) if line.offset == 0 => rest,
+            _ => &line.bytes[..],
+        };
+        let text = match decode(content, s.encoding) {
+            Ok(t) => t,
+            Err(why) => {
+                self.table.unreadable_line(&s, line.number, &why);
+                return Parsed::Error(why);
+            }
+        };
+        // The splitter strips CRLF; a CR left at the end (a last line
+        // without LF) is still a line end, not data.
+        let text = text.strip_suffix('\r').unwrap_or(&text);
+        if text.trim().is_empty() {
+            return Parsed::Skip;
+        }
+        let defaults = tabular::defaults(s.profile);
+        let built = match s.profile {
+            Profile::JobDetails => {
+                job_details::step(&s, text, defaults).and_then(|(rec, d)| rec.build(&s, d))
+            }
+            _ => match self.table.step(&s, text, line.number) {
+                tabular::Step::Skip => return Parsed::Skip,
+                tabular::Step::Error(e) => return Parsed::Error(e),
+                tabular::Step::Record(rec) => rec.build(&s, defaults),
+            },
+        };
+        let f = match built {
+            Ok(f) => f,
+            Err(e) => return Parsed::Error(e),
+        };
+        // Only records without a native id take an ordinal: ids from a
+        // transaction id must not depend on their neighbours.
+        let id = match &f.transaction_id {
+            Some(tx) => charge_id(&s.source_name, Some(tx), content, 0),
+            None => {
+                let ordinal = self.ordinals.next(content);
+                charge_id(&s.source_name, None, content, ordinal)
+            }
+        };
+        Parsed::Charge(Box::new(Charge {
+            id,
+            time: f.time,
+            user: f.user,
+            account: f.account,
+            account_type: f.account_type,
+            amount: f.amount,
+            currency: s.currency.clone(),
+            job_type: f.job_type,
+            job_type_raw: f.job_type_raw,
+            pages: f.pages,
+            color_pages: f.color_pages,
+            copies: f.copies,
+            duplex: f.duplex,
+            grayscale: f.grayscale,
+            device: f.device,
+            server: f.server,
+            client: f.client,
+            document: f.document,
+            paper_size: f.paper_size,
+            comment: f.comment,
+            transaction_id: f.transaction_id,
+            balance_after: f.balance_after,
+            extra: f.extra,
+            origin: Origin {
+                file: self.file.clone(),
+                offset: line.offset,
+                line: line.number,
+            },
+        }))
     }
 }
+
+/// The line's text. Invalid UTF-8 is an error naming the byte (not replaced:
+/// a mangled name would bill the wrong account).
+fn decode(bytes: &[u8], encoding: TextEncoding) -> Result<Cow<'_, str>, String> {
+    match encoding {
+        TextEncoding::Utf8 => std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|e| {
+            let at = e.valid_up_to();
+            format!(
+                "invalid UTF-8 at byte {} of the line (0x{:02X}); if the file is \
+                 Windows-1252, set encoding = \"windows-1252\"",
+                at + 1,
+                bytes.get(at).copied().unwrap_or(0)
+            )
+        }),
+        // Every byte is a character in Windows-1252: this cannot fail.
+        TextEncoding::Windows1252 => Ok(encoding_rs::WINDOWS_1252
+            .decode_without_bom_handling(bytes)
+            .0),
+    }
+}
+
+#[cfg(test)]
+mod tests;

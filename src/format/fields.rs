@@ -1,0 +1,581 @@
+//! Parsing of single values: times, amounts, booleans, counts.
+//!
+//! Every function returns a message that describes the value only (`"abc" is
+//! not an amount`); the caller prefixes the column, so the reason a line
+//! becomes a dead letter names both.
+
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+
+/// Full date-and-time formats with an explicit UTC offset. RFC 3339 (`T` or a
+/// space, `Z`, fractions) is tried first with chrono's own parser.
+const OFFSET_FORMATS: &[&str] = &[
+    "%Y-%m-%dT%H:%M:%S%.f%z",
+    "%Y-%m-%d %H:%M:%S%.f%z",
+    "%Y-%m-%d %H:%M:%S%.f %z",
+    "%Y%m%dT%H%M%S%z",
+];
+
+/// Local (offset-less) date-and-time formats. Day/month orders such as
+/// `20/11/2026` are deliberately absent: `03/04` is ambiguous, and a wrong
+/// guess bills the wrong day.
+const LOCAL_FORMATS: &[&str] = &[
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M",
+    "%Y%m%dT%H%M%S",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y-%m-%d %I:%M:%S %p",
+    "%Y-%m-%d %I:%M %p",
+    "%Y/%m/%d %I:%M:%S %p",
+];
+
+const DATE_FORMATS: &[&str] = &["%Y-%m-%d", "%Y%m%d", "%Y/%m/%d"];
+
+const TIME_FORMATS: &[&str] = &["%H:%M:%S%.f", "%H:%M", "%I:%M:%S %p", "%I:%M %p", "%H%M%S"];
+
+const TIME_EXAMPLES: &str = "expected e.g. 2026-11-20 09:14:03, 2026-11-20T09:14:03+11:00, \
+                             20261120T091403 or 2026-11-20 9:14:03 PM";
+
+/// A date and time in one value. Local times are placed in `tz` (see
+/// [`resolve_local`]); times with an offset keep it.
+pub fn parse_datetime(raw: &str, tz: Tz) -> Result<DateTime<FixedOffset>, String> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err("empty, a charge needs a time".into());
+    }
+    let t = parse_any(s, tz).ok_or_else(|| format!("{s:?} is not a time ({TIME_EXAMPLES})"))?;
+    check_year(s, t)
+}
+
+fn parse_any(s: &str, tz: Tz) -> Option<DateTime<FixedOffset>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t);
+    }
+    for f in OFFSET_FORMATS {
+        if let Ok(t) = DateTime::parse_from_str(s, f) {
+            return Some(t);
+        }
+    }
+    // A trailing `Z` that RFC 3339 refused (e.g. `20261120T091403Z`).
+    if let Some(local) = s.strip_suffix(['Z', 'z']) {
+        if let Some(n) = parse_naive(local) {
+            return Some(n.and_utc().fixed_offset());
+        }
+    }
+    parse_naive(s).map(|n| resolve_local(n, tz))
+}
+
+/// Years chrono can parse reach ±262143; a billing record from outside
+/// 1900–9999 is bad data (and would not render as RFC 3339).
+pub fn check_year(s: &str, t: DateTime<FixedOffset>) -> Result<DateTime<FixedOffset>, String> {
+    if (1900..=9999).contains(&chrono::Datelike::year(&t)) {
+        Ok(t)
+    } else {
+        Err(format!("{s:?} is out of range (years 1900 to 9999)"))
+    }
+}
+
+fn parse_naive(s: &str) -> Option<NaiveDateTime> {
+    LOCAL_FORMATS
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+}
+
+/// A calendar date on its own (the print log's first field).
+pub fn parse_date(raw: &str) -> Result<NaiveDate, String> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err("empty, a charge needs a date".into());
+    }
+    DATE_FORMATS
+        .iter()
+        .find_map(|f| NaiveDate::parse_from_str(s, f).ok())
+        .ok_or_else(|| format!("{s:?} is not a date (expected e.g. 2026-11-20)"))
+}
+
+/// A time of day on its own, 24-hour or 12-hour with AM/PM (`9:14:03 PM`).
+pub fn parse_time_of_day(raw: &str) -> Result<NaiveTime, String> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err("empty, a charge needs a time".into());
+    }
+    TIME_FORMATS
+        .iter()
+        .find_map(|f| NaiveTime::parse_from_str(s, f).ok())
+        .ok_or_else(|| format!("{s:?} is not a time of day (expected e.g. 09:14:03 or 9:14:03 PM)"))
+}
+
+/// Place a local wall-clock time in `tz`.
+///
+/// DST rule (the same as JavaScript Temporal's `"compatible"` disambiguation):
+/// - in a **gap** (the clock jumps forward, so the time never existed) the
+///   offset in force just *before* the transition is used, which moves the
+///   time forward by the gap: Melbourne 2026-10-04 02:30 → 03:30+11:00.
+///   A job was printed at some real instant; the writer's clock simply had
+///   not switched yet, so this is the reading that keeps it in order.
+/// - in an **overlap** (the clock falls back, so the time happened twice)
+///   the *earlier* instant is taken: Melbourne 2026-04-05 02:30 → 02:30+11:00.
+///   The file gives no way to tell the two apart; the first is Temporal's
+///   and most libraries' choice, so ours agrees with the billing side.
+pub fn resolve_local(naive: NaiveDateTime, tz: Tz) -> DateTime<FixedOffset> {
+    match tz.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) => t.fixed_offset(),
+        chrono::LocalResult::Ambiguous(earlier, _later) => earlier.fixed_offset(),
+        chrono::LocalResult::None => {
+            // The offset before the gap is the one in force a day earlier:
+            // offsets span UTC-12..UTC+14, so `naive - 1 day` read as UTC is
+            // always before the transition, and zones never change offset
+            // twice within two days.
+            let instant = naive
+                .checked_sub_signed(chrono::Duration::days(1))
+                .map(|before| tz.offset_from_utc_datetime(&before).fix())
+                .and_then(|off| {
+                    naive
+                        .checked_sub_signed(chrono::Duration::seconds(off.local_minus_utc().into()))
+                });
+            match instant {
+                Some(i) => tz.from_utc_datetime(&i).fixed_offset(),
+                // Only at the ends of chrono's range, where no zone has a gap.
+                None => naive.and_utc().fixed_offset(),
+            }
+        }
+    }
+}
+
+/// An amount as PaperCut and spreadsheets write it, exactly (no floats):
+/// `-1.20`, `+1.20`, `$1.20`, `-$1.20`, `$-1.20`, `1,234.50`, `1.20 Credits`,
+/// `AUD 1.20`, `1.20 AUD`, `(1.20)` (negative); with `decimal_comma`:
+/// `1,20`, `1.234,50`. The scale is kept as written (`1.20` stays `1.20`).
+///
+/// A currency code other than `currency` is refused rather than billed in
+/// the wrong currency. Grouping must be well-formed (`1,20` without
+/// `decimal_comma` is refused, not read as 120).
+pub fn parse_amount(raw: &str, decimal_comma: bool, currency: &str) -> Result<Decimal, String> {
+    let bad = || format!("{:?} is not an amount", raw.trim());
+    let mut s = raw.trim();
+    if s.is_empty() {
+        return Err("empty (a missing amount is not a free job)".into());
+    }
+    let mut negative = false;
+    if let Some(inner) = s.strip_prefix('(').and_then(|x| x.strip_suffix(')')) {
+        negative = true;
+        s = inner.trim();
+    }
+    // Units around the number: a trailing "Credits", a currency code before
+    // or after.
+    for word in ["credits", "credit"] {
+        if s.len() > word.len() && s.is_char_boundary(s.len() - word.len()) {
+            let (head, tail) = s.split_at(s.len() - word.len());
+            if tail.eq_ignore_ascii_case(word) {
+                s = head.trim_end();
+                break;
+            }
+        }
+    }
+    if let Some((code, rest)) = split_code(s, true) {
+        check_code(code, currency, raw)?;
+        s = rest;
+    } else if let Some((code, rest)) = split_code(s, false) {
+        check_code(code, currency, raw)?;
+        s = rest;
+    }
+    // Sign and `$` in either order before the digits.
+    let mut sign: Option<char> = None;
+    let mut dollar = false;
+    loop {
+        match s.chars().next() {
+            Some(c @ ('-' | '+' | '\u{2212}')) if sign.is_none() => {
+                sign = Some(c);
+                s = s[c.len_utf8()..].trim_start();
+            }
+            Some('$') if !dollar => {
+                dollar = true;
+                s = s[1..].trim_start();
+            }
+            _ => break,
+        }
+    }
+    if matches!(sign, Some('-' | '\u{2212}')) {
+        if negative {
+            return Err(bad()); // `(-1.20)`: which sign is meant?
+        }
+        negative = true;
+    }
+    let (group, point) = if decimal_comma {
+        ('.', ',')
+    } else {
+        (',', '.')
+    };
+    let (int_part, frac) = match s.split_once(point) {
+        Some((i, f)) => (i, Some(f)),
+        None => (s, None),
+    };
+    let int_digits = ungroup(int_part, group).ok_or_else(bad)?;
+    let mut text = if int_digits.is_empty() {
+        String::from("0")
+    } else {
+        int_digits
+    };
+    if let Some(f) = frac {
+        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        text.push('.');
+        text.push_str(f);
+    } else if int_part.is_empty() {
+        return Err(bad());
+    }
+    let mut d =
+        Decimal::from_str_exact(&text).map_err(|_| format!("{bad} (out of range)", bad = bad()))?;
+    if negative {
+        d = -d;
+    }
+    Ok(normalize_zero(d))
+}
+
+/// `-0.00` renders as `"-0.00"`; a zero has no sign in a bill.
+pub fn normalize_zero(mut d: Decimal) -> Decimal {
+    if d.is_zero() {
+        d.set_sign_positive(true);
+    }
+    d
+}
+
+/// Split a three-letter currency code off the front (`AUD 1.20`) or the back
+/// (`1.20 AUD`) of `s`.
+fn split_code(s: &str, front: bool) -> Option<(&str, &str)> {
+    let b = s.as_bytes();
+    if b.len() < 4 {
+        return None;
+    }
+    if front {
+        let code = s.get(..3)?;
+        let rest = s.get(3..)?;
+        let letters = code.bytes().all(|c| c.is_ascii_alphabetic());
+        // The code must end there: `AUD1.20` and `AUD 1.20`, not `AUDX`.
+        let next = rest.chars().next()?;
+        (letters && !next.is_ascii_alphabetic()).then(|| (code, rest.trim_start()))
+    } else {
+        let cut = s.len().checked_sub(3)?;
+        let code = s.get(cut..)?;
+        let rest = s.get(..cut)?;
+        let letters = code.bytes().all(|c| c.is_ascii_alphabetic());
+        let prev = rest.chars().last()?;
+        (letters && !prev.is_ascii_alphabetic()).then(|| (code, rest.trim_end()))
+    }
+}
+
+fn check_code(code: &str, currency: &str, raw: &str) -> Result<(), String> {
+    if code.eq_ignore_ascii_case(currency) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is in {}, not the source's currency {currency}",
+            raw.trim(),
+            code.to_ascii_uppercase()
+        ))
+    }
+}
+
+/// The digits of an integer part with well-formed grouping (`1,234,567`):
+/// the first group 1–3 digits, every other exactly 3.
+fn ungroup(s: &str, group: char) -> Option<String> {
+    if !s.bytes().all(|b| b.is_ascii_digit() || b == group as u8) {
+        return None;
+    }
+    if !s.contains(group) {
+        return Some(s.to_string());
+    }
+    let mut parts = s.split(group);
+    let first = parts.next()?;
+    if first.is_empty() || first.len() > 3 {
+        return None;
+    }
+    let mut out = first.to_string();
+    for p in parts {
+        if p.len() != 3 {
+            return None;
+        }
+        out.push_str(p);
+    }
+    Some(out)
+}
+
+/// Which yes/no field a value is for: each also accepts its own word
+/// (`DUPLEX`/`NOT DUPLEX`, `GRAYSCALE`/`NOT GRAYSCALE`), as the Print Logger
+/// writes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoolKind {
+    Duplex,
+    Grayscale,
+}
+
+pub fn parse_bool(raw: &str, kind: BoolKind) -> Result<bool, String> {
+    let s = raw.trim().to_ascii_uppercase();
+    let words: &[&str] = match kind {
+        BoolKind::Duplex => &["DUPLEX"],
+        BoolKind::Grayscale => &["GRAYSCALE", "GREYSCALE", "GRAY SCALE", "GREY SCALE"],
+    };
+    match s.as_str() {
+        "TRUE" | "Y" | "YES" | "1" => return Ok(true),
+        "FALSE" | "N" | "NO" | "0" => return Ok(false),
+        _ => {}
+    }
+    for w in words {
+        if s == *w {
+            return Ok(true);
+        }
+        if let Some(rest) = s.strip_prefix("NOT") {
+            let rest = rest.trim_start_matches([' ', '_', '-']);
+            if rest == *w || rest.replace(['_', '-'], " ") == *w {
+                return Ok(false);
+            }
+        }
+    }
+    Err(format!("{:?} is not a yes/no value", raw.trim()))
+}
+
+/// A count (pages, copies): digits only, 0..=4294967295.
+pub fn parse_count(raw: &str) -> Result<u32, String> {
+    let s = raw.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{s:?} is not a whole number"));
+    }
+    s.parse::<u32>()
+        .map_err(|_| format!("{s:?} is too large for a count"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn t(raw: &str, tz: Tz) -> String {
+        parse_datetime(raw, tz).unwrap().to_rfc3339()
+    }
+
+    const MEL: Tz = chrono_tz::Australia::Melbourne;
+    const NY: Tz = chrono_tz::America::New_York;
+
+    #[test]
+    fn time_formats() {
+        assert_eq!(t("2026-11-20 09:14:03", MEL), "2026-11-20T09:14:03+11:00");
+        assert_eq!(t("2026-11-20T09:14:03", MEL), "2026-11-20T09:14:03+11:00");
+        assert_eq!(
+            t("2026-11-20T09:14:03+11:00", NY),
+            "2026-11-20T09:14:03+11:00"
+        );
+        assert_eq!(t("2026-11-20T09:14:03Z", MEL), "2026-11-20T09:14:03+00:00");
+        assert_eq!(
+            t("2026-11-20T09:14:03.250+10:00", MEL),
+            "2026-11-20T09:14:03.250+10:00"
+        );
+        assert_eq!(
+            t("2026-11-20 09:14:03.5", MEL),
+            "2026-11-20T09:14:03.500+11:00"
+        );
+        assert_eq!(
+            t("2026-11-20T09:14:03+1100", MEL),
+            "2026-11-20T09:14:03+11:00"
+        );
+        assert_eq!(t("20261120T091403", MEL), "2026-11-20T09:14:03+11:00");
+        assert_eq!(t("20261120T091403Z", MEL), "2026-11-20T09:14:03+00:00");
+        assert_eq!(t("2026-11-20 9:14:03 PM", MEL), "2026-11-20T21:14:03+11:00");
+        assert_eq!(t("2026-11-20 9:14:03 pm", MEL), "2026-11-20T21:14:03+11:00");
+        assert_eq!(t(" 2026-06-01 09:00:00 ", MEL), "2026-06-01T09:00:00+10:00");
+    }
+
+    #[test]
+    fn twelve_hour_edges() {
+        assert_eq!(
+            t("2026-11-20 12:05:00 AM", MEL),
+            "2026-11-20T00:05:00+11:00"
+        );
+        assert_eq!(
+            t("2026-11-20 12:05:00 PM", MEL),
+            "2026-11-20T12:05:00+11:00"
+        );
+        assert_eq!(
+            t("2026-11-20 11:59:59 PM", MEL),
+            "2026-11-20T23:59:59+11:00"
+        );
+        assert_eq!(t("2026-11-20 1:00:00 AM", MEL), "2026-11-20T01:00:00+11:00");
+        assert!(parse_datetime("2026-11-20 13:05:00 PM", MEL).is_err());
+        assert!(parse_datetime("2026-11-20 0:05:00 AM", MEL).is_err());
+        let tod = |s| parse_time_of_day(s).unwrap().to_string();
+        assert_eq!(tod("11:05:09 am"), "11:05:09");
+        assert_eq!(tod("12:00:00 AM"), "00:00:00");
+        assert_eq!(tod("12:30:15 PM"), "12:30:15");
+        assert_eq!(tod("9:14:03 PM"), "21:14:03");
+        assert_eq!(tod("09:14:03"), "09:14:03");
+        assert!(parse_time_of_day("13:00:00 PM").is_err());
+        assert!(parse_time_of_day("25:00:00").is_err());
+    }
+
+    #[test]
+    fn bad_times_say_what_was_expected() {
+        for bad in [
+            "2026-13-01 09:00:00",
+            "2026-11-31 09:00:00",
+            "20/11/2026 09:00",
+            "yesterday",
+            "2026-11-20 09:14:03 XM",
+        ] {
+            let e = parse_datetime(bad, MEL).unwrap_err();
+            assert!(e.contains("is not a time") && e.contains(bad), "{e}");
+        }
+        assert!(parse_datetime("", MEL).unwrap_err().contains("empty"));
+        assert!(parse_date("2026-02-30").unwrap_err().contains("not a date"));
+        for far in [
+            "+262143-12-31 23:59:59",
+            "-262143-01-01 00:00:00",
+            "+10000-01-01 00:00:00",
+            "1899-12-31 23:59:59",
+        ] {
+            assert!(parse_datetime(far, MEL).is_err(), "{far}");
+        }
+        let e = parse_datetime("1899-12-31 23:59:59", MEL).unwrap_err();
+        assert!(e.contains("out of range (years 1900 to 9999)"), "{e}");
+        let far = NaiveDate::MIN.and_hms_opt(0, 0, 0).unwrap();
+        let _ = resolve_local(far, MEL);
+        let _ = resolve_local(NaiveDate::MAX.and_hms_opt(23, 59, 59).unwrap(), MEL);
+    }
+
+    #[test]
+    fn dst_gap_uses_the_offset_before_the_transition() {
+        // Melbourne springs forward 2026-10-04 02:00 AEST → 03:00 AEDT.
+        assert_eq!(t("2026-10-04 02:30:00", MEL), "2026-10-04T03:30:00+11:00");
+        assert_eq!(t("2026-10-04 02:00:00", MEL), "2026-10-04T03:00:00+11:00");
+        assert_eq!(t("2026-10-04 01:59:59", MEL), "2026-10-04T01:59:59+10:00");
+        assert_eq!(t("2026-10-04 03:00:00", MEL), "2026-10-04T03:00:00+11:00");
+        // New York: 2026-03-08 02:00 EST → 03:00 EDT.
+        assert_eq!(t("2026-03-08 02:30:00", NY), "2026-03-08T03:30:00-04:00");
+    }
+
+    #[test]
+    fn dst_overlap_takes_the_earlier_instant() {
+        // Melbourne falls back 2026-04-05 03:00 AEDT → 02:00 AEST.
+        assert_eq!(t("2026-04-05 02:30:00", MEL), "2026-04-05T02:30:00+11:00");
+        assert_eq!(t("2026-04-05 03:00:00", MEL), "2026-04-05T03:00:00+10:00");
+        // New York: 2026-11-01 02:00 EDT → 01:00 EST.
+        assert_eq!(t("2026-11-01 01:30:00", NY), "2026-11-01T01:30:00-04:00");
+        // An explicit offset picks the second occurrence and is kept.
+        assert_eq!(
+            t("2026-04-05T02:30:00+10:00", MEL),
+            "2026-04-05T02:30:00+10:00"
+        );
+    }
+
+    #[test]
+    fn samoa_skipped_a_whole_day() {
+        // 2011-12-30 never happened in Apia: UTC-10 → UTC+14.
+        let apia: Tz = chrono_tz::Pacific::Apia;
+        assert_eq!(t("2011-12-30 12:00:00", apia), "2011-12-31T12:00:00+14:00");
+    }
+
+    #[test]
+    fn amounts() {
+        let a = |s: &str| parse_amount(s, false, "AUD").unwrap();
+        assert_eq!(a("-1.20"), d("-1.20"));
+        assert_eq!(a("1.20"), d("1.20"));
+        assert_eq!(a("+1.20"), d("1.20"));
+        assert_eq!(a("$1.20"), d("1.20"));
+        assert_eq!(a("-$1.20"), d("-1.20"));
+        assert_eq!(a("- $ 1.20"), d("-1.20"));
+        assert_eq!(a("$-1.20"), d("-1.20"));
+        assert_eq!(a("1,234.50"), d("1234.50"));
+        assert_eq!(a("1,234,567.5"), d("1234567.5"));
+        assert_eq!(a("1.20 Credits"), d("1.20"));
+        assert_eq!(a("-1.20 credit"), d("-1.20"));
+        assert_eq!(a("AUD 1.20"), d("1.20"));
+        assert_eq!(a("1.20 AUD"), d("1.20"));
+        assert_eq!(a("aud1.20"), d("1.20"));
+        assert_eq!(a("(1.20)"), d("-1.20"));
+        assert_eq!(a("($1.20)"), d("-1.20"));
+        assert_eq!(a("12"), d("12"));
+        assert_eq!(a(".50"), d("0.50"));
+        assert_eq!(a(" 0.15 "), d("0.15"));
+        // The scale is kept as written.
+        assert_eq!(a("1.20").to_string(), "1.20");
+        assert_eq!(a("-0.00").to_string(), "0.00");
+    }
+
+    #[test]
+    fn decimal_comma_amounts() {
+        let a = |s: &str| parse_amount(s, true, "EUR").unwrap();
+        assert_eq!(a("1,20"), d("1.20"));
+        assert_eq!(a("-1,20"), d("-1.20"));
+        assert_eq!(a("1.234,50"), d("1234.50"));
+        assert_eq!(a("1,20 EUR"), d("1.20"));
+        assert!(parse_amount("1.20", true, "EUR").is_err());
+    }
+
+    #[test]
+    fn bad_amounts() {
+        for bad in [
+            "abc", "1,20", "1.2.3", "12,34.5", "--1", "$$1", "(-1.20)", "1.", "-", "$", "1e3",
+            "0x10", "1.20 USD", "USD 1.20", "NaN", "1 .20", "½",
+        ] {
+            let e = parse_amount(bad, false, "AUD").unwrap_err();
+            assert!(e.contains(&format!("{:?}", bad.trim())), "{bad}: {e}");
+        }
+        assert!(parse_amount("1.20 USD", false, "AUD")
+            .unwrap_err()
+            .contains("in USD, not the source's currency AUD"));
+        assert!(parse_amount("", false, "AUD")
+            .unwrap_err()
+            .contains("empty"));
+        assert!(
+            parse_amount("99999999999999999999999999999999", false, "AUD")
+                .unwrap_err()
+                .contains("out of range")
+        );
+    }
+
+    #[test]
+    fn booleans() {
+        use BoolKind::*;
+        for (s, v) in [
+            ("TRUE", true),
+            ("false", false),
+            ("Y", true),
+            ("n", false),
+            ("Yes", true),
+            ("NO", false),
+            ("1", true),
+            ("0", false),
+        ] {
+            assert_eq!(parse_bool(s, Duplex), Ok(v), "{s}");
+            assert_eq!(parse_bool(s, Grayscale), Ok(v), "{s}");
+        }
+        assert_eq!(parse_bool("DUPLEX", Duplex), Ok(true));
+        assert_eq!(parse_bool("not duplex", Duplex), Ok(false));
+        assert_eq!(parse_bool("NOT_DUPLEX", Duplex), Ok(false));
+        assert_eq!(parse_bool("GRAYSCALE", Grayscale), Ok(true));
+        assert_eq!(parse_bool("NOT GRAYSCALE", Grayscale), Ok(false));
+        assert_eq!(parse_bool("Not Greyscale", Grayscale), Ok(false));
+        assert!(parse_bool("GRAYSCALE", Duplex).is_err());
+        assert!(parse_bool("maybe", Duplex)
+            .unwrap_err()
+            .contains("\"maybe\" is not a yes/no value"));
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(parse_count("12"), Ok(12));
+        assert_eq!(parse_count(" 0 "), Ok(0));
+        assert!(parse_count("-3")
+            .unwrap_err()
+            .contains("not a whole number"));
+        assert!(parse_count("1.5").is_err());
+        assert!(parse_count("twelve").is_err());
+        assert!(parse_count("4294967296").unwrap_err().contains("too large"));
+    }
+}

@@ -1,0 +1,241 @@
+//! From a record's raw values (whatever profile they came from) to the
+//! fields of a `Charge`. Shared by every profile so that a value means the
+//! same thing whichever file it was read from.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset};
+use rust_decimal::Decimal;
+
+use super::columns::{Field, FIELD_COUNT};
+use super::fields::{self, BoolKind};
+use super::{AmountSign, FormatSettings};
+use crate::charge::{AccountType, JobType};
+
+/// One raw value and how to name it in an error.
+#[derive(Debug, Clone)]
+pub struct Value {
+    pub text: String,
+    /// `column "Cost" (5)`, `"cost"`…
+    pub label: String,
+}
+
+/// A record's values by field, plus the values of columns that are no field.
+#[derive(Debug, Default)]
+pub struct Record {
+    values: [Option<Value>; FIELD_COUNT],
+    pub extra: BTreeMap<String, String>,
+}
+
+/// What a profile decides when its file is silent.
+#[derive(Debug, Clone, Copy)]
+pub struct Defaults {
+    /// The job type when there is no job type value. `None` → `other`.
+    pub job_type: Option<JobType>,
+    /// Whether a record without an amount column is an error (the
+    /// transaction file: it is a billing record) or has `amount: None` (a
+    /// print log that carries no cost).
+    pub amount_required: bool,
+    /// Whether the account value names a shared account outright
+    /// (job-details' `shared-account`), instead of being compared with the
+    /// user.
+    pub account_is_shared: bool,
+}
+
+/// Everything of a charge that a line determines (the id and origin are
+/// added by the caller).
+#[derive(Debug)]
+pub struct Fields {
+    pub time: DateTime<FixedOffset>,
+    pub user: String,
+    pub account: String,
+    pub account_type: AccountType,
+    pub amount: Option<Decimal>,
+    pub job_type: JobType,
+    pub job_type_raw: Option<String>,
+    pub pages: Option<u32>,
+    pub color_pages: Option<u32>,
+    pub copies: Option<u32>,
+    pub duplex: Option<bool>,
+    pub grayscale: Option<bool>,
+    pub device: Option<String>,
+    pub server: Option<String>,
+    pub client: Option<String>,
+    pub document: Option<String>,
+    pub paper_size: Option<String>,
+    pub comment: Option<String>,
+    pub transaction_id: Option<String>,
+    pub balance_after: Option<Decimal>,
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn set(&mut self, field: Field, text: String, label: String) {
+        self.values[field as usize] = Some(Value { text, label });
+    }
+
+    pub fn has(&self, field: Field) -> bool {
+        self.values[field as usize].is_some()
+    }
+
+    /// Whether the record has the field's column at all.
+    fn get(&self, field: Field) -> Option<&Value> {
+        self.values[field as usize].as_ref()
+    }
+
+    /// The trimmed value, `None` when absent or empty: an empty string is no
+    /// value, never an invented one.
+    fn text(&self, field: Field) -> Option<(&str, &str)> {
+        self.get(field)
+            .map(|v| (v.text.trim(), v.label.as_str()))
+            .filter(|(t, _)| !t.is_empty())
+    }
+
+    fn string(&self, field: Field) -> Option<String> {
+        self.text(field).map(|(t, _)| t.to_string())
+    }
+
+    fn parsed<T>(
+        &self,
+        field: Field,
+        f: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, String> {
+        match self.text(field) {
+            None => Ok(None),
+            Some((t, label)) => f(t).map(Some).map_err(|e| format!("{label}: {e}")),
+        }
+    }
+
+    pub fn build(self, s: &FormatSettings, d: Defaults) -> Result<Fields, String> {
+        let time = self.time(s)?;
+        let user = match self.get(Field::User) {
+            None => return Err("no user column: a charge needs a user".into()),
+            Some(v) if v.text.trim().is_empty() => {
+                return Err(format!("{}: empty, a charge needs a user", v.label))
+            }
+            Some(v) => v.text.trim().to_string(),
+        };
+        let (account, account_type) = self.account(&user, d)?;
+        let amount = match self.get(Field::Amount) {
+            None if d.amount_required => {
+                return Err("no amount column: a billing record needs an amount".into())
+            }
+            None => None,
+            Some(v) => {
+                let written = fields::parse_amount(&v.text, s.decimal_comma, &s.currency)
+                    .map_err(|e| format!("{}: {e}", v.label))?;
+                Some(fields::normalize_zero(match s.amount_sign {
+                    AmountSign::DebitNegative => -written,
+                    AmountSign::ChargePositive => written,
+                }))
+            }
+        };
+        let balance_after = self.parsed(Field::Balance, |t| {
+            fields::parse_amount(t, s.decimal_comma, &s.currency)
+        })?;
+        let (job_type, job_type_raw) = match self.text(Field::JobType) {
+            Some((raw, _)) => {
+                let jt = JobType::from_raw(raw);
+                (jt, (jt == JobType::Other).then(|| raw.to_string()))
+            }
+            None => (d.job_type.unwrap_or(JobType::Other), None),
+        };
+        Ok(Fields {
+            time,
+            user,
+            account,
+            account_type,
+            amount,
+            job_type,
+            job_type_raw,
+            pages: self.parsed(Field::Pages, fields::parse_count)?,
+            color_pages: self.parsed(Field::ColorPages, fields::parse_count)?,
+            copies: self.parsed(Field::Copies, fields::parse_count)?,
+            duplex: self.parsed(Field::Duplex, |t| fields::parse_bool(t, BoolKind::Duplex))?,
+            grayscale: self.parsed(Field::Grayscale, |t| {
+                fields::parse_bool(t, BoolKind::Grayscale)
+            })?,
+            device: self.string(Field::Device),
+            server: self.string(Field::Server),
+            client: self.string(Field::Client),
+            document: self.string(Field::Document),
+            paper_size: self.string(Field::PaperSize),
+            comment: self.string(Field::Comment),
+            transaction_id: self.string(Field::TransactionId),
+            balance_after,
+            extra: self
+                .extra
+                .into_iter()
+                .filter_map(|(k, v)| {
+                    let v = v.trim();
+                    (!v.is_empty()).then(|| (k, v.to_string()))
+                })
+                .collect(),
+        })
+    }
+
+    /// The time from one value, or from a date and a time of day in two
+    /// (the print log).
+    fn time(&self, s: &FormatSettings) -> Result<DateTime<FixedOffset>, String> {
+        let Some(time) = self.get(Field::Time) else {
+            return Err("no time column: a charge needs a time".into());
+        };
+        let at = |e: String| format!("{}: {e}", time.label);
+        match self.get(Field::Date) {
+            Some(date) if !date.text.trim().is_empty() => {
+                let day =
+                    fields::parse_date(&date.text).map_err(|e| format!("{}: {e}", date.label))?;
+                let tod = match fields::parse_time_of_day(&time.text) {
+                    Ok(t) => t,
+                    // A time column holding the full date and time, agreeing
+                    // with the date column, is as good.
+                    Err(e) => {
+                        return match fields::parse_datetime(&time.text, s.timezone) {
+                            Ok(full) if full.date_naive() == day => Ok(full),
+                            _ => Err(at(e)),
+                        }
+                    }
+                };
+                let t = fields::resolve_local(day.and_time(tod), s.timezone);
+                fields::check_year(date.text.trim(), t).map_err(|e| format!("{}: {e}", date.label))
+            }
+            Some(date) => Err(format!("{}: empty, a charge needs a date", date.label)),
+            None => fields::parse_datetime(&time.text, s.timezone).map_err(at),
+        }
+    }
+
+    /// The account charged and its type: an `account_type` value when there
+    /// is one; otherwise personal when the account is absent (the user's own
+    /// account) or is the user's name, shared otherwise.
+    fn account(&self, user: &str, d: Defaults) -> Result<(String, AccountType), String> {
+        let account = self.string(Field::Account);
+        let written = match self.text(Field::AccountType) {
+            None => None,
+            Some((t, label)) => Some(match t.to_ascii_lowercase().as_str() {
+                "personal" | "user" => AccountType::Personal,
+                "shared" => AccountType::Shared,
+                _ => {
+                    return Err(format!(
+                        "{label}: {t:?} is not an account type (personal or shared)"
+                    ))
+                }
+            }),
+        };
+        match (account, written) {
+            (None, Some(AccountType::Shared)) => Err(format!(
+                "{}: the account type is shared but no account is named",
+                self.text(Field::AccountType).map_or("", |(_, l)| l)
+            )),
+            (None, t) => Ok((user.to_string(), t.unwrap_or(AccountType::Personal))),
+            (Some(a), Some(t)) => Ok((a, t)),
+            (Some(a), None) => {
+                let t = if !d.account_is_shared && a.eq_ignore_ascii_case(user) {
+                    AccountType::Personal
+                } else {
+                    AccountType::Shared
+                };
+                Ok((a, t))
+            }
+        }
+    }
+}

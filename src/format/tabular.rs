@@ -1,0 +1,335 @@
+//! The delimited profiles: `transaction-file`, `print-log` and
+//! `print-logger-csv`. They differ only in their defaults (header or
+//! positions, banner, what is required); the reading is shared.
+
+use super::columns::{self, Field, Mapping};
+use super::record::{Defaults, Record};
+use super::{FormatSettings, Profile};
+use crate::charge::JobType;
+
+/// How the Print Logger's first line starts.
+const PRINT_LOGGER_BANNER: &str = "papercut print logger";
+
+/// The contract's example order, for a transaction file without a header.
+const TRANSACTION_POSITIONS: &[(Field, usize, &str, bool)] = &[
+    (Field::Time, 1, "time", true),
+    (Field::TransactionId, 2, "transaction_id", true),
+    (Field::User, 3, "user", true),
+    (Field::Account, 4, "account", true),
+    (Field::Amount, 5, "amount", true),
+    (Field::Balance, 6, "balance", true),
+    (Field::JobType, 7, "job_type", true),
+    (Field::Pages, 8, "pages", true),
+    (Field::ColorPages, 9, "color_pages", true),
+    (Field::Copies, 10, "copies", true),
+    (Field::Duplex, 11, "duplex", true),
+    (Field::Device, 12, "device", true),
+    (Field::Document, 13, "document", true),
+];
+
+/// `printlog_yyyy_mm_dd.log`: the first ten fields are documented; copies,
+/// cost, duplex and grayscale after them are not verified, so a line may
+/// stop before them (then they are absent, and the amount is `None`).
+const PRINT_LOG_POSITIONS: &[(Field, usize, &str, bool)] = &[
+    (Field::Date, 1, "date", true),
+    (Field::Time, 2, "time", true),
+    (Field::Server, 3, "server", true),
+    (Field::Device, 4, "printer", true),
+    (Field::User, 5, "user", true),
+    (Field::Account, 6, "account charged", true),
+    (Field::Client, 7, "client", true),
+    (Field::Document, 8, "document", true),
+    (Field::Pages, 9, "total pages", true),
+    (Field::ColorPages, 10, "total colour pages", true),
+    (Field::Copies, 11, "copies", false),
+    (Field::Amount, 12, "cost", false),
+    (Field::Duplex, 13, "duplex", false),
+    (Field::Grayscale, 14, "grayscale", false),
+];
+
+/// The Print Logger's documented header, for a file read without it.
+const PRINT_LOGGER_POSITIONS: &[(Field, usize, &str, bool)] = &[
+    (Field::Time, 1, "Time", true),
+    (Field::User, 2, "User", true),
+    (Field::Pages, 3, "Pages", true),
+    (Field::Copies, 4, "Copies", true),
+    (Field::Device, 5, "Printer", true),
+    (Field::Document, 6, "Document Name", true),
+    (Field::Client, 7, "Client", true),
+    (Field::PaperSize, 8, "Paper Size", true),
+    (Field::Duplex, 12, "Duplex", false),
+    (Field::Grayscale, 13, "Grayscale", false),
+];
+const PRINT_LOGGER_EXTRA: &[(usize, &str)] =
+    &[(9, "Language"), (10, "Height"), (11, "Width"), (14, "Size")];
+
+pub fn defaults(profile: Profile) -> Defaults {
+    match profile {
+        // No job type column in a transaction file: `other`, not a guessed
+        // `print` (the file also carries copies, scans, and manual
+        // adjustments).
+        Profile::TransactionFile => Defaults {
+            job_type: None,
+            amount_required: true,
+            account_is_shared: false,
+        },
+        // These files log printing only.
+        Profile::PrintLog | Profile::PrintLoggerCsv | Profile::JobDetails => Defaults {
+            job_type: Some(JobType::Print),
+            amount_required: false,
+            account_is_shared: false,
+        },
+    }
+}
+
+/// The fields a record of this profile cannot do without.
+fn required(profile: Profile) -> &'static [Field] {
+    match profile {
+        Profile::TransactionFile => &[Field::Time, Field::User, Field::Amount],
+        _ => &[Field::Time, Field::User],
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Before the first record: the header (if any) and the Print Logger's
+    /// banner are still to come.
+    Start { banner_skipped: bool },
+    Ready {
+        delimiter: u8,
+        mapping: Mapping,
+        /// The header line, to skip it if it is repeated (concatenated files).
+        header: Option<String>,
+    },
+    /// The header or the column settings are unusable: every record is an
+    /// error naming why (rather than guessing columns).
+    Broken(String),
+}
+
+pub enum Step {
+    Skip,
+    Record(Box<Record>),
+    Error(String),
+}
+
+#[derive(Debug)]
+pub struct Tabular {
+    state: State,
+}
+
+impl Tabular {
+    pub fn new() -> Tabular {
+        Tabular {
+            state: State::Start {
+                banner_skipped: false,
+            },
+        }
+    }
+
+    /// The first line could not even be decoded: when it was to be the
+    /// header, the file cannot be read by column names.
+    pub fn unreadable_line(&mut self, s: &FormatSettings, line_no: u64, reason: &str) {
+        if s.header && matches!(self.state, State::Start { .. }) {
+            self.state = State::Broken(format!(
+                "the header (line {line_no}) could not be read ({reason})"
+            ));
+        }
+    }
+
+    /// One non-blank decoded line.
+    pub fn step(&mut self, s: &FormatSettings, text: &str, line_no: u64) -> Step {
+        if s.profile == Profile::PrintLoggerCsv
+            && text
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with(PRINT_LOGGER_BANNER)
+        {
+            return Step::Skip;
+        }
+        match &self.state {
+            State::Broken(reason) => Step::Error(format!("no usable column layout: {reason}")),
+            State::Start { banner_skipped } => {
+                let banner_skipped = *banner_skipped;
+                let delimiter = s.delimiter.unwrap_or_else(|| detect_delimiter(text));
+                if s.header {
+                    self.start_with_header(s, text, line_no, delimiter, banner_skipped)
+                } else {
+                    match positions(s) {
+                        Ok(mapping) => {
+                            self.state = State::Ready {
+                                delimiter,
+                                mapping,
+                                header: None,
+                            };
+                            self.step(s, text, line_no)
+                        }
+                        Err(e) => {
+                            self.state = State::Broken(e.clone());
+                            Step::Error(format!("no usable column layout: {e}"))
+                        }
+                    }
+                }
+            }
+            State::Ready {
+                delimiter,
+                mapping,
+                header,
+            } => {
+                if header.as_deref() == Some(text) {
+                    return Step::Skip;
+                }
+                match row(text, *delimiter, mapping) {
+                    Ok(r) => Step::Record(Box::new(r)),
+                    Err(e) => Step::Error(e),
+                }
+            }
+        }
+    }
+
+    fn start_with_header(
+        &mut self,
+        s: &FormatSettings,
+        text: &str,
+        line_no: u64,
+        delimiter: u8,
+        banner_skipped: bool,
+    ) -> Step {
+        let result = columns::split_line(text, delimiter)
+            .and_then(|cells| Ok((Mapping::from_header(&cells, &s.columns)?, cells)));
+        let missing = |m: &Mapping| {
+            required(s.profile)
+                .iter()
+                .copied()
+                .find(|f| !m.slots.contains_key(f))
+        };
+        // The Print Logger's first line is a banner: anything before a line
+        // that names the columns is taken as one (just once, so a file with
+        // no header at all is not skipped line after line).
+        if s.profile == Profile::PrintLoggerCsv && !banner_skipped {
+            let header_like = matches!(&result, Ok((m, _)) if missing(m).is_none());
+            if !header_like {
+                self.state = State::Start {
+                    banner_skipped: true,
+                };
+                return Step::Skip;
+            }
+        }
+        let mapping = match result {
+            Ok((m, cells)) => match missing(&m) {
+                None => m,
+                Some(f) => {
+                    let mut why = format!(
+                        "the header (line {line_no}) has no {:?} column (looked for: {})",
+                        f.name(),
+                        f.looked_for()
+                    );
+                    if cells
+                        .first()
+                        .is_some_and(|c| super::fields::parse_datetime(c, s.timezone).is_ok())
+                    {
+                        why.push_str(
+                            "; it looks like a record, not a header: \
+                             set header = false and give column positions",
+                        );
+                    }
+                    self.state = State::Broken(why.clone());
+                    return Step::Error(why);
+                }
+            },
+            Err(e) => {
+                let why = format!("the header (line {line_no}): {e}");
+                self.state = State::Broken(why.clone());
+                return Step::Error(why);
+            }
+        };
+        self.state = State::Ready {
+            delimiter,
+            mapping,
+            header: Some(text.to_string()),
+        };
+        Step::Skip
+    }
+}
+
+/// Tab if the line has one, else comma: a tab never occurs unquoted in a
+/// comma-separated PaperCut file, while commas are common in tab-separated
+/// ones (document names, amounts).
+fn detect_delimiter(text: &str) -> u8 {
+    if text.contains('\t') {
+        b'\t'
+    } else {
+        b','
+    }
+}
+
+/// The column positions of a file without a header.
+fn positions(s: &FormatSettings) -> Result<Mapping, String> {
+    let mut m = match s.profile {
+        // The transaction file's order is only our example: a config that
+        // gives positions gives all of them.
+        Profile::TransactionFile if !s.columns.is_empty() => {
+            Mapping::from_positions(&[], &s.columns)?
+        }
+        Profile::TransactionFile => Mapping::from_positions(TRANSACTION_POSITIONS, &s.columns)?,
+        // Documented layouts: the config moves single fields.
+        Profile::PrintLog => Mapping::from_positions(PRINT_LOG_POSITIONS, &s.columns)?,
+        Profile::PrintLoggerCsv => {
+            let mut m = Mapping::from_positions(PRINT_LOGGER_POSITIONS, &s.columns)?;
+            for &(pos, name) in PRINT_LOGGER_EXTRA {
+                if !m.slots.values().any(|sl| sl.index == pos - 1) {
+                    m.extra.insert(pos - 1, name.to_string());
+                }
+            }
+            m
+        }
+        Profile::JobDetails => return Err("job-details has no columns".into()),
+    };
+    if let Some(f) = required(s.profile)
+        .iter()
+        .find(|f| !m.slots.contains_key(f))
+    {
+        return Err(format!(
+            "columns: no position for {:?} (header = false, so every field needs one)",
+            f.name()
+        ));
+    }
+    m.width = None;
+    Ok(m)
+}
+
+/// Split a row and pick its values by the mapping.
+fn row(text: &str, delimiter: u8, mapping: &Mapping) -> Result<Record, String> {
+    let cells = columns::split_line(text, delimiter)?;
+    if let Some(w) = mapping.width {
+        if cells.len() != w {
+            return Err(format!("{} fields, header has {w}", cells.len()));
+        }
+    }
+    let mut rec = Record::default();
+    for (field, slot) in &mapping.slots {
+        match cells.get(slot.index) {
+            Some(v) => rec.set(*field, v.clone(), slot.label.clone()),
+            None if slot.must_exist => {
+                return Err(format!(
+                    "{} fields, no {} for {:?}",
+                    cells.len(),
+                    slot.label,
+                    field.name()
+                ))
+            }
+            None => {}
+        }
+    }
+    for (i, v) in cells.into_iter().enumerate() {
+        if mapping.slots.values().any(|sl| sl.index == i) {
+            continue;
+        }
+        let key = mapping
+            .extra
+            .get(&i)
+            .cloned()
+            .unwrap_or_else(|| format!("field{}", i + 1));
+        rec.extra.insert(key, v);
+    }
+    Ok(rec)
+}

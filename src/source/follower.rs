@@ -193,7 +193,7 @@ impl Follower {
         let mut cps = checkpoints;
         // Newest first: should two unfinished generations claim one file,
         // the newer one is the real one.
-        cps.sort_by(|a, b| b.generation.cmp(&a.generation));
+        cps.sort_by_key(|c| std::cmp::Reverse(c.generation));
         let now = Instant::now();
         let mut events = Vec::new();
         for cp in cps {

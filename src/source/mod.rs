@@ -11,6 +11,7 @@ pub mod fingerprint;
 pub mod follower;
 pub mod historical;
 pub mod lines;
+mod watcher;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -103,6 +104,15 @@ pub enum Notice {
     /// An unfinished generation from a checkpoint cannot be found any more
     /// (deleted while we were down).
     Lost { path: PathBuf, generation: u64 },
+    /// A generation was finished (rotated and idle, or truncated) with an
+    /// incomplete last line of `len` bytes at `offset` that never got its
+    /// line end: it was not emitted.
+    Unterminated {
+        path: PathBuf,
+        generation: u64,
+        offset: u64,
+        len: u64,
+    },
     /// A file matched but cannot be read (permissions, I/O error).
     Unreadable { path: PathBuf, error: String },
 }

@@ -370,6 +370,38 @@ fn source_loop(
                     }
                     progressed |= !lines.is_empty();
                 }
+                SourceEvent::Notice(Notice::Unterminated {
+                    path,
+                    generation,
+                    offset,
+                    len,
+                }) => {
+                    // Following never takes a line without its end; but a
+                    // finished file's last bytes must not vanish silently:
+                    // keep them as a dead letter (replay takes such lines).
+                    let raw = read_at(&path, offset, len.min(cfg.source.max_line_bytes as u64))
+                        .unwrap_or_default();
+                    tracing::error!(
+                        file = %path.display(), generation, offset, len,
+                        "finished file ends with a line that has no line end: kept as a dead letter, not billed;                          check it and `chargetail replay` the file if it is a complete record"
+                    );
+                    store
+                        .commit(
+                            None,
+                            &[],
+                            &[BadLine {
+                                file: path.to_string_lossy().into_owned(),
+                                offset,
+                                line: 0,
+                                raw,
+                                reason: format!(
+                                    "last line of a finished file has no line end ({len} bytes)"
+                                ),
+                            }],
+                        )
+                        .context("recording an unterminated line")?;
+                    Stats::add(&stats.bad_lines, 1);
+                }
                 SourceEvent::Notice(n) => log_notice(&n, &stats),
             }
         }
@@ -379,6 +411,15 @@ fn source_loop(
         }
     }
     Ok(())
+}
+
+fn read_at(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::new();
+    f.take(len).read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Count the files the source path matches and how many of them cannot be
@@ -470,6 +511,7 @@ fn log_notice(n: &Notice, stats: &Stats) {
             file = %path.display(), generation,
             "file disappeared while chargetail was stopped and was not found renamed; its unread end (if any) is lost — replay it from a backup if needed"
         ),
+        Notice::Unterminated { .. } => {}
         Notice::Unreadable { path, error } => {
             Stats::add(&stats.source_unreadable, 1);
             tracing::error!(file = %path.display(), %error, "cannot read file")

@@ -33,9 +33,11 @@ fn follows_appends_in_order_and_stops_cleanly_on_sigterm() {
     assert_eq!(v["specversion"], "1.0");
     assert_eq!(v["source"], "papercut/test");
     assert_eq!(v["type"], "papercut.charge");
+    assert_eq!(v["data"]["amount"], "0.00", "-0.00 is billed 0.00");
+    let v1: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(
-        v["data"]["amount"], "1.00",
-        "a debit of -1.00 is billed 1.00"
+        v1["data"]["amount"], "1.01",
+        "a debit of -1.01 is billed 1.01"
     );
     assert_eq!(v["data"]["currency"], "AUD");
     assert_eq!(v["time"], "2026-11-20T09:00:00+11:00");

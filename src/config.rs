@@ -190,8 +190,15 @@ impl Config {
         let mut cfg: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         cfg.file = path.to_path_buf();
         // Relative paths are relative to the config file, not to the cwd,
-        // so a unit file and a shell run the same config the same way.
+        // so a unit file and a shell run the same config the same way; made
+        // absolute so that charge origins and positions name real places.
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = std::fs::canonicalize(if base.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &base
+        })
+        .unwrap_or(base);
         if cfg.state.path.is_relative() {
             cfg.state.path = base.join(&cfg.state.path);
         }

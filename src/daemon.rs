@@ -490,7 +490,7 @@ impl Watchdog {
 fn log_notice(n: &Notice, stats: &Stats) {
     match n {
         Notice::Opened { path, generation } => {
-            tracing::info!(file = %path.display(), generation, "following file")
+            tracing::debug!(file = %path.display(), generation, "following file")
         }
         Notice::Truncated { path, offset, size } => {
             Stats::add(&stats.truncations, 1);

@@ -249,6 +249,10 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                     for c in charges.iter() {
                         match store.known(&c.id)?.as_deref() {
                             Some("delivered") => summary.already_delivered += 1,
+                            Some("pending") => {
+                                store.adopt(&c.id, run)?;
+                                summary.already_queued += 1;
+                            }
                             Some(_) => summary.already_queued += 1,
                             None => continue,
                         }

@@ -465,11 +465,22 @@ impl Store {
         Ok(done)
     }
 
+    /// Make a pending charge part of replay run `run`, so that run delivers
+    /// (or waits for) it: a charge queued by an interrupted replay is still
+    /// owed, and the replay that reads it again must see it through.
+    pub fn adopt(&mut self, id: &str, run: i64) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("UPDATE outbox SET run = ?2 WHERE id = ?1 AND state = 'pending'")
+            .and_then(|mut st| st.execute(params![id, run]))
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
     /// Whether a charge id is already in the outbox or ledger.
     pub fn known(&self, id: &str) -> Result<Option<String>, StoreError> {
         self.conn
-            .query_row("SELECT state FROM outbox WHERE id = ?1", [id], |r| r.get(0))
-            .optional()
+            .prepare_cached("SELECT state FROM outbox WHERE id = ?1")
+            .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
             .map_err(|e| self.err(e))
     }
 

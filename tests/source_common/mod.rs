@@ -105,6 +105,9 @@ impl Run {
             Follower::new(self.opts.clone(), cps)
         };
         self.f = f.unwrap();
+        for g in self.gens.values_mut() {
+            g.prefix.clear();
+        }
     }
 
     pub fn poll(&mut self) -> usize {
@@ -180,7 +183,10 @@ impl Run {
                     assert_eq!(stored.offset, cp.offset, "prefix moved the checkpoint");
                     for l in lines {
                         assert_eq!(l.number as usize, g.prefix.len() + 1, "prefix numbering");
-                        g.prefix.push(String::from_utf8(l.bytes.clone()).unwrap());
+                        let text = String::from_utf8(l.bytes.clone()).unwrap();
+                        // The same lines as handed over before.
+                        assert_eq!(Some(&text), g.lines.get(g.prefix.len()), "prefix content");
+                        g.prefix.push(text);
                     }
                     assert!(g.prefix.len() as u64 <= cp.line);
                 } else {

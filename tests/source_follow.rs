@@ -538,3 +538,26 @@ fn bad_pattern_is_an_error() {
     let o = opts(std::path::Path::new("/tmp/[x.log"));
     assert!(Follower::new(o, Vec::new()).is_err());
 }
+
+#[test]
+fn follower_can_move_to_another_thread() {
+    fn send<T: Send>() {}
+    send::<Follower>();
+}
+
+#[test]
+fn wildcard_directories_are_watched_recursively() {
+    let (_d, dir) = tmp();
+    let mut o = opts(&dir.join("*").join("tx.log"));
+    o.poll_interval = Duration::from_secs(60);
+    let mut r = Run::new(o);
+    r.poll();
+    let sub = dir.join("server-a");
+    std::fs::create_dir(&sub).unwrap();
+    write(&sub.join("tx.log"), b"a1\n");
+    let t = Instant::now();
+    r.until("a1", |r| r.lines(1) == strs(&["a1"]));
+    append(&sub.join("tx.log"), b"a2\n");
+    r.until("a2", |r| r.lines(1).len() == 2);
+    assert!(t.elapsed() < Duration::from_secs(2));
+}

@@ -79,7 +79,9 @@ impl Model {
     }
 
     fn pick(&self, rng: &mut StdRng, f: impl Fn(&MFile) -> bool) -> Option<usize> {
-        let c: Vec<usize> = (0..self.files.len()).filter(|&i| f(&self.files[i])).collect();
+        let c: Vec<usize> = (0..self.files.len())
+            .filter(|&i| f(&self.files[i]))
+            .collect();
         (!c.is_empty()).then(|| c[rng.random_range(0..c.len())])
     }
 
@@ -115,7 +117,7 @@ impl Model {
 
     fn create(&mut self, rng: &mut StdRng) {
         let n = self.next();
-        let path = if rng.random_bool(0.85) {
+        let path = if rng.random_bool(0.92) {
             self.dir.join(format!("f{n}.log"))
         } else {
             self.dir.join(format!("x{n}.txt"))
@@ -308,9 +310,18 @@ fn run(seed: u64, ops: usize) {
             emitted.insert((l.clone(), *k));
         }
     }
-    let ctx = || format!("seed {seed}: ops {:?}", &log[log.len().saturating_sub(30)..]);
+    let ctx = || {
+        format!(
+            "seed {seed}: ops {:?}",
+            &log[log.len().saturating_sub(30)..]
+        )
+    };
     let stray: Vec<&Id> = emitted.difference(&m.possible).collect();
-    assert!(stray.is_empty(), "emitted but never written whole: {stray:?}; {}", ctx());
+    assert!(
+        stray.is_empty(),
+        "emitted but never written whole: {stray:?}; {}",
+        ctx()
+    );
     let missing: Vec<&Id> = m.must.difference(&emitted).collect();
     assert!(missing.is_empty(), "lost: {missing:?}; {}", ctx());
     assert!(emitted.iter().all(|(l, _)| !l.starts_with('X')));
@@ -319,7 +330,10 @@ fn run(seed: u64, ops: usize) {
     for ev in &r.events {
         if let SourceEvent::Lines { checkpoint: c, .. } = ev {
             if c.finished {
-                assert!(finished.insert(c.generation, ()).is_none(), "finished twice");
+                assert!(
+                    finished.insert(c.generation, ()).is_none(),
+                    "finished twice"
+                );
             }
         }
     }
@@ -336,9 +350,15 @@ fn run(seed: u64, ops: usize) {
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for n in &r.notices {
         let k = format!("{n:?}");
-        *kinds.entry(k[..k.find(' ').unwrap_or(k.len())].to_string()).or_default() += 1;
+        *kinds
+            .entry(k[..k.find(' ').unwrap_or(k.len())].to_string())
+            .or_default() += 1;
     }
-    let prefixed = r.events.iter().filter(|e| matches!(e, SourceEvent::Lines { prefix: true, .. })).count();
+    let prefixed = r
+        .events
+        .iter()
+        .filter(|e| matches!(e, SourceEvent::Lines { prefix: true, .. }))
+        .count();
     eprintln!(
         "seed {seed}: {} generations, {} ids emitted, {} must, {} possible (outside the glob: {}); {prefixed} prefix batches; {kinds:?}",
         r.gens.len(),

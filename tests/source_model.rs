@@ -23,6 +23,11 @@
 //! checkpoint follows them, `prefix` re-reads repeat what was handed over;
 //! lines from files outside the glob never appear; a partial line is never
 //! emitted (it would not be in `possible`).
+//!
+//! Files outside the glob have a header of their own. With the same header,
+//! a file outside the glob that reuses the inode of a file followed before a
+//! restart (deleted while down) is taken for that file renamed while down:
+//! a documented residual of identity by inode + first bytes (`find_renamed`).
 
 mod source_common;
 
@@ -122,10 +127,16 @@ impl Model {
         } else {
             self.dir.join(format!("x{n}.txt"))
         };
-        let body: &[u8] = match rng.random_range(0..4) {
-            0 => b"",
-            1 => b"#h",
-            _ => b"#hdr\n",
+        // Files outside the glob start with bytes of their own: see
+        // `find_renamed` for a file outside the glob reusing the inode of
+        // one we followed and starting with all of its bytes.
+        let outside = !self.matching(&path);
+        let body: &[u8] = match (rng.random_range(0..4), outside) {
+            (0, _) => b"",
+            (1, false) => b"#h",
+            (_, false) => b"#hdr\n",
+            (1, true) => b"#x",
+            (_, true) => b"#xhdr\n",
         };
         write(&path, body);
         self.files.push(MFile {
@@ -324,7 +335,26 @@ fn run(seed: u64, ops: usize) {
     );
     let missing: Vec<&Id> = m.must.difference(&emitted).collect();
     assert!(missing.is_empty(), "lost: {missing:?}; {}", ctx());
-    assert!(emitted.iter().all(|(l, _)| !l.starts_with('X')));
+    let outside: Vec<&Id> = emitted.iter().filter(|(l, _)| l.starts_with('X')).collect();
+    if !outside.is_empty() {
+        for (g, log) in &r.gens {
+            if log.lines.iter().any(|l| l.starts_with('X')) {
+                eprintln!("gen {g}: {:?} {:?}", log.lines, r.store.get(g));
+                eprintln!(
+                    "{:?}",
+                    r.notices
+                        .iter()
+                        .filter(|n| format!("{n:?}").contains(&format!("generation: {g} ")))
+                        .collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+    assert!(
+        outside.is_empty(),
+        "read from outside the glob: {outside:?}; {}",
+        ctx()
+    );
     // Generation ids are never reused; finished ones stay finished.
     let mut finished = BTreeMap::new();
     for ev in &r.events {
@@ -371,7 +401,16 @@ fn run(seed: u64, ops: usize) {
 
 #[test]
 fn model_seeds() {
-    for seed in 1..=12 {
+    // CHARGETAIL_MODEL_SEEDS=n for a longer soak.
+    let seeds = std::env::var("CHARGETAIL_MODEL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let first = std::env::var("CHARGETAIL_MODEL_FIRST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    for seed in first..first + seeds {
         run(seed, 300);
     }
 }

@@ -120,6 +120,7 @@ enum Look {
 
 pub struct Follower {
     opts: FollowOptions,
+    matcher: glob::Pattern,
     /// Live generations, in generation order.
     live: Vec<Gen>,
     finished: BTreeMap<u64, Checkpoint>,
@@ -160,12 +161,15 @@ impl Follower {
         checkpoints: Vec<Checkpoint>,
         watch: bool,
     ) -> Result<Follower, SourceError> {
-        if let Err(e) = glob::Pattern::new(&opts.pattern) {
-            return Err(SourceError::Pattern {
-                pattern: opts.pattern.clone(),
-                reason: e.to_string(),
-            });
-        }
+        let matcher = match glob::Pattern::new(&opts.pattern) {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(SourceError::Pattern {
+                    pattern: opts.pattern.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        };
         if opts.pattern.is_empty() {
             return Err(SourceError::Pattern {
                 pattern: opts.pattern.clone(),
@@ -179,6 +183,7 @@ impl Follower {
             next_generation: checkpoints.iter().map(|c| c.generation).max().unwrap_or(0) + 1,
             buf: vec![0; opts.read_chunk],
             opts,
+            matcher,
             live: Vec::new(),
             finished: BTreeMap::new(),
             finished_ids: HashMap::new(),
@@ -262,7 +267,7 @@ impl Follower {
             _ => {}
         }
         // Renamed while we were down?
-        if let Some((path, file)) = find_renamed(&cp) {
+        if let Some((path, file)) = find_renamed(&cp, &self.matcher) {
             let from = std::mem::replace(&mut cp.path, path);
             events.push(SourceEvent::Notice(Notice::Rotated {
                 path: from.clone(),
@@ -446,7 +451,7 @@ impl Follower {
             return true;
         }
         // Closed while idle (or unreadable): look for it by identity.
-        if let Some((p, file)) = find_renamed(&g.cp) {
+        if let Some((p, file)) = find_renamed(&g.cp, &self.matcher) {
             let from = std::mem::replace(&mut g.cp.path, p);
             events.push(SourceEvent::Notice(Notice::Rotated {
                 path: from.clone(),
@@ -1025,9 +1030,23 @@ fn find_in_dir(path: &Path, id: FileId) -> Option<PathBuf> {
 /// The checkpoint's file renamed within its directory (we were down, or it
 /// was closed while idle): same (dev, ino), same first bytes, at least the
 /// offset. Returns the new path and an open handle.
-fn find_renamed(cp: &Checkpoint) -> Option<(PathBuf, File)> {
+///
+/// ext4 hands a freed inode to the next file created, so the file found may
+/// instead be a new one that starts with the same bytes as ours (all of
+/// them when ours was under `FINGERPRINT_BYTES`, e.g. a header only). Inside
+/// the glob that is harmless: it would be read anyway, and the same bytes
+/// give the same charge ids. Outside the glob its lines would be taken for
+/// ours: a residual risk we accept, as in a PaperCut directory a file with
+/// the same header is a transaction file too — except with an empty
+/// fingerprint, which proves nothing.
+fn find_renamed(cp: &Checkpoint, glob: &glob::Pattern) -> Option<(PathBuf, File)> {
     let id = (cp.dev, cp.ino);
     let p = find_in_dir(&cp.path, id)?;
+    if cp.fp_len == 0 && !glob.matches_path(&p) {
+        tracing::warn!(path = %cp.path.display(), candidate = %p.display(),
+            "a file outside the pattern has the inode of an empty file we followed; not taken for it");
+        return None;
+    }
     let file = open_checked(&p, id).ok().flatten()?;
     let meta = file.metadata().ok()?;
     let same = meta.len() >= cp.offset

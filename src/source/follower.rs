@@ -24,10 +24,13 @@ use std::os::unix::fs::{DirEntryExt, FileExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Per generation and poll, at most this many `Lines` batches...
-const MAX_BATCHES_PER_POLL: usize = 4;
-/// ...and this many bytes read, so one huge file (or one huge line) cannot
-/// starve the others or the caller; the rest comes with the next poll.
+/// Per generation and poll, at most this many `Lines` batches (so that one
+/// file catching up does not hold up the others)...
+const MAX_BATCHES_PER_GEN: usize = 4;
+/// ...and per poll in all, at most this many batches and bytes read: bounds
+/// the memory of one `poll` however many files are behind (e.g. a first
+/// start over a year of daily files). The rest comes with the next poll.
+const MAX_BATCHES_PER_POLL: usize = 16;
 const MAX_BYTES_PER_POLL: u64 = 16 << 20;
 /// Open handles kept on idle files still at their path; beyond this the
 /// least recently grown are closed and reopened by path when they change.
@@ -299,6 +302,7 @@ impl Follower {
             .last_scan
             .is_none_or(|t| now.duration_since(t) >= self.opts.poll_interval);
         let mut scan = due || seen.scan || self.force_scan;
+        let mut budget = Budget::new();
         // A finish can unblock a path, a truncation needs the file found
         // again: a few rounds so that happens within this call.
         for _ in 0..3 {
@@ -312,7 +316,7 @@ impl Follower {
             } else {
                 self.reopen_dirty(&seen.dirty);
             }
-            self.read_pass(now, &mut events);
+            self.read_pass(now, &mut events, &mut budget);
             if !self.force_scan {
                 break;
             }
@@ -629,7 +633,7 @@ impl Follower {
 
     // ---- reading -------------------------------------------------------
 
-    fn read_pass(&mut self, now: Instant, events: &mut Vec<SourceEvent>) {
+    fn read_pass(&mut self, now: Instant, events: &mut Vec<SourceEvent>, budget: &mut Budget) {
         let mut i = 0;
         while i < self.live.len() {
             if self.live[i].file.is_none() {
@@ -651,7 +655,7 @@ impl Follower {
                 }
             }
             let g = &mut self.live[i];
-            match read_gen(g, &self.opts, &mut self.buf, now, events) {
+            match read_gen(g, &self.opts, &mut self.buf, now, events, budget) {
                 Ok(()) => g.error = false,
                 Err(e) => self.read_failed(i, &e, events),
             }
@@ -863,12 +867,13 @@ fn read_gen(
     buf: &mut [u8],
     now: Instant,
     events: &mut Vec<SourceEvent>,
+    budget: &mut Budget,
 ) -> io::Result<()> {
     // Taken out so that `g` can be borrowed whole while reading.
     let Some(file) = g.file.take() else {
         return Ok(());
     };
-    let r = read_share(g, &file, opts, buf, now, events);
+    let r = read_share(g, &file, opts, buf, now, events, budget);
     g.file = Some(file);
     r
 }
@@ -880,66 +885,93 @@ fn read_share(
     buf: &mut [u8],
     now: Instant,
     events: &mut Vec<SourceEvent>,
+    budget: &mut Budget,
 ) -> io::Result<()> {
     let max = opts.max_batch_lines;
     let mut batches = 0;
-    let mut budget = MAX_BYTES_PER_POLL;
     g.backlog = false;
+    if budget.spent() {
+        g.backlog = true;
+        return Ok(());
+    }
+    // One more batch handed over: is this generation's share used up?
+    let over = |batches: usize, budget: &mut Budget| {
+        budget.batches = budget.batches.saturating_sub(1);
+        batches >= MAX_BATCHES_PER_GEN || budget.spent()
+    };
     if let Some(p) = g.prefix.as_mut() {
         loop {
-            let eof = fill(
-                file,
-                &mut p.splitter,
-                &mut p.queue,
-                Some(p.end),
-                max,
-                buf,
-                &mut budget,
-            )?;
+            let end = Some(p.end);
+            let eof = fill(file, &mut p.splitter, &mut p.queue, end, max, buf, budget)?;
             if !p.queue.is_empty() {
                 let n = p.queue.len().min(max);
                 let lines: Vec<Line> = p.queue.drain(..n).collect();
                 events.push(lines_event(&g.cp, lines, true));
                 batches += 1;
+                if over(batches, budget) && !(eof && p.queue.is_empty()) {
+                    g.backlog = true;
+                    return Ok(());
+                }
             }
             if eof && p.queue.is_empty() {
                 g.prefix = None;
                 break;
             }
-            if batches >= MAX_BATCHES_PER_POLL || budget == 0 {
+            if budget.bytes == 0 {
                 g.backlog = true;
                 return Ok(());
             }
         }
+        if batches >= MAX_BATCHES_PER_GEN || budget.spent() {
+            g.backlog = true;
+            return Ok(());
+        }
     }
     loop {
         let before = g.read_pos();
-        let eof = fill(
-            file,
-            &mut g.splitter,
-            &mut g.queue,
-            None,
-            max,
-            buf,
-            &mut budget,
-        )?;
+        // Only up to the size the identity check saw: then the fingerprint
+        // always covers the first min(offset, FINGERPRINT_BYTES) bytes, and
+        // bytes written meanwhile are checked by the next look first.
+        let end = Some(g.cp.size);
+        let eof = fill(file, &mut g.splitter, &mut g.queue, end, max, buf, budget)?;
         if g.read_pos() > before {
             g.last_change = now;
         }
+        let mut stop = false;
         if !g.queue.is_empty() {
             emit_batch(g, max, events);
             batches += 1;
+            stop = over(batches, budget);
         }
         if eof && g.queue.is_empty() {
             break;
         }
-        if batches >= MAX_BATCHES_PER_POLL || budget == 0 {
+        if stop || budget.bytes == 0 {
             g.backlog = true;
             break;
         }
     }
     g.cp.size = g.cp.size.max(g.read_pos());
     Ok(())
+}
+
+/// What one `poll` may still read.
+struct Budget {
+    batches: usize,
+    bytes: u64,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            batches: MAX_BATCHES_PER_POLL,
+            bytes: MAX_BYTES_PER_POLL,
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.batches == 0 || self.bytes == 0
+    }
 }
 
 /// Read chunks into the splitter until `want` lines are queued, the end of
@@ -951,11 +983,11 @@ fn fill(
     end: Option<u64>,
     want: usize,
     buf: &mut [u8],
-    budget: &mut u64,
+    budget: &mut Budget,
 ) -> io::Result<bool> {
     let mut out = Vec::new();
     while queue.len() < want {
-        if *budget == 0 {
+        if budget.bytes == 0 {
             return Ok(false);
         }
         let pos = splitter.offset() + splitter.pending_len();
@@ -972,7 +1004,7 @@ fn fill(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        *budget = budget.saturating_sub(got as u64);
+        budget.bytes = budget.bytes.saturating_sub(got as u64);
         splitter.feed(&buf[..got], &mut out);
         queue.extend(out.drain(..));
     }

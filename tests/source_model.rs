@@ -401,7 +401,7 @@ fn run(seed: u64, ops: usize) {
 
 #[test]
 fn model_seeds() {
-    // CHARGETAIL_MODEL_SEEDS=n for a longer soak.
+    // CHARGETAIL_MODEL_{SEEDS,FIRST,OPS} for a longer soak.
     let seeds = std::env::var("CHARGETAIL_MODEL_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -410,7 +410,11 @@ fn model_seeds() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
+    let ops = std::env::var("CHARGETAIL_MODEL_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
     for seed in first..first + seeds {
-        run(seed, 300);
+        run(seed, ops);
     }
 }

@@ -13,6 +13,36 @@
 //! look. Every `poll` fstat()s the open handles (finds appends and
 //! truncations even with no inotify at all); the glob is re-run when the
 //! watcher saw a create/remove/rename or `poll_interval` has passed.
+//!
+//! Identity on each look (see `fingerprint`): same (dev, ino), first bytes
+//! unchanged and no shrinking → same generation; shrunk below what we saw,
+//! or first bytes changed → `Truncated`, finished, and the file is found
+//! again by the scan as a new generation read from 0. A file at a matching
+//! path is skipped only if it is a finished generation unchanged (same
+//! inode, size and first bytes); anything else is read — a duplicate read is
+//! removed downstream by charge id, a wrongly skipped file would be lost.
+//!
+//! Where lines can still be lost or misread (each reported where it can be):
+//! * bytes appended and then truncated away before we read them, with no
+//!   copy matching the glob (copy-then-truncate to a name outside the
+//!   glob): `Truncated`. The window is one inotify event, or one
+//!   `poll_interval` without inotify.
+//! * truncated and rewritten beyond our offset with the same first
+//!   `FINGERPRINT_BYTES` bytes between two looks: taken for growth (the
+//!   size and first-bytes checks both pass). New PaperCut content starts
+//!   with new timestamps within its first KiB, so only a header-only
+//!   fingerprint can hide it, and then the offset is within the header.
+//! * a rotated file written to after it was finished (no growth for
+//!   `rotate_grace`): read again as a new generation if it matches the
+//!   glob, else not read.
+//! * a file renamed to another directory, or deleted, while we were down
+//!   (or closed for being idle) before we read its end: `Lost`.
+//! * a file outside the glob reusing the inode of one deleted while we were
+//!   down and starting with all of its fingerprinted bytes: taken for it
+//!   renamed (see `find_renamed`).
+//! * after a restart a generation renamed to another matching name is
+//!   followed as an ordinary file (the rotated state is not persisted):
+//!   read to its end all the same, just never finished.
 
 use super::fingerprint::{self, file_id, Check, FileId, Fingerprint, StatKey};
 use super::watcher::Watch;

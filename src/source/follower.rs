@@ -690,7 +690,9 @@ impl Follower {
                 Err(e) => self.read_failed(i, &e, events),
             }
             let g = &mut self.live[i];
-            if g.unsent {
+            // Not in the middle of a prefix re-read: the consumer may treat
+            // the first non-prefix event as the end of the prefix.
+            if g.unsent && g.prefix.is_none() {
                 g.unsent = false;
                 events.push(lines_event(&g.cp, Vec::new(), false));
             }

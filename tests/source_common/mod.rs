@@ -69,6 +69,8 @@ pub struct Run {
     /// Order of non-prefix lines across generations.
     pub order: Vec<(u64, String)>,
     pub notices: Vec<Notice>,
+    /// Generations resumed at offset > 0 whose prefix is not complete yet.
+    pub resuming: BTreeMap<u64, u64>,
 }
 
 impl Run {
@@ -92,6 +94,7 @@ impl Run {
             gens: BTreeMap::new(),
             order: Vec::new(),
             notices: Vec::new(),
+            resuming: BTreeMap::new(),
         }
     }
 
@@ -108,6 +111,12 @@ impl Run {
         for g in self.gens.values_mut() {
             g.prefix.clear();
         }
+        self.resuming = self
+            .store
+            .values()
+            .filter(|c| !c.finished && c.line > 0)
+            .map(|c| (c.generation, c.line))
+            .collect();
     }
 
     pub fn poll(&mut self) -> usize {
@@ -190,6 +199,14 @@ impl Run {
                     }
                     assert!(g.prefix.len() as u64 <= cp.line);
                 } else {
+                    if let Some(n) = self.resuming.remove(&cp.generation) {
+                        // The whole prefix comes before anything else.
+                        assert!(
+                            cp.finished || g.prefix.len() as u64 == n,
+                            "gen {}: event before its prefix was complete",
+                            cp.generation
+                        );
+                    }
                     let prev = self.store.get(&cp.generation);
                     assert!(!prev.is_some_and(|p| p.finished), "event after finished");
                     let (mut off, mut num) = prev.map_or((0, 1), |p| (p.offset, p.line + 1));

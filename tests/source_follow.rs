@@ -624,3 +624,26 @@ fn catching_up_is_bounded_per_poll() {
     assert_eq!(prefix, want);
     assert_eq!(r.all_lines().len(), want);
 }
+
+#[test]
+fn rotated_file_ending_in_a_partial_line() {
+    let (_d, dir) = tmp();
+    let tx = dir.join("tx.log");
+    write(&tx, b"o1\no2-cut-sh");
+    let mut r = Run::new(opts(&tx));
+    r.until("o1", |r| r.lines(1).len() == 1);
+    std::fs::rename(&tx, dir.join("tx.log.1")).unwrap();
+    write(&tx, b"n1\n");
+    r.until("n1", |r| r.lines(2).len() == 1);
+    assert_eq!(r.all_lines(), strs(&["o1", "n1"]));
+    assert!(r.has_notice(|n| matches!(
+        n,
+        Notice::Unterminated {
+            generation: 1,
+            offset: 3,
+            len: 9,
+            ..
+        }
+    )));
+    assert_eq!(r.store[&1].offset, 3);
+}

@@ -13,6 +13,36 @@
 //! look. Every `poll` fstat()s the open handles (finds appends and
 //! truncations even with no inotify at all); the glob is re-run when the
 //! watcher saw a create/remove/rename or `poll_interval` has passed.
+//!
+//! Identity on each look (see `fingerprint`): same (dev, ino), first bytes
+//! unchanged and no shrinking → same generation; shrunk below what we saw,
+//! or first bytes changed → `Truncated`, finished, and the file is found
+//! again by the scan as a new generation read from 0. A file at a matching
+//! path is skipped only if it is a finished generation unchanged (same
+//! inode, size and first bytes); anything else is read — a duplicate read is
+//! removed downstream by charge id, a wrongly skipped file would be lost.
+//!
+//! Where lines can still be lost or misread (each reported where it can be):
+//! * bytes appended and then truncated away before we read them, with no
+//!   copy matching the glob (copy-then-truncate to a name outside the
+//!   glob): `Truncated`. The window is one inotify event, or one
+//!   `poll_interval` without inotify.
+//! * truncated and rewritten beyond our offset with the same first
+//!   `FINGERPRINT_BYTES` bytes between two looks: taken for growth (the
+//!   size and first-bytes checks both pass). New PaperCut content starts
+//!   with new timestamps within its first KiB, so only a header-only
+//!   fingerprint can hide it, and then the offset is within the header.
+//! * a rotated file written to after it was finished (no growth for
+//!   `rotate_grace`): read again as a new generation if it matches the
+//!   glob, else not read.
+//! * a file renamed to another directory, or deleted, while we were down
+//!   (or closed for being idle) before we read its end: `Lost`.
+//! * a file outside the glob reusing the inode of one deleted while we were
+//!   down and starting with all of its fingerprinted bytes: taken for it
+//!   renamed (see `find_renamed`).
+//! * after a restart a generation renamed to another matching name is
+//!   followed as an ordinary file (the rotated state is not persisted):
+//!   read to its end all the same, just never finished.
 
 use super::fingerprint::{self, file_id, Check, FileId, Fingerprint, StatKey};
 use super::watcher::Watch;
@@ -24,10 +54,13 @@ use std::os::unix::fs::{DirEntryExt, FileExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Per generation and poll, at most this many `Lines` batches...
-const MAX_BATCHES_PER_POLL: usize = 4;
-/// ...and this many bytes read, so one huge file (or one huge line) cannot
-/// starve the others or the caller; the rest comes with the next poll.
+/// Per generation and poll, at most this many `Lines` batches (so that one
+/// file catching up does not hold up the others)...
+const MAX_BATCHES_PER_GEN: usize = 4;
+/// ...and per poll in all, at most this many batches and bytes read: bounds
+/// the memory of one `poll` however many files are behind (e.g. a first
+/// start over a year of daily files). The rest comes with the next poll.
+const MAX_BATCHES_PER_POLL: usize = 16;
 const MAX_BYTES_PER_POLL: u64 = 16 << 20;
 /// Open handles kept on idle files still at their path; beyond this the
 /// least recently grown are closed and reopened by path when they change.
@@ -120,6 +153,7 @@ enum Look {
 
 pub struct Follower {
     opts: FollowOptions,
+    matcher: glob::Pattern,
     /// Live generations, in generation order.
     live: Vec<Gen>,
     finished: BTreeMap<u64, Checkpoint>,
@@ -160,12 +194,15 @@ impl Follower {
         checkpoints: Vec<Checkpoint>,
         watch: bool,
     ) -> Result<Follower, SourceError> {
-        if let Err(e) = glob::Pattern::new(&opts.pattern) {
-            return Err(SourceError::Pattern {
-                pattern: opts.pattern.clone(),
-                reason: e.to_string(),
-            });
-        }
+        let matcher = match glob::Pattern::new(&opts.pattern) {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(SourceError::Pattern {
+                    pattern: opts.pattern.clone(),
+                    reason: e.to_string(),
+                })
+            }
+        };
         if opts.pattern.is_empty() {
             return Err(SourceError::Pattern {
                 pattern: opts.pattern.clone(),
@@ -179,6 +216,7 @@ impl Follower {
             next_generation: checkpoints.iter().map(|c| c.generation).max().unwrap_or(0) + 1,
             buf: vec![0; opts.read_chunk],
             opts,
+            matcher,
             live: Vec::new(),
             finished: BTreeMap::new(),
             finished_ids: HashMap::new(),
@@ -262,7 +300,7 @@ impl Follower {
             _ => {}
         }
         // Renamed while we were down?
-        if let Some((path, file)) = find_renamed(&cp) {
+        if let Some((path, file)) = find_renamed(&cp, &self.matcher) {
             let from = std::mem::replace(&mut cp.path, path);
             events.push(SourceEvent::Notice(Notice::Rotated {
                 path: from.clone(),
@@ -294,6 +332,7 @@ impl Follower {
             .last_scan
             .is_none_or(|t| now.duration_since(t) >= self.opts.poll_interval);
         let mut scan = due || seen.scan || self.force_scan;
+        let mut budget = Budget::new();
         // A finish can unblock a path, a truncation needs the file found
         // again: a few rounds so that happens within this call.
         for _ in 0..3 {
@@ -307,7 +346,7 @@ impl Follower {
             } else {
                 self.reopen_dirty(&seen.dirty);
             }
-            self.read_pass(now, &mut events);
+            self.read_pass(now, &mut events, &mut budget);
             if !self.force_scan {
                 break;
             }
@@ -446,7 +485,7 @@ impl Follower {
             return true;
         }
         // Closed while idle (or unreadable): look for it by identity.
-        if let Some((p, file)) = find_renamed(&g.cp) {
+        if let Some((p, file)) = find_renamed(&g.cp, &self.matcher) {
             let from = std::mem::replace(&mut g.cp.path, p);
             events.push(SourceEvent::Notice(Notice::Rotated {
                 path: from.clone(),
@@ -624,7 +663,7 @@ impl Follower {
 
     // ---- reading -------------------------------------------------------
 
-    fn read_pass(&mut self, now: Instant, events: &mut Vec<SourceEvent>) {
+    fn read_pass(&mut self, now: Instant, events: &mut Vec<SourceEvent>, budget: &mut Budget) {
         let mut i = 0;
         while i < self.live.len() {
             if self.live[i].file.is_none() {
@@ -646,12 +685,14 @@ impl Follower {
                 }
             }
             let g = &mut self.live[i];
-            match read_gen(g, &self.opts, &mut self.buf, now, events) {
+            match read_gen(g, &self.opts, &mut self.buf, now, events, budget) {
                 Ok(()) => g.error = false,
                 Err(e) => self.read_failed(i, &e, events),
             }
             let g = &mut self.live[i];
-            if g.unsent {
+            // Not in the middle of a prefix re-read: the consumer may treat
+            // the first non-prefix event as the end of the prefix.
+            if g.unsent && g.prefix.is_none() {
                 g.unsent = false;
                 events.push(lines_event(&g.cp, Vec::new(), false));
             }
@@ -858,12 +899,13 @@ fn read_gen(
     buf: &mut [u8],
     now: Instant,
     events: &mut Vec<SourceEvent>,
+    budget: &mut Budget,
 ) -> io::Result<()> {
     // Taken out so that `g` can be borrowed whole while reading.
     let Some(file) = g.file.take() else {
         return Ok(());
     };
-    let r = read_share(g, &file, opts, buf, now, events);
+    let r = read_share(g, &file, opts, buf, now, events, budget);
     g.file = Some(file);
     r
 }
@@ -875,66 +917,93 @@ fn read_share(
     buf: &mut [u8],
     now: Instant,
     events: &mut Vec<SourceEvent>,
+    budget: &mut Budget,
 ) -> io::Result<()> {
     let max = opts.max_batch_lines;
     let mut batches = 0;
-    let mut budget = MAX_BYTES_PER_POLL;
     g.backlog = false;
+    if budget.spent() {
+        g.backlog = true;
+        return Ok(());
+    }
+    // One more batch handed over: is this generation's share used up?
+    let over = |batches: usize, budget: &mut Budget| {
+        budget.batches = budget.batches.saturating_sub(1);
+        batches >= MAX_BATCHES_PER_GEN || budget.spent()
+    };
     if let Some(p) = g.prefix.as_mut() {
         loop {
-            let eof = fill(
-                file,
-                &mut p.splitter,
-                &mut p.queue,
-                Some(p.end),
-                max,
-                buf,
-                &mut budget,
-            )?;
+            let end = Some(p.end);
+            let eof = fill(file, &mut p.splitter, &mut p.queue, end, max, buf, budget)?;
             if !p.queue.is_empty() {
                 let n = p.queue.len().min(max);
                 let lines: Vec<Line> = p.queue.drain(..n).collect();
                 events.push(lines_event(&g.cp, lines, true));
                 batches += 1;
+                if over(batches, budget) && !(eof && p.queue.is_empty()) {
+                    g.backlog = true;
+                    return Ok(());
+                }
             }
             if eof && p.queue.is_empty() {
                 g.prefix = None;
                 break;
             }
-            if batches >= MAX_BATCHES_PER_POLL || budget == 0 {
+            if budget.bytes == 0 {
                 g.backlog = true;
                 return Ok(());
             }
         }
+        if batches >= MAX_BATCHES_PER_GEN || budget.spent() {
+            g.backlog = true;
+            return Ok(());
+        }
     }
     loop {
         let before = g.read_pos();
-        let eof = fill(
-            file,
-            &mut g.splitter,
-            &mut g.queue,
-            None,
-            max,
-            buf,
-            &mut budget,
-        )?;
+        // Only up to the size the identity check saw: then the fingerprint
+        // always covers the first min(offset, FINGERPRINT_BYTES) bytes, and
+        // bytes written meanwhile are checked by the next look first.
+        let end = Some(g.cp.size);
+        let eof = fill(file, &mut g.splitter, &mut g.queue, end, max, buf, budget)?;
         if g.read_pos() > before {
             g.last_change = now;
         }
+        let mut stop = false;
         if !g.queue.is_empty() {
             emit_batch(g, max, events);
             batches += 1;
+            stop = over(batches, budget);
         }
         if eof && g.queue.is_empty() {
             break;
         }
-        if batches >= MAX_BATCHES_PER_POLL || budget == 0 {
+        if stop || budget.bytes == 0 {
             g.backlog = true;
             break;
         }
     }
     g.cp.size = g.cp.size.max(g.read_pos());
     Ok(())
+}
+
+/// What one `poll` may still read.
+struct Budget {
+    batches: usize,
+    bytes: u64,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            batches: MAX_BATCHES_PER_POLL,
+            bytes: MAX_BYTES_PER_POLL,
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.batches == 0 || self.bytes == 0
+    }
 }
 
 /// Read chunks into the splitter until `want` lines are queued, the end of
@@ -946,11 +1015,11 @@ fn fill(
     end: Option<u64>,
     want: usize,
     buf: &mut [u8],
-    budget: &mut u64,
+    budget: &mut Budget,
 ) -> io::Result<bool> {
     let mut out = Vec::new();
     while queue.len() < want {
-        if *budget == 0 {
+        if budget.bytes == 0 {
             return Ok(false);
         }
         let pos = splitter.offset() + splitter.pending_len();
@@ -967,7 +1036,7 @@ fn fill(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        *budget = budget.saturating_sub(got as u64);
+        budget.bytes = budget.bytes.saturating_sub(got as u64);
         splitter.feed(&buf[..got], &mut out);
         queue.extend(out.drain(..));
     }
@@ -1025,9 +1094,23 @@ fn find_in_dir(path: &Path, id: FileId) -> Option<PathBuf> {
 /// The checkpoint's file renamed within its directory (we were down, or it
 /// was closed while idle): same (dev, ino), same first bytes, at least the
 /// offset. Returns the new path and an open handle.
-fn find_renamed(cp: &Checkpoint) -> Option<(PathBuf, File)> {
+///
+/// ext4 hands a freed inode to the next file created, so the file found may
+/// instead be a new one that starts with the same bytes as ours (all of
+/// them when ours was under `FINGERPRINT_BYTES`, e.g. a header only). Inside
+/// the glob that is harmless: it would be read anyway, and the same bytes
+/// give the same charge ids. Outside the glob its lines would be taken for
+/// ours: a residual risk we accept, as in a PaperCut directory a file with
+/// the same header is a transaction file too — except with an empty
+/// fingerprint, which proves nothing.
+fn find_renamed(cp: &Checkpoint, glob: &glob::Pattern) -> Option<(PathBuf, File)> {
     let id = (cp.dev, cp.ino);
     let p = find_in_dir(&cp.path, id)?;
+    if cp.fp_len == 0 && !glob.matches_path(&p) {
+        tracing::warn!(path = %cp.path.display(), candidate = %p.display(),
+            "a file outside the pattern has the inode of an empty file we followed; not taken for it");
+        return None;
+    }
     let file = open_checked(&p, id).ok().flatten()?;
     let meta = file.metadata().ok()?;
     let same = meta.len() >= cp.offset

@@ -87,8 +87,9 @@ pub enum SourceEvent {
 pub enum Notice {
     /// A file (generation) is followed for the first time.
     Opened { path: PathBuf, generation: u64 },
-    /// The file shrank below our position: read again from the start as a
-    /// new generation. Lines written between our last read and the
+    /// The file shrank below our position, or its first bytes changed (it
+    /// was rewritten in place): read again from the start as a new
+    /// generation. Lines written between our last read and the
     /// truncation are lost unless the copy (copy-then-truncate) matches the
     /// glob, in which case they are read from the copy.
     Truncated {
@@ -101,8 +102,9 @@ pub enum Notice {
     Rotated { path: PathBuf, generation: u64 },
     /// A generation was read to its end and closed for good.
     Finished { path: PathBuf, generation: u64 },
-    /// An unfinished generation from a checkpoint cannot be found any more
-    /// (deleted while we were down).
+    /// An unfinished generation cannot be read to its end: deleted while we
+    /// were down (or while closed for being idle), or unreadable until its
+    /// grace period ran out.
     Lost { path: PathBuf, generation: u64 },
     /// A generation was finished (rotated and idle, or truncated) with an
     /// incomplete last line of `len` bytes at `offset` that never got its

@@ -4,7 +4,7 @@
 //! A failed watch is logged and retried on later scans.
 
 use super::fingerprint::{file_id, FileId};
-use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::event::ModifyKind;
 use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
@@ -163,8 +163,8 @@ fn on_event(
     let matching = || ev.paths.iter().any(|p| glob.matches_path(p));
     let (scan, dirty) = match ev.kind {
         // Our own opens and reads show up as access events: ignore them, or
-        // every read would wake us for another read.
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => (false, true),
+        // every read would wake us for another read. A close after writing
+        // follows the write's own modify event.
         EventKind::Access(_) => (false, false),
         EventKind::Modify(ModifyKind::Data(_)) => (false, true),
         // Create, remove, rename, attributes (link count), unknown kinds.

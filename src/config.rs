@@ -31,6 +31,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
     /// Where the config was read from (relative paths in it resolve against
     /// its directory).
     #[serde(skip)]
@@ -134,6 +136,15 @@ impl Default for DeliveryConfig {
             batch: default_batch(),
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `chargetail=debug,warn`.
+    /// `CHARGETAIL_LOG` in the environment wins. Changes apply on SIGHUP.
+    #[serde(default)]
+    pub level: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

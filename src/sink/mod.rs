@@ -58,6 +58,11 @@ pub trait Sink {
     fn health(&self) -> SinkHealth;
     /// Close connections cleanly (on shutdown).
     async fn close(&mut self) {}
+    /// SIGHUP: take what can change without a restart (secrets, timeouts)
+    /// from the re-read config. Returns a line per change applied.
+    fn reload(&mut self, _cfg: &crate::config::Config) -> anyhow::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// The configured sink, chosen at run time. An enum rather than a trait
@@ -106,6 +111,12 @@ impl Sink for AnySink {
     async fn close(&mut self) {
         match self {
             AnySink::Stdout(s) => s.close().await,
+        }
+    }
+
+    fn reload(&mut self, cfg: &crate::config::Config) -> anyhow::Result<Vec<String>> {
+        match self {
+            AnySink::Stdout(s) => s.reload(cfg),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod stdout;
+pub mod webhook;
 
 use std::time::Duration;
 

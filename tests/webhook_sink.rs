@@ -4,11 +4,17 @@ mod webhook_support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use chargetail::sink::webhook::{HeaderFrom, HeaderSetting, WebhookConfig, WebhookSink, PAUSE_RETRY};
+use chargetail::sink::webhook::{
+    HeaderFrom, HeaderSetting, WebhookConfig, WebhookSink, PAUSE_RETRY,
+};
 use chargetail::sink::{Outcome, Sink};
 use webhook_support::{envelope, new_secret, secret_file, serve, verify, Reply};
 
-fn sink(url: &str, secrets: &[&str], tweak: impl FnOnce(&mut WebhookConfig)) -> (WebhookSink, tempfile::TempDir) {
+fn sink(
+    url: &str,
+    secrets: &[&str],
+    tweak: impl FnOnce(&mut WebhookConfig),
+) -> (WebhookSink, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = WebhookConfig::for_url(url);
     cfg.secret_file = Some(secret_file(dir.path(), secrets));
@@ -44,10 +50,8 @@ async fn signatures_verify_with_an_independent_verifier() {
                 file: Some(key_file.clone()),
             }),
         );
-        c.headers.insert(
-            "x-tenant".into(),
-            HeaderSetting::Value("acme".into()),
-        );
+        c.headers
+            .insert("x-tenant".into(), HeaderSetting::Value("acme".into()));
     });
     let batch: Vec<_> = (1..=3).map(envelope).collect();
     let before = SystemTime::now();
@@ -61,14 +65,24 @@ async fn signatures_verify_with_an_independent_verifier() {
         assert_eq!(hit.path, "/hooks/papercut");
         assert_eq!(hit.body.as_ref(), env.payload.as_slice(), "body unchanged");
         assert_eq!(hit.id(), env.id);
-        assert_eq!(hit.header("content-type"), Some("application/cloudevents+json"));
+        assert_eq!(
+            hit.header("content-type"),
+            Some("application/cloudevents+json")
+        );
         assert_eq!(hit.header("x-api-key"), Some("k-123"));
         assert_eq!(hit.header("x-tenant"), Some("acme"));
         let ts: u64 = hit.header("webhook-timestamp").unwrap().parse().unwrap();
-        let b4 = before.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        let b4 = before
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(ts >= b4 && ts <= b4 + 5, "timestamp of this attempt");
         let sig = hit.header("webhook-signature").unwrap();
-        assert_eq!(sig.split(' ').count(), 2, "one entry per active secret: {sig}");
+        assert_eq!(
+            sig.split(' ').count(),
+            2,
+            "one entry per active secret: {sig}"
+        );
         // Each active secret verifies on its own.
         verify(&a, &hit.headers, &hit.body).unwrap();
         verify(&b, &hit.headers, &hit.body).unwrap();
@@ -88,13 +102,23 @@ async fn signatures_verify_with_an_independent_verifier() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_keeps_the_id_and_signs_again() {
-    let server = serve(|h| if h.n == 0 { Reply::status(500) } else { Reply::status(200) }).await;
+    let server = serve(|h| {
+        if h.n == 0 {
+            Reply::status(500)
+        } else {
+            Reply::status(200)
+        }
+    })
+    .await;
     let secret = new_secret();
     let (mut s, _d) = sink(&server.url("/"), &[&secret], |_| {});
     let mut env = envelope(7);
     assert!(is_retry(&s.send(std::slice::from_ref(&env)).await[0]));
     env.attempts += 1;
-    assert_eq!(s.send(std::slice::from_ref(&env)).await, vec![Outcome::Delivered]);
+    assert_eq!(
+        s.send(std::slice::from_ref(&env)).await,
+        vec![Outcome::Delivered]
+    );
     let hits = server.hits();
     assert_eq!(hits.len(), 2);
     assert_eq!(hits[0].id(), hits[1].id());
@@ -125,7 +149,14 @@ async fn a_failure_holds_back_the_rest_of_the_batch() {
     }
     assert_eq!(server.count(), 3, "nothing sent after the failure");
     let ids: Vec<String> = server.hits().iter().map(|h| h.id().to_string()).collect();
-    assert_eq!(ids, vec![batch[0].id.clone(), batch[1].id.clone(), batch[2].id.clone()]);
+    assert_eq!(
+        ids,
+        vec![
+            batch[0].id.clone(),
+            batch[1].id.clone(),
+            batch[2].id.clone()
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,7 +182,10 @@ async fn retryable_statuses_and_retry_after_forms() {
     assert_eq!(got[0], None);
     assert_eq!(got[1], Some(Duration::from_secs(3)));
     let d = got[2].unwrap();
-    assert!(d > Duration::from_secs(27) && d <= Duration::from_secs(30), "{d:?}");
+    assert!(
+        d > Duration::from_secs(27) && d <= Duration::from_secs(30),
+        "{d:?}"
+    );
     assert_eq!(&got[3..], &[None, None, None]);
     assert!(s.health().connected, "an HTTP answer means reachable");
 }
@@ -169,7 +203,10 @@ async fn gone_pauses_the_endpoint() {
     }
     assert_eq!(server.count(), 1);
     let h = s.health();
-    assert!(h.alert.as_deref().is_some_and(|a| a.contains("410")), "{h:?}");
+    assert!(
+        h.alert.as_deref().is_some_and(|a| a.contains("410")),
+        "{h:?}"
+    );
     assert!(!h.connected);
     // Paused: nothing reaches the server any more, whatever is sent.
     for _ in 0..3 {
@@ -195,7 +232,9 @@ async fn other_4xx_is_rejected_after_max_attempts() {
         body: lb.clone(),
     })
     .await;
-    let (mut s, _d) = sink(&server.url("/"), &[&new_secret()], |c| c.max_4xx_attempts = 3);
+    let (mut s, _d) = sink(&server.url("/"), &[&new_secret()], |c| {
+        c.max_4xx_attempts = 3
+    });
     let mut env = envelope(1);
     for _ in 0..2 {
         let o = s.send(std::slice::from_ref(&env)).await.remove(0);
@@ -208,7 +247,10 @@ async fn other_4xx_is_rejected_after_max_attempts() {
     };
     assert!(error.contains("400"), "{error}");
     assert!(error.contains(&long_body[..200]), "{error}");
-    assert!(!error.contains(&long_body[..201]), "only the first 200 bytes: {error}");
+    assert!(
+        !error.contains(&long_body[..201]),
+        "only the first 200 bytes: {error}"
+    );
     assert_eq!(server.count(), 3);
     // A charge held back behind a failing one did not use up its tries: it
     // gets its own three.
@@ -254,7 +296,11 @@ async fn slow_answers_time_out() {
     let (mut s, _d) = sink(&server.url("/"), &[&new_secret()], |c| c.timeout_ms = 200);
     let t = Instant::now();
     let out = s.send(&[envelope(1), envelope(2)]).await;
-    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(out.iter().all(is_retry), "{out:?}");
     assert!(format!("{out:?}").contains("timed out"), "{out:?}");
     assert_eq!(server.count(), 1);

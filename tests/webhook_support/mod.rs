@@ -56,7 +56,10 @@ pub enum Reply {
         body: String,
     },
     /// Wait, then answer: past the client's timeout, the client is gone.
-    Slow { delay: Duration, status: u16 },
+    Slow {
+        delay: Duration,
+        status: u16,
+    },
     /// Close the connection without an answer.
     Drop,
     Pending,
@@ -200,7 +203,10 @@ async fn handle(req: Request<Incoming>, ctx: Ctx) -> Result<Response<Full<Bytes>
     res
 }
 
-async fn answer(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Full<Bytes>>, std::io::Error> {
+async fn answer(
+    req: Request<Incoming>,
+    ctx: &Ctx,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let (parts, body) = req.into_parts();
     let body = body
         .collect()

@@ -802,6 +802,11 @@ impl WebhookSink {
                     }
                     return Outcome::Retry { error, retry_after };
                 }
+                // Ids given up on elsewhere (worker deadline) never come
+                // back to clear their entry; bound the map.
+                if st.four_xx.len() >= 100_000 {
+                    st.four_xx.clear();
+                }
                 let n = st.four_xx.entry(env.id.clone()).or_insert(0);
                 *n += 1;
                 if *n >= self.max_4xx {

@@ -401,3 +401,19 @@ fn malformed_secret_fails_at_startup_without_showing_it() {
     assert!(e.contains("secret 2"), "{e}");
     assert!(!e.contains("topsecret"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_that_cannot_be_a_header_is_rejected_unsent() {
+    let server = serve(|_| Reply::status(200)).await;
+    let (mut s, _d) = sink(&server.url("/"), &[&new_secret()], |_| {});
+    let mut bad = envelope(1);
+    bad.id = "chg_bad\nid".into();
+    let out = s.send(&[bad, envelope(2)]).await;
+    assert!(matches!(out[0], Outcome::Reject { .. }), "{out:?}");
+    assert_eq!(
+        out[1],
+        Outcome::Delivered,
+        "a rejected charge does not block the next"
+    );
+    assert_eq!(server.count(), 1);
+}

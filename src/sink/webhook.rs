@@ -532,6 +532,8 @@ enum Answer {
     },
     /// No HTTP answer: connect error, timeout, broken connection.
     Transport(String),
+    /// Not sent: the charge itself cannot be put in a request.
+    Unsendable(String),
 }
 
 /// Shared, lock-briefly state: `send` futures run concurrently.
@@ -694,9 +696,10 @@ impl WebhookSink {
         let sig = self.signer.sign(&env.id, ts, &env.payload);
         let (Ok(id), Ok(mut sig)) = (HeaderValue::from_str(&env.id), HeaderValue::from_str(&sig))
         else {
-            // Charge ids are ASCII by construction; guard anyway.
-            return Answer::Transport(format!(
-                "charge id {:?} is not a valid header value",
+            // Charge ids are ASCII by construction; guard anyway. No retry
+            // can fix this charge.
+            return Answer::Unsendable(format!(
+                "charge id {:?} cannot be sent as a webhook-id header",
                 env.id
             ));
         };
@@ -754,6 +757,7 @@ impl WebhookSink {
     fn judge(&self, env: &Envelope, answer: Answer) -> Outcome {
         let mut st = self.lock();
         match answer {
+            Answer::Unsendable(error) => Outcome::Reject { error },
             Answer::Transport(error) => {
                 st.connected = false;
                 st.last_error = Some(error.clone());

@@ -162,7 +162,8 @@ pub fn set_log_level(level: &str) -> Result<(), String> {
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("CHARGETAIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_env("CHARGETAIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     // Under systemd the journal adds its own timestamps and shows no colours.
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt()
@@ -173,7 +174,8 @@ fn init_logging(format: LogFormat) {
             let b = $b.with_filter_reloading();
             let handle = b.reload_handle();
             let _ = LOG_RELOAD.set(Box::new(move |level: &str| {
-                let filter = EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))?;
+                let filter =
+                    EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))?;
                 handle.reload(filter).map_err(|e| e.to_string())
             }));
             let _ = b.try_init();
@@ -447,6 +449,8 @@ fn dead_letters(cfg: &Config, action: DeadAction) -> anyhow::Result<ExitCode> {
                 return Err(UsageError("name the ids to retry, or --all".into()).into());
             }
             let n = store.retry_dead(&ids)?;
+            // Also tells a running daemon to lift a paused endpoint.
+            store.bump_resume_token()?;
             println!("{n} charges back in the outbox");
         }
         DeadAction::Drop { ids, yes } => {

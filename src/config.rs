@@ -264,15 +264,29 @@ impl Config {
             SinkKind::Amqp if self.sink.amqp.is_none() => {
                 return Err("[sink] kind = \"amqp\" needs a [sink.amqp] table".into())
             }
-            SinkKind::Webhook if self.sink.webhook.is_none() => {
-                return Err("[sink] kind = \"webhook\" needs a [sink.webhook] table".into())
-            }
+            SinkKind::Webhook => match &self.sink.webhook {
+                None => return Err("[sink] kind = \"webhook\" needs a [sink.webhook] table".into()),
+                Some(t) => {
+                    crate::sink::webhook::WebhookConfig::from_table(t)?;
+                }
+            },
             _ => {}
         }
         if self.delivery.batch == 0 {
             return Err("[delivery] batch: must be above 0".into());
         }
         Ok(())
+    }
+
+    /// The directory relative paths in the config are resolved against.
+    pub fn dir(&self) -> PathBuf {
+        let parent = self.file.parent().unwrap_or(Path::new("."));
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf())
     }
 
     pub fn timezone(&self) -> chrono_tz::Tz {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 
 use crate::config::Config;
@@ -109,8 +110,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let store = Store::open(&cfg.state.path)?;
     let settings =
         Arc::new(FormatSettings::from_config(&cfg.source).map_err(|e| anyhow!("[source]: {e}"))?);
+    if let Some(level) = &cfg.log.level {
+        crate::cli::set_log_level(level)
+            .map_err(|e| anyhow!("config {}: [log] {e}", cfg.file.display()))?;
+    }
     let shutdown = Shutdown::new();
-    install_signal_handlers(shutdown.clone())?;
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    install_signal_handlers(shutdown.clone(), cfg.clone(), reload_tx)?;
 
     let stats = Arc::new(Stats::default());
     let wake = Arc::new(Notify::new());
@@ -128,7 +134,17 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         let (stats, wake, shutdown, cfg) =
             (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
         runtime.spawn(async move {
-            run_deliverer(sink, deliver_store, &cfg, policy, wake, stats, shutdown).await
+            let d = Deliverer {
+                store: deliver_store,
+                sink,
+                policy,
+                batch: cfg.delivery.batch,
+                wake,
+                stats,
+                reload: Some(reload_rx),
+                resume_seen: None,
+            };
+            run_deliverer(d, shutdown).await
         })
     };
 
@@ -184,23 +200,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_deliverer<S: Sink>(
-    sink: S,
-    store: Store,
-    cfg: &Config,
-    policy: RetryPolicy,
-    wake: Arc<Notify>,
-    stats: Arc<Stats>,
-    shutdown: Shutdown,
-) -> anyhow::Result<()> {
-    let d = Deliverer {
-        store,
-        sink,
-        policy,
-        batch: cfg.delivery.batch,
-        wake,
-        stats,
-    };
+async fn run_deliverer<S: Sink>(d: Deliverer<S>, shutdown: Shutdown) -> anyhow::Result<()> {
     let res = d.run(shutdown.clone()).await;
     if res.is_err() {
         // The reader must stop too: the state database is failing.
@@ -209,14 +209,26 @@ async fn run_deliverer<S: Sink>(
     Ok(res?)
 }
 
-fn install_signal_handlers(shutdown: Shutdown) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+fn install_signal_handlers(
+    shutdown: Shutdown,
+    current: Config,
+    reload: UnboundedSender<Config>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
         .context("installing signal handlers")?;
     std::thread::Builder::new()
         .name("chargetail-signals".into())
         .spawn(move || {
+            let mut current = current;
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    if let Some(next) = reload_config(&current) {
+                        let _ = reload.send(next.clone());
+                        current = next;
+                    }
+                    continue;
+                }
                 tracing::info!(signal = sig, "stopping: finishing in-flight work");
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
                 shutdown.trigger();
@@ -224,6 +236,53 @@ fn install_signal_handlers(shutdown: Shutdown) -> anyhow::Result<()> {
         })
         .context("starting the signal thread")?;
     Ok(())
+}
+
+/// SIGHUP: re-read the config. Apply here what this thread can (log level);
+/// the deliverer applies retry settings and sink secrets; everything else is
+/// logged as needing a restart. A config that does not load changes nothing.
+fn reload_config(current: &Config) -> Option<Config> {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    let next = match Config::load(&current.file) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("reload: {e}; keeping the running configuration");
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            return None;
+        }
+    };
+    tracing::info!(config = %current.file.display(), "reload: configuration re-read");
+    if next.log.level != current.log.level {
+        let level = next.log.level.as_deref().unwrap_or("info");
+        match crate::cli::set_log_level(level) {
+            Ok(()) => tracing::info!(level, "reload: log level applied"),
+            Err(e) => tracing::error!("reload: {e}"),
+        }
+    }
+    let restart = |what: &str, changed: bool| {
+        if changed {
+            tracing::warn!("reload: {what} changed; it takes effect after a restart");
+        }
+    };
+    restart(
+        "[source]",
+        format!("{:?}", next.source) != format!("{:?}", current.source),
+    );
+    restart(
+        "[state]",
+        format!("{:?}", next.state) != format!("{:?}", current.state),
+    );
+    restart(
+        "[http]",
+        format!("{:?}", next.http) != format!("{:?}", current.http),
+    );
+    restart("[sink] kind", next.sink.kind != current.sink.kind);
+    restart(
+        "[sink.amqp]",
+        format!("{:?}", next.sink.amqp) != format!("{:?}", current.sink.amqp),
+    );
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    Some(next)
 }
 
 /// The reading side: follow files, parse, commit charges + position.

@@ -9,7 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
+
+use crate::config::Config;
 
 use crate::shutdown::Shutdown;
 use crate::sink::{Envelope, Outcome, Sink};
@@ -24,6 +27,10 @@ pub struct Deliverer<S: Sink> {
     /// Poked by the reader after each commit, so delivery starts at once.
     pub wake: Arc<Notify>,
     pub stats: Arc<Stats>,
+    /// Re-read configs (SIGHUP) to apply without a restart.
+    pub reload: Option<UnboundedReceiver<Config>>,
+    /// Last seen `resume_token` (see `Store::bump_resume_token`).
+    pub resume_seen: Option<i64>,
 }
 
 /// How long to idle when nothing is pending and nobody pokes us (a replay or
@@ -35,30 +42,72 @@ impl<S: Sink> Deliverer<S> {
     /// fails; the daemon then stops (a delivery we cannot record must not be
     /// repeated blindly forever).
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), StoreError> {
+        let mut reload = self.reload.take();
         loop {
             if shutdown.is_triggered() {
                 break;
             }
+            if let Some(rx) = reload.as_mut() {
+                while let Ok(cfg) = rx.try_recv() {
+                    self.apply(&cfg);
+                }
+            }
+            self.check_resume()?;
             let sent = self.step().await?;
-            match sent {
+            let wait = match sent {
                 Step::Sent => continue,
-                Step::Idle => {
-                    tokio::select! {
-                        _ = self.wake.notified() => {}
-                        _ = tokio::time::sleep(IDLE) => {}
-                        _ = shutdown.wait() => break,
-                    }
+                Step::Idle => IDLE,
+                Step::WaitUntil(ms) => Duration::from_millis((ms - now_ms()).clamp(1, 1000) as u64),
+            };
+            let next_config = async {
+                match reload.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
                 }
-                Step::WaitUntil(ms) => {
-                    let d = Duration::from_millis((ms - now_ms()).clamp(1, 60_000) as u64);
-                    tokio::select! {
-                        _ = tokio::time::sleep(d) => {}
-                        _ = shutdown.wait() => break,
-                    }
-                }
+            };
+            tokio::select! {
+                _ = self.wake.notified(), if sent == Step::Idle => {}
+                _ = tokio::time::sleep(wait) => {}
+                Some(cfg) = next_config => self.apply(&cfg),
+                _ = shutdown.wait() => break,
             }
         }
         self.sink.close().await;
+        Ok(())
+    }
+
+    /// SIGHUP: take the retry settings and let the sink re-read its secrets.
+    fn apply(&mut self, cfg: &Config) {
+        let policy = crate::daemon::retry_policy(cfg);
+        if format!("{:?}", policy) != format!("{:?}", self.policy) {
+            tracing::info!(?policy, "reload: retry settings applied");
+            self.policy = policy;
+        }
+        if cfg.delivery.batch != self.batch {
+            tracing::info!(batch = cfg.delivery.batch, "reload: delivery batch applied");
+            self.batch = cfg.delivery.batch;
+        }
+        match self.sink.reload(cfg) {
+            Ok(changes) => {
+                for c in changes {
+                    tracing::info!("reload: {c}");
+                }
+            }
+            Err(e) => {
+                tracing::error!("reload: sink settings not applied, keeping the old ones: {e:#}")
+            }
+        }
+    }
+
+    fn check_resume(&mut self) -> Result<(), StoreError> {
+        let token = self.store.resume_token()?;
+        if self.resume_seen.is_some_and(|seen| seen != token) {
+            tracing::info!(
+                "dead letters put back by an operator: resuming the sink if it was paused"
+            );
+            self.sink.resume();
+        }
+        self.resume_seen = Some(token);
         Ok(())
     }
 

@@ -356,6 +356,8 @@ fn deliver_run(
             batch: cfg.delivery.batch,
             wake: Arc::new(tokio::sync::Notify::new()),
             stats: Arc::new(Stats::default()),
+            reload: None,
+            resume_seen: None,
         };
         rt.block_on(async {
             loop {

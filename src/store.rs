@@ -768,6 +768,27 @@ impl Store {
         Ok(out)
     }
 
+    /// A counter `dead-letters retry` bumps so that a running daemon (another
+    /// process) lifts a pause its sink imposed (410 Gone).
+    pub fn resume_token(&self) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached("SELECT value FROM meta WHERE key = 'resume_token'")
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, String>(0)).optional())
+            .map(|v| v.and_then(|v| v.parse().ok()).unwrap_or(0))
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn bump_resume_token(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('resume_token', '1')
+                 ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+                [],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
     /// Put dead charges back in the outbox (all when `ids` is empty).
     /// Returns how many. Unparsable lines cannot be retried as they are:
     /// fix the profile and `replay` the file.

@@ -4,6 +4,7 @@
 
 pub mod amqp;
 pub mod stdout;
+pub mod webhook;
 
 use std::time::Duration;
 
@@ -63,12 +64,27 @@ pub trait Sink {
     fn reload(&mut self, _cfg: &crate::config::Config) -> anyhow::Result<Vec<String>> {
         Ok(Vec::new())
     }
+    /// An operator asked to try again (`dead-letters retry`): lift any pause
+    /// the sink imposed on itself (a webhook answering 410 Gone).
+    fn resume(&mut self) {}
 }
 
 /// The configured sink, chosen at run time. An enum rather than a trait
 /// object: `Sink` has async methods, and the set of sinks is closed.
 pub enum AnySink {
     Stdout(stdout::StdoutSink),
+    Webhook(Box<webhook::WebhookSink>),
+}
+
+fn webhook_from_config(cfg: &crate::config::Config) -> anyhow::Result<webhook::WebhookSink> {
+    let table =
+        cfg.sink.webhook.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("[sink] kind = \"webhook\" needs a [sink.webhook] table")
+        })?;
+    let mut wc = webhook::WebhookConfig::from_table(table)
+        .map_err(|e| anyhow::anyhow!("config {}: {e}", cfg.file.display()))?;
+    wc.resolve_paths(&cfg.dir());
+    Ok(webhook::WebhookSink::new(wc)?)
 }
 
 impl AnySink {
@@ -76,6 +92,7 @@ impl AnySink {
         use crate::config::SinkKind;
         match cfg.sink.kind {
             SinkKind::Stdout => Ok(AnySink::Stdout(stdout::StdoutSink::new())),
+            SinkKind::Webhook => Ok(AnySink::Webhook(Box::new(webhook_from_config(cfg)?))),
             kind => Err(anyhow::anyhow!(
                 "sink kind {kind:?} is not available in this build"
             )),
@@ -89,34 +106,49 @@ impl AnySink {
     }
 }
 
+/// Forward a call to whichever sink this is.
+macro_rules! each_sink {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            AnySink::Stdout($s) => $e,
+            AnySink::Webhook($s) => $e,
+        }
+    };
+}
+
 impl Sink for AnySink {
     async fn send(&mut self, batch: &[Envelope]) -> Vec<Outcome> {
-        match self {
-            AnySink::Stdout(s) => s.send(batch).await,
-        }
+        each_sink!(self, s => s.send(batch).await)
     }
 
     async fn check(&mut self) -> anyhow::Result<String> {
-        match self {
-            AnySink::Stdout(s) => s.check().await,
-        }
+        each_sink!(self, s => s.check().await)
     }
 
     fn health(&self) -> SinkHealth {
-        match self {
-            AnySink::Stdout(s) => s.health(),
-        }
+        each_sink!(self, s => s.health())
     }
 
     async fn close(&mut self) {
-        match self {
-            AnySink::Stdout(s) => s.close().await,
-        }
+        each_sink!(self, s => s.close().await)
     }
 
     fn reload(&mut self, cfg: &crate::config::Config) -> anyhow::Result<Vec<String>> {
         match self {
-            AnySink::Stdout(s) => s.reload(cfg),
+            // Secrets, headers and timeouts are read when the sink is made:
+            // make it anew (this also lifts a 410 pause).
+            AnySink::Webhook(s) if cfg.sink.kind == crate::config::SinkKind::Webhook => {
+                **s = webhook_from_config(cfg)?;
+                Ok(vec!["webhook secrets, headers and timeouts re-read".into()])
+            }
+            other => each_sink!(other, s => s.reload(cfg)),
+        }
+    }
+
+    fn resume(&mut self) {
+        match self {
+            AnySink::Webhook(s) => s.resume(),
+            AnySink::Stdout(s) => s.resume(),
         }
     }
 }

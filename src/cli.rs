@@ -89,6 +89,12 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write shell completions to stdout (for packaging).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Write the man page (roff) to stdout (for packaging).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +219,23 @@ fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => status(&Config::load(&config)?, json),
         Command::DeadLetters { config, action } => dead_letters(&Config::load(&config)?, action),
         Command::Check { config } => check(&Config::load(&config)?),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "chargetail",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

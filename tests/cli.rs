@@ -1,0 +1,101 @@
+//! The command line as users run it: parse, help, man page, completions.
+
+mod support;
+
+use support::*;
+
+fn sample(p: &str) -> String {
+    format!("{}/sample-data/{p}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn parse_prints_charges_and_reports_bad_lines_with_their_place() {
+    let out = run_cli(&[
+        "parse",
+        "--config",
+        &sample("demo.toml"),
+        &sample("transactions/tx-2026-11-2[01].log"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "a bad line makes parse exit 1");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 35 + 8);
+    for l in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["source"], "papercut/harbour-works");
+        assert!(v["id"].as_str().unwrap().starts_with("chg_"));
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tx-2026-11-20.log:19:") && stderr.contains("\"abc\" is not an amount"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn parse_other_profiles_without_config() {
+    for (profile, file, n) in [
+        ("print-log", "print-logs/printlog_2026_11_20.log", 20),
+        (
+            "print-logger-csv",
+            "print-logger/papercut-print-log-2026-11-20.csv",
+            22,
+        ),
+        ("job-details", "job-details/jobs-2026-11-20.txt", 12),
+    ] {
+        let out = run_cli(&["parse", "--profile", profile, &sample(file)]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{profile}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap().lines().count(),
+            n,
+            "{profile}"
+        );
+    }
+}
+
+#[test]
+fn parse_is_deterministic_and_touches_no_state() {
+    let a = run_cli(&[
+        "parse",
+        "--config",
+        &sample("demo.toml"),
+        &sample("transactions/tx-2026-11-19.log"),
+    ]);
+    let b = run_cli(&[
+        "parse",
+        "--config",
+        &sample("demo.toml"),
+        &sample("transactions/tx-2026-11-19.log"),
+    ]);
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout, "same bytes, same ids, every time");
+}
+
+#[test]
+fn missing_file_and_bad_usage_exit_2() {
+    let out = run_cli(&["parse", "/nonexistent/tx.log"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tx.log"));
+    let out = run_cli(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn every_command_has_help_and_packaging_outputs_exist() {
+    for cmd in ["run", "replay", "parse", "status", "dead-letters", "check"] {
+        let out = run_cli(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{cmd}"
+        );
+    }
+    let man = run_cli(&["man"]);
+    assert!(String::from_utf8_lossy(&man.stdout).contains(".TH chargetail 1"));
+    let bash = run_cli(&["completions", "bash"]);
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("replay"));
+}

@@ -394,13 +394,15 @@ impl AmqpSink {
             .await;
             match r {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(self.topology_err(
-                    &e,
-                    format!(
+                Ok(Err(e)) => {
+                    return Err(self.topology_err(
+                        &e,
+                        format!(
                         "exchange '{}' (declare_exchange = true wants a durable topic exchange)",
                         cfg.exchange
                     ),
-                )),
+                    ))
+                }
                 Err(_) => return Err(self.timeout_err("exchange.declare")),
             }
         }

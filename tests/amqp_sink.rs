@@ -1,0 +1,345 @@
+//! AMQP sink against the shared RabbitMQ (127.0.0.1:5672, or CT_AMQP_URL):
+//! end to end, unroutable, topology, check, password masking.
+
+mod support;
+
+use chargetail::sink::amqp::{AmqpConfig, AmqpSink, QueueType};
+use chargetail::sink::{Envelope, Outcome, Sink};
+use lapin::types::AMQPValue;
+use support::*;
+
+fn cfg(exchange: &str) -> AmqpConfig {
+    let mut c = AmqpConfig::new(shared_url(), exchange);
+    c.timeout_ms = 5_000;
+    c.reconnect_initial_ms = 50;
+    c.reconnect_max_ms = 200;
+    c
+}
+
+async fn send_all(sink: &mut AmqpSink, envs: &[Envelope], batch: usize) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for chunk in envs.chunks(batch) {
+        let o = sink.send(chunk).await;
+        assert_eq!(o.len(), chunk.len());
+        out.extend(o);
+    }
+    out
+}
+
+fn header<'a>(d: &'a lapin::message::Delivery, k: &str) -> Option<String> {
+    let h = d.properties.headers().as_ref()?;
+    match h.inner().get(k)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_bodies_properties_order() {
+    let ex = unique("e2e");
+    let q = unique("e2e-q");
+    let mut c = cfg(&ex);
+    c.declare_exchange = true;
+    c.queue = Some(q.clone());
+    c.queue_type = QueueType::Classic;
+    c.routing_key = "charge.{job_type}.{account_type}.{source}".into();
+    let mut sink = AmqpSink::new(c, "pc-main".into()).unwrap();
+    let envs = envelopes("e2e", 2_500);
+    let out = send_all(&mut sink, &envs, 1000).await;
+    assert!(
+        out.iter().all(|o| *o == Outcome::Delivered),
+        "{:?}",
+        out.iter().find(|o| **o != Outcome::Delivered)
+    );
+    assert!(sink.health().connected);
+    assert_eq!(sink.health().alert, None);
+
+    let got = drain(&shared_url(), &q).await;
+    assert_eq!(got.len(), envs.len());
+    for (e, d) in envs.iter().zip(&got) {
+        assert_eq!(d.data, e.payload, "body must be byte-identical");
+        let p = &d.properties;
+        assert_eq!(
+            p.message_id().as_ref().map(|s| s.as_str()),
+            Some(e.id.as_str())
+        );
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/cloudevents+json")
+        );
+        assert_eq!(p.delivery_mode(), &Some(2));
+        assert_eq!(p.app_id().as_ref().map(|s| s.as_str()), Some("chargetail"));
+        assert_eq!(p.timestamp(), &Some(1_795_126_443));
+        assert_eq!(
+            d.routing_key.as_str(),
+            format!("charge.{}.{}.pc-main", e.job_type, e.account_type)
+        );
+        assert_eq!(header(d, "cloudEvents_specversion").as_deref(), Some("1.0"));
+        assert_eq!(header(d, "cloudEvents_id").as_deref(), Some(e.id.as_str()));
+        assert_eq!(
+            header(d, "cloudEvents_source").as_deref(),
+            Some("papercut/pc-test")
+        );
+        assert_eq!(
+            header(d, "cloudEvents_type").as_deref(),
+            Some("papercut.charge")
+        );
+        assert_eq!(
+            header(d, "cloudEvents_subject").as_deref(),
+            Some("Acme Design")
+        );
+        assert_eq!(
+            header(d, "cloudEvents_time").as_deref(),
+            Some("2026-11-20T09:14:03+11:00")
+        );
+    }
+    // Declaring again on a new connection is idempotent.
+    sink.close().await;
+    let out = sink.send(&envelopes("e2e-again", 3)).await;
+    assert!(out.iter().all(|o| *o == Outcome::Delivered), "{out:?}");
+    sink.close().await;
+    cleanup(&shared_url(), &ex, Some(&q)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_smaller_than_batch_keeps_order() {
+    let ex = unique("win");
+    let q = unique("win-q");
+    declare(&shared_url(), &ex, Some((&q, true, "charge.#"))).await;
+    let mut c = cfg(&ex);
+    c.window = 7;
+    let mut sink = AmqpSink::new(c, "pc".into()).unwrap();
+    let envs = envelopes("win", 300);
+    let out = send_all(&mut sink, &envs, 100).await;
+    assert!(out.iter().all(|o| *o == Outcome::Delivered));
+    let got = drain(&shared_url(), &q).await;
+    let ids: Vec<_> = got
+        .iter()
+        .map(|d| d.properties.message_id().clone().unwrap().to_string())
+        .collect();
+    let want: Vec<_> = envs.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, want);
+    sink.close().await;
+    cleanup(&shared_url(), &ex, Some(&q)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unroutable_is_retried_and_alerts_until_bound() {
+    let ex = unique("unroutable");
+    let q = unique("unroutable-q");
+    declare(&shared_url(), &ex, None).await;
+    let mut sink = AmqpSink::new(cfg(&ex), "pc".into()).unwrap();
+    let envs = envelopes("unr", 50);
+    let out = sink.send(&envs).await;
+    assert_eq!(out.len(), 50);
+    for (o, e) in out.iter().zip(&envs) {
+        match o {
+            Outcome::Retry { error, .. } => {
+                assert!(error.contains(&ex), "{error}");
+                assert!(error.contains(&format!("charge.{}", e.job_type)), "{error}");
+                assert!(error.contains("unroutable"), "{error}");
+            }
+            other => panic!("unroutable must be Retry, got {other:?}"),
+        }
+    }
+    eprintln!("unroutable outcome: {:?}", out[0]);
+    let alert = sink.health().alert.expect("alert set");
+    eprintln!("alert: {alert}");
+    assert!(alert.contains(&ex) && alert.contains("charge."), "{alert}");
+    assert!(
+        sink.health().connected,
+        "unroutable is not a connection problem"
+    );
+
+    declare(&shared_url(), &ex, Some((&q, false, "charge.#"))).await;
+    let out = sink.send(&envs).await;
+    assert!(out.iter().all(|o| *o == Outcome::Delivered), "{out:?}");
+    assert_eq!(sink.health().alert, None, "alert clears once routable");
+    let got = drain(&shared_url(), &q).await;
+    assert_eq!(got.len(), 50, "returned messages were not enqueued");
+    sink.close().await;
+    cleanup(&shared_url(), &ex, Some(&q)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_exchange_is_retry_with_alert() {
+    let ex = unique("missing");
+    let mut sink = AmqpSink::new(cfg(&ex), "pc".into()).unwrap();
+    let out = sink.send(&envelopes("miss", 20)).await;
+    assert_eq!(out.len(), 20);
+    for o in &out {
+        assert!(
+            matches!(o, Outcome::Retry { error, .. } if error.contains("NOT_FOUND")),
+            "{o:?}"
+        );
+    }
+    eprintln!("missing exchange: {:?}", out[0]);
+    assert!(sink.health().alert.is_some_and(|a| a.contains("NOT_FOUND")));
+    let e = sink.check().await.unwrap_err().to_string();
+    assert!(e.contains(&ex) && e.contains("NOT_FOUND"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_exchange_and_queue() {
+    let ex = unique("check");
+    let q = unique("check-q");
+    declare(&shared_url(), &ex, Some((&q, false, "charge.#"))).await;
+    let mut c = cfg(&ex);
+    c.queue = Some(q.clone());
+    c.queue_type = QueueType::Classic;
+    let mut sink = AmqpSink::new(c, "pc".into()).unwrap();
+    let r = sink.check().await.unwrap();
+    assert!(
+        r.contains(&ex) && r.contains(&q) && r.contains("guest:****@"),
+        "{r}"
+    );
+    sink.close().await;
+    cleanup(&shared_url(), &ex, Some(&q)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_type_mismatch_is_a_clear_topology_error() {
+    let ex = unique("mismatch");
+    let q = unique("mismatch-q");
+    declare(&shared_url(), &ex, Some((&q, false, "charge.#"))).await; // classic
+    let mut c = cfg(&ex);
+    c.declare_exchange = true;
+    c.queue = Some(q.clone());
+    c.queue_type = QueueType::Quorum;
+    let mut sink = AmqpSink::new(c, "pc".into()).unwrap();
+    let out = sink.send(&envelopes("mm", 3)).await;
+    for o in &out {
+        match o {
+            Outcome::Retry { error, .. } => {
+                assert!(error.contains(&q), "{error}");
+                assert!(error.contains("different settings"), "{error}");
+                assert!(error.contains("PRECONDITION_FAILED"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    eprintln!("mismatch: {:?}", out[0]);
+    assert!(sink
+        .health()
+        .alert
+        .is_some_and(|a| a.contains("different settings")));
+    let e = sink.check().await.unwrap_err().to_string();
+    assert!(e.contains("different settings"), "{e}");
+    cleanup(&shared_url(), &ex, Some(&q)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlong_routing_key_is_rejected_alone() {
+    let ex = unique("longkey");
+    let q = unique("longkey-q");
+    declare(&shared_url(), &ex, Some((&q, false, "#"))).await;
+    let mut c = cfg(&ex);
+    c.routing_key = "charge.{job_type}".into();
+    let mut sink = AmqpSink::new(c, "pc".into()).unwrap();
+    let mut envs = envelopes("long", 3);
+    envs[1].job_type = "x".repeat(300);
+    let out = sink.send(&envs).await;
+    assert_eq!(out[0], Outcome::Delivered);
+    assert!(matches!(&out[1], Outcome::Reject { .. }), "{:?}", out[1]);
+    assert_eq!(out[2], Outcome::Delivered);
+    sink.close().await;
+    cleanup(&shared_url(), &ex, Some(&q)).await;
+}
+
+const SECRET: &str = "Sup3r-S3cret-pw";
+
+fn assert_masked(text: &str) {
+    assert!(!text.contains(SECRET), "password leaked: {text}");
+    assert!(!text.contains("Sup3r-S3cret"), "password leaked: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_never_appears_in_errors_logs_or_debug() {
+    let ex = unique("mask");
+    // Wrong password in the URL: the broker refuses the login.
+    let url = shared_url().replacen("guest:guest@", &format!("guest:{SECRET}@"), 1);
+    assert!(url.contains(SECRET));
+    let mut c = cfg(&ex);
+    c.url = url.clone();
+    let mut sink = AmqpSink::new(c.clone(), "pc".into()).unwrap();
+    assert_masked(&format!("{sink:?}"));
+    assert_masked(&format!("{c:?}"));
+    let out = sink.send(&envelopes("mask", 2)).await;
+    for o in &out {
+        match o {
+            Outcome::Retry { error, .. } => {
+                assert_masked(error);
+                assert!(error.contains("guest:****@"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let h = sink.health();
+    assert!(!h.connected);
+    if let Some(a) = &h.alert {
+        assert_masked(a);
+    }
+    let e = sink.check().await.unwrap_err().to_string();
+    eprintln!("masked: {e}");
+    assert_masked(&e);
+
+    // The same from password_file, and with nothing listening.
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{SECRET}\n")).unwrap();
+    let port = support::rabbit::free_port();
+    let mut c = cfg(&ex);
+    c.url = format!("amqp://guest@127.0.0.1:{port}/%2f");
+    c.password_file = Some(pw);
+    let mut sink = AmqpSink::new(c, "pc".into()).unwrap();
+    for o in sink.send(&envelopes("mask2", 1)).await {
+        assert!(matches!(&o, Outcome::Retry { .. }));
+        if let Outcome::Retry { error, .. } = o {
+            assert_masked(&error);
+        }
+    }
+    let e = sink.check().await.unwrap_err().to_string();
+    eprintln!("masked: {e}");
+    assert_masked(&e);
+
+    // Bad URLs never echo their password.
+    for bad in [
+        format!("amqp://guest:{SECRET}@127.0.0.1:notaport/"),
+        format!("http://guest:{SECRET}@127.0.0.1/"),
+    ] {
+        let mut c = cfg(&ex);
+        c.url = bad;
+        assert_masked(&AmqpSink::new(c, "pc".into()).unwrap_err().to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn down_broker_answers_retry_quickly_with_backoff() {
+    let port = support::rabbit::free_port();
+    let mut c = cfg("x");
+    c.url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    c.reconnect_initial_ms = 1_000;
+    c.reconnect_max_ms = 4_000;
+    let mut sink = AmqpSink::new(c, "pc".into()).unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..5 {
+        let out = sink.send(&envelopes("down", 10)).await;
+        assert!(out.iter().all(|o| matches!(o, Outcome::Retry { .. })));
+    }
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "send must not sleep"
+    );
+    let out = sink.send(&envelopes("down", 1)).await;
+    match &out[0] {
+        Outcome::Retry { retry_after, error } => {
+            assert!(
+                error.contains("next attempt") || error.contains("cannot connect"),
+                "{error}"
+            );
+            let _ = retry_after; // may be zero-ish under full jitter
+        }
+        o => panic!("{o:?}"),
+    }
+    assert!(!sink.health().connected);
+}

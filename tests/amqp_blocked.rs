@@ -26,11 +26,17 @@ async fn blocked_broker_pauses_then_delivers() {
     c.blocked_retry_ms = 700;
     let mut sink = AmqpSink::new(c, "pc".into()).unwrap();
     let envs = envelopes("blk", 300);
-    assert!(sink.send(&envs[..100]).await.iter().all(|o| *o == Outcome::Delivered));
+    assert!(sink
+        .send(&envs[..100])
+        .await
+        .iter()
+        .all(|o| *o == Outcome::Delivered));
 
     // A disk alarm: free space is "below" an absurd limit.
     let node = tokio::task::spawn_blocking(move || {
-        let o = node.ctl(&["set_disk_free_limit", "100000GB"]).expect("rabbitmqctl");
+        let o = node
+            .ctl(&["set_disk_free_limit", "100000GB"])
+            .expect("rabbitmqctl");
         assert!(o.status.success(), "{o:?}");
         node
     })
@@ -45,7 +51,11 @@ async fn blocked_broker_pauses_then_delivers() {
     while start.elapsed() < Duration::from_secs(30) {
         let t = Instant::now();
         let out = sink.send(&envs[100..200]).await;
-        assert!(t.elapsed() < Duration::from_secs(12), "send hung: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(12),
+            "send hung: {:?}",
+            t.elapsed()
+        );
         delivered_while_blocked += out.iter().filter(|o| **o == Outcome::Delivered).count();
         if let Some(Outcome::Retry { error, retry_after }) = out.last() {
             if error.contains("blocked") {
@@ -59,15 +69,24 @@ async fn blocked_broker_pauses_then_delivers() {
     assert!(saw_blocked, "no blocked Retry seen");
     assert!(delivered_while_blocked < 100);
     let h = sink.health();
-    assert!(h.alert.as_deref().is_some_and(|a| a.contains("blocked")), "{h:?}");
+    assert!(
+        h.alert.as_deref().is_some_and(|a| a.contains("blocked")),
+        "{h:?}"
+    );
     // While blocked, further sends answer at once.
     let t = Instant::now();
     let out = sink.send(&envs[100..200]).await;
     assert!(out.iter().all(|o| matches!(o, Outcome::Retry { .. })));
-    assert!(t.elapsed() < Duration::from_millis(200), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
 
     let node = tokio::task::spawn_blocking(move || {
-        let o = node.ctl(&["set_disk_free_limit", "1MB"]).expect("rabbitmqctl");
+        let o = node
+            .ctl(&["set_disk_free_limit", "1MB"])
+            .expect("rabbitmqctl");
         assert!(o.status.success(), "{o:?}");
         node
     })

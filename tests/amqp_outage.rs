@@ -53,10 +53,14 @@ async fn outage(quorum: bool) {
                 while progress.load(Ordering::Relaxed) < at && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                let how = if k % 2 == 0 { "kill -9" } else { "SIGTERM" };
+                let how = if k.is_multiple_of(2) {
+                    "kill -9"
+                } else {
+                    "SIGTERM"
+                };
                 let at_fault = progress.load(Ordering::Relaxed);
                 let t = Instant::now();
-                if k % 2 == 0 {
+                if k.is_multiple_of(2) {
                     node.kill();
                 } else {
                     node.terminate();

@@ -26,7 +26,7 @@ async fn send_all(sink: &mut AmqpSink, envs: &[Envelope], batch: usize) -> Vec<O
     out
 }
 
-fn header<'a>(d: &'a lapin::message::Delivery, k: &str) -> Option<String> {
+fn header(d: &lapin::message::Delivery, k: &str) -> Option<String> {
     let h = d.properties.headers().as_ref()?;
     match h.inner().get(k)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),

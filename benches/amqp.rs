@@ -1,0 +1,165 @@
+//! Throughput of the AMQP sink against the broker's own ceiling.
+//!
+//! `cargo bench --bench amqp` (CT_AMQP_URL, CT_BENCH_N to override). For a
+//! durable classic and a quorum queue on the shared broker: (a) a raw lapin
+//! publisher, sliding window of 1000 unconfirmed, the same bytes and
+//! properties the sink sends; (b) `AmqpSink::send` in batches of 1000
+//! (window 1000), as the outbox worker calls it. Prints msg/s and the ratio.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use chargetail::sink::amqp::{AmqpConfig, AmqpSink};
+use chargetail::sink::{Envelope, Outcome, Sink};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Confirmation};
+use support::*;
+
+const WINDOW: usize = 1000;
+
+fn props(e: &Envelope) -> BasicProperties {
+    let mut h = FieldTable::default();
+    for (k, v) in [
+        ("cloudEvents_specversion", "1.0"),
+        ("cloudEvents_id", e.id.as_str()),
+        ("cloudEvents_source", "papercut/pc-test"),
+        ("cloudEvents_type", "papercut.charge"),
+        ("cloudEvents_subject", "Acme Design"),
+        ("cloudEvents_time", "2026-11-20T09:14:03+11:00"),
+    ] {
+        h.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+    }
+    BasicProperties::default()
+        .with_message_id(e.id.as_str().into())
+        .with_content_type("application/cloudevents+json".into())
+        .with_delivery_mode(2)
+        .with_timestamp(1_795_126_443)
+        .with_app_id("chargetail".into())
+        .with_headers(h)
+}
+
+async fn raw(url: &str, ex: &str, envs: &[Envelope]) -> Duration {
+    let (conn, chan) = connect(url).await;
+    chan.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let prepared: Vec<(String, BasicProperties)> = envs
+        .iter()
+        .map(|e| (format!("charge.{}", e.job_type), props(e)))
+        .collect();
+    let opts = BasicPublishOptions {
+        mandatory: true,
+        immediate: false,
+    };
+    let t = Instant::now();
+    let mut inflight = VecDeque::with_capacity(WINDOW);
+    for (e, (rk, p)) in envs.iter().zip(prepared) {
+        if inflight.len() >= WINDOW {
+            let c: lapin::PublisherConfirm = inflight.pop_front().unwrap();
+            assert_eq!(c.await.unwrap(), Confirmation::Ack(None));
+        }
+        let c = chan
+            .basic_publish(ex.into(), rk.into(), opts, &e.payload, p)
+            .await
+            .unwrap();
+        inflight.push_back(c);
+    }
+    for c in inflight {
+        assert_eq!(c.await.unwrap(), Confirmation::Ack(None));
+    }
+    let d = t.elapsed();
+    let _ = conn.close(200, "".into()).await;
+    d
+}
+
+async fn through_sink(url: &str, ex: &str, envs: &[Envelope]) -> (Duration, usize) {
+    let mut c = AmqpConfig::new(url, ex);
+    c.window = WINDOW;
+    let mut sink = AmqpSink::new(c, "pc-test".into()).unwrap();
+    // Connect outside the timing, as the daemon is connected in steady state.
+    sink.check().await.unwrap();
+    let mut retries = 0;
+    let t = Instant::now();
+    for chunk in envs.chunks(1000) {
+        let mut pending: Vec<&Envelope> = chunk.iter().collect();
+        while !pending.is_empty() {
+            let batch: Vec<Envelope> = pending.iter().map(|e| (*e).clone()).collect();
+            let out = sink.send(&batch).await;
+            let before = pending.len();
+            pending = pending
+                .into_iter()
+                .zip(out)
+                .filter(|(_, o)| *o != Outcome::Delivered)
+                .map(|(e, _)| e)
+                .collect();
+            retries += pending.len();
+            if pending.len() == before {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let d = t.elapsed();
+    sink.close().await;
+    (d, retries)
+}
+
+async fn run(url: &str, envs: &[Envelope], quorum: bool, which: &str) -> f64 {
+    let ex = unique("bench");
+    let q = unique("bench-q");
+    declare(url, &ex, Some((&q, quorum, "charge.#"))).await;
+    let (d, retries) = if which == "raw" {
+        (raw(url, &ex, envs).await, 0)
+    } else {
+        through_sink(url, &ex, envs).await
+    };
+    let n = message_count(url, &q).await as usize;
+    assert_eq!(n, envs.len(), "queue must hold every message");
+    cleanup(url, &ex, Some(&q)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rate = envs.len() as f64 / d.as_secs_f64();
+    let kind = if quorum { "quorum " } else { "classic" };
+    println!(
+        "  {kind} {which:<4}: {:>7} msgs in {:>6.2} s = {:>7.0} msg/s{}",
+        envs.len(),
+        d.as_secs_f64(),
+        rate,
+        if retries > 0 {
+            format!(" ({retries} retried)")
+        } else {
+            String::new()
+        }
+    );
+    rate
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else to parse.
+    let n: usize = std::env::var("CT_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = shared_url();
+        let envs = envelopes("bench", n);
+        let avg = envs.iter().map(|e| e.payload.len()).sum::<usize>() / envs.len();
+        println!("AMQP throughput: {n} persistent {avg}-byte messages, confirms, window {WINDOW}, broker {}", chargetail::sink::amqp::mask_url(&url));
+        for quorum in [false, true] {
+            let raw = run(&url, &envs, quorum, "raw").await;
+            let sink = run(&url, &envs, quorum, "sink").await;
+            println!(
+                "  {} sink/raw = {:.0} %",
+                if quorum { "quorum " } else { "classic" },
+                100.0 * sink / raw
+            );
+        }
+    });
+}

@@ -111,6 +111,10 @@ struct Live {
     /// `Some(reason)` between `connection.blocked` and `connection.unblocked`.
     blocked: Arc<Mutex<Option<String>>>,
     events: tokio::task::JoinHandle<()>,
+    /// Confirms we stopped waiting for while the broker blocked us (their
+    /// envelopes were answered `Retry`). Kept, not dropped, until they
+    /// resolve or the connection goes, so none is ever lost track of.
+    orphans: Vec<PublisherConfirm>,
 }
 
 impl Live {
@@ -370,6 +374,7 @@ impl AmqpSink {
             chan,
             blocked,
             events,
+            orphans: Vec::new(),
         })
     }
 
@@ -630,6 +635,10 @@ impl AmqpSink {
         out: &mut [Option<Outcome>],
         keys: &[Option<String>],
     ) -> Option<Stop> {
+        if let Some(live) = self.live.as_mut() {
+            live.orphans
+                .retain_mut(|c| c.now_or_never().is_none());
+        }
         let Some(live) = self.live.as_ref() else {
             return Some(Stop {
                 error: "not connected".into(),
@@ -649,6 +658,7 @@ impl AmqpSink {
         let mut inflight: VecDeque<(usize, PublisherConfirm)> = VecDeque::with_capacity(window);
         let mut returned = Vec::new();
         let mut stop: Option<Stop> = None;
+        let mut orphans = Vec::new();
 
         'publish: for (i, e) in batch.iter().enumerate() {
             let Some(rk) = keys[i].as_deref() else {
@@ -708,8 +718,8 @@ impl AmqpSink {
                 // Confirms that already arrived still count; the rest are
                 // left to lapin (dropped with the connection or resolved
                 // later) and retried: never assumed delivered.
-                if let Some(r) = (&mut c).now_or_never() {
-                    match self.judge(r, rkj, &mut returned) {
+                match (&mut c).now_or_never() {
+                    Some(r) => match self.judge(r, rkj, &mut returned) {
                         Ok(o) => out[j] = Some(o),
                         Err(s) => {
                             // Prefer the broker's own reason (e.g. a
@@ -720,7 +730,8 @@ impl AmqpSink {
                                 }
                             }
                         }
-                    }
+                    },
+                    None => orphans.push(c),
                 }
                 continue;
             }
@@ -734,6 +745,11 @@ impl AmqpSink {
             }
         }
 
+        if stop.as_ref().is_some_and(|s| !s.drop_connection) {
+            if let Some(live) = self.live.as_mut() {
+                live.orphans.extend(orphans);
+            }
+        }
         if !returned.is_empty() {
             let keys = returned.join("', '");
             let alert = format!(

@@ -6,8 +6,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lapin::auth::AuthProvider;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::types::{LongString, ShortString};
+use lapin::uri::{AMQPScheme, AMQPUri, SASLMechanism};
 use serde::Deserialize;
 
 use super::AmqpError;
@@ -212,6 +214,31 @@ impl Redactor {
     }
 }
 
+/// SASL PLAIN with credentials held apart from the URI.
+#[derive(Clone)]
+pub struct PlainAuth {
+    user: String,
+    password: String,
+}
+
+impl fmt::Debug for PlainAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlainAuth")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthProvider for PlainAuth {
+    fn mechanism(&self) -> ShortString {
+        "PLAIN".into()
+    }
+
+    fn auth_starter(&self) -> Result<LongString, String> {
+        Ok(format!("\0{}\0{}", self.user, self.password).into())
+    }
+}
+
 /// One piece of a routing-key template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -276,7 +303,11 @@ impl RoutingTemplate {
 
 /// The config turned into what a connection needs.
 pub struct Resolved {
+    /// The URI without the password when `auth` carries it.
     pub uri: AMQPUri,
+    /// PLAIN credentials given to lapin apart from the URI, which lapin's
+    /// TCP layer logs whole at trace level.
+    pub auth: Option<PlainAuth>,
     /// For messages: the URL without its password.
     pub shown_url: String,
     pub redactor: Redactor,
@@ -310,6 +341,17 @@ pub fn resolve(cfg: &AmqpConfig) -> Result<Resolved, AmqpError> {
         uri.authority.userinfo.password = p;
     }
     let redactor = Redactor::new(&uri.authority.userinfo.password);
+    let auth = match uri.query.auth_mechanism {
+        None | Some(SASLMechanism::Plain) => {
+            let auth = PlainAuth {
+                user: uri.authority.userinfo.username.clone(),
+                password: std::mem::take(&mut uri.authority.userinfo.password),
+            };
+            Some(auth)
+        }
+        // EXTERNAL (client certificate), AMQPLAIN, …: lapin's own provider.
+        Some(_) => None,
+    };
 
     let mut tls = OwnedTLSConfig::default();
     if let Some(ca) = &cfg.ca_file {
@@ -358,6 +400,7 @@ pub fn resolve(cfg: &AmqpConfig) -> Result<Resolved, AmqpError> {
     }
     Ok(Resolved {
         uri,
+        auth,
         shown_url,
         redactor,
         tls,
@@ -432,7 +475,9 @@ mod tests {
         let r = resolve(&cfg).unwrap();
         assert_eq!(r.uri.authority.host, "127.0.0.1");
         assert_eq!(r.uri.authority.port, 5673);
-        assert_eq!(r.uri.authority.userinfo.password, "from-file");
+        assert_eq!(r.uri.authority.userinfo.password, "");
+        assert_eq!(r.auth.as_ref().unwrap().password, "from-file");
+        assert!(!format!("{:?}", r.auth).contains("from-file"));
         assert_eq!(r.uri.vhost, "v");
         assert!(!r.shown_url.contains("from-url"));
     }

@@ -325,8 +325,11 @@ impl AmqpSink {
             url: self.res.shown_url.clone(),
             reason,
         };
-        let props = ConnectionProperties::default()
+        let mut props = ConnectionProperties::default()
             .with_connection_name(format!("chargetail {}", self.source).into());
+        if let Some(auth) = &self.res.auth {
+            props = props.with_auth_provider(auth.clone());
+        }
         let builder = DefaultConnectionBuilder::new()
             .map_err(|e| connect_err(self.lapin_err(&e)))?
             .with_uri(self.res.uri.clone())
@@ -636,8 +639,7 @@ impl AmqpSink {
         keys: &[Option<String>],
     ) -> Option<Stop> {
         if let Some(live) = self.live.as_mut() {
-            live.orphans
-                .retain_mut(|c| c.now_or_never().is_none());
+            live.orphans.retain_mut(|c| c.now_or_never().is_none());
         }
         let Some(live) = self.live.as_ref() else {
             return Some(Stop {

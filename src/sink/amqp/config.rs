@@ -305,8 +305,8 @@ impl RoutingTemplate {
 pub struct Resolved {
     /// The URI without the password when `auth` carries it.
     pub uri: AMQPUri,
-    /// PLAIN credentials given to lapin apart from the URI, which lapin's
-    /// TCP layer logs whole at trace level.
+    /// PLAIN credentials handed to lapin apart from the URI, so the
+    /// password is in no URI that a library might log or Debug-print.
     pub auth: Option<PlainAuth>,
     /// For messages: the URL without its password.
     pub shown_url: String,

@@ -276,3 +276,64 @@ async fn down_broker_answers_retry_quickly_with_backoff() {
     }
     assert!(!sink.health().connected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_is_retry_and_later_messages_still_confirm() {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let ex = unique("nack");
+    let q = unique("nack-q");
+    {
+        // A full queue that refuses publishes: the broker nacks them.
+        let (conn, chan) = connect(&shared_url()).await;
+        chan.exchange_declare(
+            ex.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let mut args = FieldTable::default();
+        args.insert("x-max-length".into(), AMQPValue::LongLongInt(5));
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        chan.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+        chan.queue_bind(
+            q.as_str().into(),
+            ex.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let _ = conn.close(200, "".into()).await;
+    }
+    let mut sink = AmqpSink::new(cfg(&ex), "pc".into()).unwrap();
+    let out = sink.send(&envelopes("nack", 8)).await;
+    assert!(out[..5].iter().all(|o| *o == Outcome::Delivered), "{out:?}");
+    for o in &out[5..] {
+        assert!(
+            matches!(o, Outcome::Retry { error, .. } if error.contains("nacked")),
+            "{o:?}"
+        );
+    }
+    assert!(sink.health().connected, "a nack keeps the connection");
+    sink.close().await;
+    cleanup(&shared_url(), &ex, Some(&q)).await;
+}

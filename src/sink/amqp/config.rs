@@ -430,6 +430,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn toml_table_with_every_key() {
+        let c: AmqpConfig = toml::from_str(
+            r#"
+            url = "amqps://u@rabbit.example:5671/billing"
+            exchange = "papercut.charges"
+            routing_key = "charge.{source}.{job_type}"
+            password_file = "/etc/chargetail/amqp-password"
+            ca_file = "/etc/chargetail/ca.pem"
+            client_cert_file = "/etc/chargetail/client.pem"
+            client_key_file = "/etc/chargetail/client.key"
+            window = 500
+            timeout_ms = 10000
+            reconnect_initial_ms = 200
+            reconnect_max_ms = 60000
+            blocked_retry_ms = 2000
+            declare_exchange = true
+            queue = "billing.charges"
+            queue_type = "classic"
+            dead_letter_exchange = "papercut.dlx"
+            binding_key = "charge.#"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.window, 500);
+        assert_eq!(c.queue_type, QueueType::Classic);
+        let d: AmqpConfig = toml::from_str("url = 'amqp://h'\nexchange = 'x'\n").unwrap();
+        assert_eq!(d.routing_key, "charge.{job_type}");
+        assert_eq!(d.queue_type, QueueType::Quorum);
+        assert_eq!(d.window, 1000);
+        assert_eq!(d.timeout_ms, 15_000);
+        let e = toml::from_str::<AmqpConfig>("url = 'amqp://h'\nexchange = 'x'\nqueue_typ = 'x'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue_typ"), "{e}");
+        assert!(toml::from_str::<AmqpConfig>(
+            "url='amqp://h'\nexchange='x'\nqueue_type='stream'\n"
+        )
+        .is_err());
+    }
+
+    #[test]
     fn template_renders_and_rejects_unknown() {
         let t = RoutingTemplate::parse("charge.{job_type}.{account_type}.{source}").unwrap();
         assert_eq!(

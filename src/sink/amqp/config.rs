@@ -332,6 +332,12 @@ pub fn resolve(cfg: &AmqpConfig) -> Result<Resolved, AmqpError> {
         Some(url::Host::Domain(_)) | None => {}
     }
 
+    // lapin's own TCP connect limit, so an abandoned attempt (our timeout
+    // fired) does not linger in its I/O thread for the OS's ~2 minutes.
+    if uri.query.connection_timeout.is_none() {
+        uri.query.connection_timeout = Some(cfg.timeout_ms.max(1));
+    }
+
     let from_file = match &cfg.password_file {
         Some(p) => Some(read_password(p)?),
         None => None,

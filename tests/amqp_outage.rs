@@ -25,6 +25,7 @@ async fn outage(quorum: bool) {
         .await
         .unwrap()
         .expect("private rabbitmq node (is rabbitmq-server installed?)");
+    let _guard = node.guard();
     let url = node.amqp_url();
     let ex = unique(&format!("outage-{kind}"));
     let q = unique(&format!("outage-{kind}-q"));
@@ -37,7 +38,11 @@ async fn outage(quorum: bool) {
     let mut sink = AmqpSink::new(c, "pc-outage".into()).unwrap();
 
     // Faults are triggered by progress so they land mid-stream, whatever
-    // the machine's speed: SIGKILL and clean stop (SIGTERM) in turn.
+    // the machine's speed. A clean stop (SIGTERM) first, then SIGKILLs:
+    // RabbitMQ 3.10 registers a new quorum queue in DETS files it syncs
+    // lazily, and a SIGKILL in the first minutes after the declaration was
+    // seen to orphan the queue (empty Raft log, no leader, confirms never
+    // come). That is the broker's own weakness, not what we test here.
     let progress = Arc::new(AtomicUsize::new(0));
     let faults = {
         let progress = progress.clone();
@@ -53,17 +58,13 @@ async fn outage(quorum: bool) {
                 while progress.load(Ordering::Relaxed) < at && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                let how = if k.is_multiple_of(2) {
-                    "kill -9"
-                } else {
-                    "SIGTERM"
-                };
+                let how = if k == 0 { "SIGTERM" } else { "kill -9" };
                 let at_fault = progress.load(Ordering::Relaxed);
                 let t = Instant::now();
-                if k.is_multiple_of(2) {
-                    node.kill();
-                } else {
+                if k == 0 {
                     node.terminate();
+                } else {
+                    node.kill();
                 }
                 std::thread::sleep(Duration::from_millis(300));
                 node.start_again().expect("restart node");
@@ -82,10 +83,11 @@ async fn outage(quorum: bool) {
     let mut retries = 0usize;
     let mut sends = 0usize;
     let deadline = Instant::now() + Duration::from_secs(150);
+    let mut last_error = String::new();
     while !pending.is_empty() {
         assert!(
             Instant::now() < deadline,
-            "stream did not finish; {delivered} delivered"
+            "stream did not finish; {delivered} delivered; last error: {last_error}"
         );
         let n = pending.len().min(1000);
         let batch: Vec<Envelope> = pending.iter().take(n).cloned().collect();
@@ -103,8 +105,9 @@ async fn outage(quorum: bool) {
         for (e, o) in batch.into_iter().zip(out) {
             match o {
                 Outcome::Delivered => delivered += 1,
-                Outcome::Retry { retry_after, .. } => {
+                Outcome::Retry { retry_after, error } => {
                     retries += 1;
+                    last_error = error;
                     wait = Some(retry_after.unwrap_or(Duration::from_millis(20)));
                     keep.push(e);
                 }

@@ -51,7 +51,7 @@ pub fn envelope(tag: &str, i: usize) -> Envelope {
     let payload = format!(
         concat!(
             r#"{{"specversion":"1.0","id":"{id}","source":"papercut/pc-test","type":"papercut.charge","#,
-            r#""subject":"Acme Design","time":"2026-11-20T09:14:03+11:00","datacontenttype":"application/json","#,
+            r#""subject":"Acme Design","time":"2026-11-20T09:14:03+11:00","#,
             r#""data":{{"user":"alice","account":"Acme Design","account_type":"{at}","amount":"1.20","#,
             r#""currency":"AUD","job_type":"{jt}","pages":12,"color_pages":2,"device":"floor2-mfd"}}}}"#
         ),

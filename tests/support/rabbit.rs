@@ -11,7 +11,8 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -43,6 +44,31 @@ pub struct RabbitNode {
     dir: tempfile::TempDir,
     child: Option<Child>,
     starts: u32,
+    /// Process group of the running node (0: none), for `NodeGuard`.
+    pgid: Arc<AtomicU32>,
+    abandoned: Arc<AtomicBool>,
+}
+
+/// Kills the node when dropped, wherever the `RabbitNode` itself is (e.g.
+/// moved into a fault-injecting thread): a failing test must not leave a
+/// broker running. Also stops the node from being started again.
+pub struct NodeGuard {
+    pgid: Arc<AtomicU32>,
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Drop for NodeGuard {
+    fn drop(&mut self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        let pgid = self.pgid.swap(0, Ordering::SeqCst);
+        if pgid != 0 {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -132,6 +158,8 @@ impl RabbitNode {
             dir,
             child: None,
             starts: 0,
+            pgid: Arc::new(AtomicU32::new(0)),
+            abandoned: Arc::new(AtomicBool::new(false)),
         };
         node.start_again()?;
         Ok(node)
@@ -149,6 +177,13 @@ impl RabbitNode {
             .env("RABBITMQ_CONF_ENV_FILE", d.join("rabbitmq-env.conf"))
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
             .env("ERL_EPMD_ADDRESS", "127.0.0.1");
+    }
+
+    pub fn guard(&self) -> NodeGuard {
+        NodeGuard {
+            pgid: self.pgid.clone(),
+            abandoned: self.abandoned.clone(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -170,6 +205,9 @@ impl RabbitNode {
         if self.running() {
             return Ok(());
         }
+        if self.abandoned.load(Ordering::SeqCst) {
+            return Err(io::Error::other("node abandoned by its test"));
+        }
         self.starts += 1;
         let log =
             std::fs::File::create(self.dir.path().join(format!("server-{}.out", self.starts)))?;
@@ -180,6 +218,7 @@ impl RabbitNode {
             .stderr(log)
             .process_group(0); // so kill() takes erl's helpers with it
         let mut child = cmd.spawn()?;
+        self.pgid.store(child.id(), Ordering::SeqCst);
         let deadline = Instant::now() + START_TIMEOUT;
         let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
         loop {
@@ -217,6 +256,7 @@ impl RabbitNode {
     /// SIGKILL the whole node (no clean shutdown, like a power cut of the
     /// broker process).
     pub fn kill(&mut self) {
+        self.pgid.store(0, Ordering::SeqCst);
         if let Some(mut c) = self.child.take() {
             kill_group(&mut c);
         }
@@ -226,6 +266,7 @@ impl RabbitNode {
     /// Clean shutdown by SIGTERM (the node stops as for `rabbitmqctl
     /// stop`, without the seconds an Erlang CLI takes to boot).
     pub fn terminate(&mut self) {
+        self.pgid.store(0, Ordering::SeqCst);
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -242,6 +283,7 @@ impl RabbitNode {
 
     /// Clean shutdown via `rabbitmqctl stop`, SIGKILL if it does not finish.
     pub fn stop(&mut self) {
+        self.pgid.store(0, Ordering::SeqCst);
         let Some(mut child) = self.child.take() else {
             return;
         };

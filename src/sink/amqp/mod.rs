@@ -21,8 +21,9 @@ mod config;
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{FutureExt, StreamExt};
@@ -200,6 +201,31 @@ impl std::fmt::Debug for AmqpSink {
             .field("exchange", &self.cfg.exchange)
             .field("connected", &self.live.is_some())
             .finish()
+    }
+}
+
+type WriteFut<'a> = Pin<Box<dyn Future<Output = lapin::Result<PublisherConfirm>> + Send + 'a>>;
+
+/// A published message not yet settled.
+enum InFlight<'a> {
+    /// Frames queued in lapin, not yet known to be written.
+    Writing(WriteFut<'a>),
+    Confirming(PublisherConfirm),
+}
+
+impl InFlight<'_> {
+    /// The confirm if it is already there, without waiting.
+    fn try_settle(&mut self) -> Option<lapin::Result<Confirmation>> {
+        if let InFlight::Writing(w) = self {
+            match w.now_or_never()? {
+                Ok(c) => *self = InFlight::Confirming(c),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        match self {
+            InFlight::Confirming(c) => c.now_or_never(),
+            InFlight::Writing(_) => None,
+        }
     }
 }
 
@@ -632,6 +658,30 @@ impl AmqpSink {
         }
     }
 
+    /// Resolves one in-flight message: its frames written, then its confirm.
+    async fn settle(
+        &self,
+        m: &mut InFlight<'_>,
+        live: &Live,
+    ) -> Result<lapin::Result<Confirmation>, Stop> {
+        if let InFlight::Writing(w) = m {
+            match self.wait_on(w, live).await {
+                Waited::Done(Ok(c)) => *m = InFlight::Confirming(c),
+                Waited::Done(Err(e)) => return Err(self.error_stop("basic.publish", &e)),
+                Waited::Blocked(reason) => return Err(self.blocked_stop(&reason)),
+                Waited::TimedOut => return Err(self.timeout_stop("basic.publish")),
+            }
+        }
+        match m {
+            InFlight::Confirming(c) => match self.wait_on(c, live).await {
+                Waited::Done(r) => Ok(r),
+                Waited::Blocked(reason) => Err(self.blocked_stop(&reason)),
+                Waited::TimedOut => Err(self.timeout_stop("publisher confirm")),
+            },
+            InFlight::Writing(_) => Err(self.timeout_stop("basic.publish")),
+        }
+    }
+
     async fn publish_batch(
         &mut self,
         batch: &[Envelope],
@@ -657,7 +707,7 @@ impl AmqpSink {
             mandatory: true,
             immediate: false,
         };
-        let mut inflight: VecDeque<(usize, PublisherConfirm)> = VecDeque::with_capacity(window);
+        let mut inflight: VecDeque<(usize, InFlight)> = VecDeque::with_capacity(window);
         let mut returned = Vec::new();
         let mut stop: Option<Stop> = None;
         let mut orphans = Vec::new();
@@ -667,60 +717,61 @@ impl AmqpSink {
                 continue;
             };
             while inflight.len() >= window {
-                let Some((j, mut c)) = inflight.pop_front() else {
+                let Some((j, mut m)) = inflight.pop_front() else {
                     break;
                 };
                 let rkj = keys[j].as_deref().unwrap_or_default();
-                match self.wait_on(&mut c, live).await {
-                    Waited::Done(r) => match self.judge(r, rkj, &mut returned) {
+                match self.settle(&mut m, live).await {
+                    Ok(r) => match self.judge(r, rkj, &mut returned) {
                         Ok(o) => out[j] = Some(o),
                         Err(s) => {
                             stop = Some(s);
                             break 'publish;
                         }
                     },
-                    Waited::Blocked(reason) => {
-                        stop = Some(self.blocked_stop(&reason));
-                        break 'publish;
-                    }
-                    Waited::TimedOut => {
-                        stop = Some(self.timeout_stop("publisher confirm"));
+                    Err(s) => {
+                        stop = Some(s);
                         break 'publish;
                     }
                 }
             }
-            let props = self.properties(e);
-            let mut fut = pin!(chan.basic_publish(
+            // One poll of basic_publish registers the message's confirm and
+            // queues its frames, in call order: that fixes the publish order.
+            // The write completion is collected later with the confirm, so
+            // lapin's I/O thread writes many messages per wake-up instead of
+            // one round trip to it per message.
+            let mut w: WriteFut = Box::pin(chan.basic_publish(
                 self.exchange.clone(),
                 rk.into(),
                 opts,
                 &e.payload,
-                props,
+                self.properties(e),
             ));
-            match self.wait_on(&mut fut, live).await {
-                Waited::Done(Ok(c)) => inflight.push_back((i, c)),
-                Waited::Done(Err(err)) => {
+            let first = std::future::poll_fn(|cx| {
+                Poll::Ready(match w.as_mut().poll(cx) {
+                    Poll::Ready(r) => Some(r),
+                    Poll::Pending => None,
+                })
+            })
+            .await;
+            match first {
+                None => inflight.push_back((i, InFlight::Writing(w))),
+                Some(Ok(c)) => inflight.push_back((i, InFlight::Confirming(c))),
+                Some(Err(err)) => {
                     stop = Some(self.error_stop("basic.publish", &err));
-                    break;
-                }
-                Waited::Blocked(reason) => {
-                    stop = Some(self.blocked_stop(&reason));
-                    break;
-                }
-                Waited::TimedOut => {
-                    stop = Some(self.timeout_stop("basic.publish"));
                     break;
                 }
             }
         }
 
-        while let Some((j, mut c)) = inflight.pop_front() {
+        while let Some((j, mut m)) = inflight.pop_front() {
             let rkj = keys[j].as_deref().unwrap_or_default();
             if stop.is_some() {
                 // Confirms that already arrived still count; the rest are
-                // left to lapin (dropped with the connection or resolved
-                // later) and retried: never assumed delivered.
-                match (&mut c).now_or_never() {
+                // retried, never assumed delivered, and their confirms stay
+                // tracked (by us if the connection stays, else lapin fails
+                // them with the connection).
+                match m.try_settle() {
                     Some(r) => match self.judge(r, rkj, &mut returned) {
                         Ok(o) => out[j] = Some(o),
                         Err(s) => {
@@ -733,17 +784,20 @@ impl AmqpSink {
                             }
                         }
                     },
-                    None => orphans.push(c),
+                    None => {
+                        if let InFlight::Confirming(c) = m {
+                            orphans.push(c);
+                        }
+                    }
                 }
                 continue;
             }
-            match self.wait_on(&mut c, live).await {
-                Waited::Done(r) => match self.judge(r, rkj, &mut returned) {
+            match self.settle(&mut m, live).await {
+                Ok(r) => match self.judge(r, rkj, &mut returned) {
                     Ok(o) => out[j] = Some(o),
                     Err(s) => stop = Some(s),
                 },
-                Waited::Blocked(reason) => stop = Some(self.blocked_stop(&reason)),
-                Waited::TimedOut => stop = Some(self.timeout_stop("publisher confirm")),
+                Err(s) => stop = Some(s),
             }
         }
 
@@ -921,6 +975,19 @@ impl Sink for AmqpSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The daemon may run `send` on a spawned task.
+    #[test]
+    fn send_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let mut sink = AmqpSink::new(
+            AmqpConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f", "x"),
+            "pc1".into(),
+        )
+        .unwrap();
+        let fut = sink.send(&[]);
+        assert_send(&fut);
+    }
 
     #[test]
     fn backoff_grows_with_full_jitter_and_caps() {

@@ -337,3 +337,41 @@ async fn nack_is_retry_and_later_messages_still_confirm() {
     sink.close().await;
     cleanup(&shared_url(), &ex, Some(&q)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declares_quorum_queue_with_dead_letter_exchange_idempotently() {
+    let ex = unique("dlx");
+    let q = unique("dlx-q");
+    let mut c = cfg(&ex);
+    c.declare_exchange = true;
+    c.queue = Some(q.clone());
+    c.dead_letter_exchange = Some(format!("{ex}.dead"));
+    // queue_type defaults to quorum.
+    let mut sink = AmqpSink::new(c.clone(), "pc".into()).unwrap();
+    let envs = envelopes("dlx", 20);
+    assert!(sink
+        .send(&envs)
+        .await
+        .iter()
+        .all(|o| *o == Outcome::Delivered));
+    sink.close().await;
+    // A second sink with the same settings declares again without error.
+    let mut again = AmqpSink::new(c.clone(), "pc".into()).unwrap();
+    assert!(again
+        .send(&envs[..1])
+        .await
+        .iter()
+        .all(|o| *o == Outcome::Delivered));
+    again.close().await;
+    // Another dead-letter exchange: the queue exists with different args.
+    let mut other = c.clone();
+    other.dead_letter_exchange = Some(format!("{ex}.elsewhere"));
+    let mut sink = AmqpSink::new(other, "pc".into()).unwrap();
+    let e = sink.check().await.unwrap_err().to_string();
+    assert!(
+        e.contains("x-dead-letter-exchange") && e.contains("different settings"),
+        "{e}"
+    );
+    assert_eq!(message_count(&shared_url(), &q).await, 21);
+    cleanup(&shared_url(), &ex, Some(&q)).await;
+}

@@ -187,14 +187,14 @@ pub struct Redactor {
 }
 
 impl Redactor {
-    fn new(password: &str) -> Redactor {
+    fn new(passwords: &[&str]) -> Redactor {
         let mut secrets = Vec::new();
-        if !password.is_empty() {
+        for password in passwords.iter().filter(|p| !p.is_empty()) {
             secrets.push(password.to_string());
             let encoded: String = url::form_urlencoded::byte_serialize(password.as_bytes())
                 .collect::<String>()
                 .replace('+', "%20");
-            if encoded != password {
+            if encoded != *password {
                 secrets.push(encoded);
             }
         }
@@ -316,6 +316,11 @@ pub struct Resolved {
 }
 
 pub fn resolve(cfg: &AmqpConfig) -> Result<Resolved, AmqpError> {
+    resolve_with(cfg, std::env::var(PASSWORD_ENV).ok())
+}
+
+/// `resolve` with the environment's password passed in (for tests).
+fn resolve_with(cfg: &AmqpConfig, env_password: Option<String>) -> Result<Resolved, AmqpError> {
     let shown_url = mask_url(&cfg.url);
     let bad = |m: String| AmqpError::Config(m);
     // Parse with `url` first: it gives IP hosts (which amq-protocol-uri
@@ -342,11 +347,13 @@ pub fn resolve(cfg: &AmqpConfig) -> Result<Resolved, AmqpError> {
         Some(p) => Some(read_password(p)?),
         None => None,
     };
-    let from_env = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
+    let from_env = env_password.filter(|p| !p.is_empty());
+    let url_password = uri.authority.userinfo.password.clone();
     if let Some(p) = from_file.or(from_env) {
         uri.authority.userinfo.password = p;
     }
-    let redactor = Redactor::new(&uri.authority.userinfo.password);
+    // The URL's own password is masked too, even when overridden.
+    let redactor = Redactor::new(&[&uri.authority.userinfo.password, &url_password]);
     let auth = match uri.query.auth_mechanism {
         None | Some(SASLMechanism::Plain) => {
             let auth = PlainAuth {
@@ -506,10 +513,10 @@ mod tests {
 
     #[test]
     fn redactor_masks_plain_and_encoded() {
-        let r = Redactor::new("p@ss/word");
+        let r = Redactor::new(&["p@ss/word"]);
         assert_eq!(r.redact("a p@ss/word b"), "a **** b");
         assert_eq!(r.redact("a p%40ss%2Fword b"), "a **** b");
-        assert_eq!(Redactor::new("").redact("x"), "x");
+        assert_eq!(Redactor::new(&[""]).redact("x"), "x");
     }
 
     #[test]
@@ -527,6 +534,29 @@ mod tests {
         assert!(!format!("{:?}", r.auth).contains("from-file"));
         assert_eq!(r.uri.vhost, "v");
         assert!(!r.shown_url.contains("from-url"));
+    }
+
+    #[test]
+    fn password_precedence_file_env_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "from-file\r\n").unwrap();
+        let mut cfg = AmqpConfig::new("amqp://u:from-url@h/%2f", "x");
+        let pass = |c: &AmqpConfig, env: Option<&str>| {
+            resolve_with(c, env.map(String::from))
+                .unwrap()
+                .auth
+                .unwrap()
+                .password
+        };
+        assert_eq!(pass(&cfg, None), "from-url");
+        assert_eq!(pass(&cfg, Some("")), "from-url");
+        assert_eq!(pass(&cfg, Some("from-env")), "from-env");
+        cfg.password_file = Some(pw);
+        assert_eq!(pass(&cfg, Some("from-env")), "from-file");
+        // Masking covers whichever password is used.
+        let r = resolve_with(&cfg, None).unwrap();
+        assert_eq!(r.redactor.redact("x from-file from-url y"), "x **** **** y");
     }
 
     #[test]

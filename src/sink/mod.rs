@@ -74,6 +74,40 @@ pub trait Sink {
 pub enum AnySink {
     Stdout(stdout::StdoutSink),
     Webhook(Box<webhook::WebhookSink>),
+    Amqp(Box<amqp::AmqpSink>),
+}
+
+fn amqp_from_config(cfg: &crate::config::Config) -> anyhow::Result<amqp::AmqpSink> {
+    let mut ac = cfg
+        .sink
+        .amqp
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("[sink] kind = \"amqp\" needs a [sink.amqp] table"))?;
+    // Files named in the config are relative to the config's directory.
+    let dir = cfg.dir();
+    for p in [
+        &mut ac.password_file,
+        &mut ac.ca_file,
+        &mut ac.client_cert_file,
+        &mut ac.client_key_file,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if p.is_relative() {
+            *p = dir.join(&*p);
+        }
+    }
+    // systemd LoadCredential=amqp-password, when no file is named.
+    if ac.password_file.is_none() {
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let cred = std::path::Path::new(&dir).join("amqp-password");
+            if cred.is_file() {
+                ac.password_file = Some(cred);
+            }
+        }
+    }
+    Ok(amqp::AmqpSink::new(ac, cfg.source.name.clone())?)
 }
 
 fn webhook_from_config(cfg: &crate::config::Config) -> anyhow::Result<webhook::WebhookSink> {
@@ -93,9 +127,7 @@ impl AnySink {
         match cfg.sink.kind {
             SinkKind::Stdout => Ok(AnySink::Stdout(stdout::StdoutSink::new())),
             SinkKind::Webhook => Ok(AnySink::Webhook(Box::new(webhook_from_config(cfg)?))),
-            kind => Err(anyhow::anyhow!(
-                "sink kind {kind:?} is not available in this build"
-            )),
+            SinkKind::Amqp => Ok(AnySink::Amqp(Box::new(amqp_from_config(cfg)?))),
         }
     }
 
@@ -112,6 +144,7 @@ macro_rules! each_sink {
         match $self {
             AnySink::Stdout($s) => $e,
             AnySink::Webhook($s) => $e,
+            AnySink::Amqp($s) => $e,
         }
     };
 }
@@ -149,6 +182,7 @@ impl Sink for AnySink {
         match self {
             AnySink::Webhook(s) => s.resume(),
             AnySink::Stdout(s) => s.resume(),
+            AnySink::Amqp(s) => s.resume(),
         }
     }
 }

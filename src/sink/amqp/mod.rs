@@ -72,8 +72,8 @@ use super::{Envelope, Outcome, Sink, SinkHealth};
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 pub const APP_ID: &str = "chargetail";
 
-/// AMQP short strings (routing keys) hold at most 255 bytes.
-const MAX_ROUTING_KEY: usize = 255;
+/// AMQP short strings (routing key, message id, names) hold 255 bytes.
+pub(crate) const MAX_SHORT_STRING: usize = 255;
 /// While the broker blocks us, how long a pending confirm may still take
 /// before we stop waiting and hand the rest back as `Retry`.
 const BLOCKED_GRACE: Duration = Duration::from_secs(1);
@@ -851,26 +851,30 @@ impl Sink for AmqpSink {
             return Vec::new();
         }
         let mut out: Vec<Option<Outcome>> = vec![None; batch.len()];
+        // Envelopes no broker could ever take are rejected up front: AMQP
+        // short strings (routing key, message id) hold at most 255 bytes.
         let keys: Vec<Option<String>> = batch
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 let k = self
                     .res
                     .template
                     .render(&e.job_type, &e.account_type, &self.source);
-                (k.len() <= MAX_ROUTING_KEY).then_some(k)
+                let error = if k.len() > MAX_SHORT_STRING {
+                    format!(
+                        "routing key from template '{}' is longer than {MAX_SHORT_STRING} bytes",
+                        self.cfg.routing_key
+                    )
+                } else if e.id.len() > MAX_SHORT_STRING {
+                    format!("charge id is longer than {MAX_SHORT_STRING} bytes (AMQP message_id)")
+                } else {
+                    return Some(k);
+                };
+                out[i] = Some(Outcome::Reject { error });
+                None
             })
             .collect();
-        for (i, k) in keys.iter().enumerate() {
-            if k.is_none() {
-                out[i] = Some(Outcome::Reject {
-                    error: format!(
-                        "routing key from template '{}' is longer than {MAX_ROUTING_KEY} bytes",
-                        self.cfg.routing_key
-                    ),
-                });
-            }
-        }
 
         let stop = match self.ensure_connected(true).await {
             Ok(()) => self.publish_batch(batch, &mut out, &keys).await,

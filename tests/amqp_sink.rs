@@ -229,19 +229,29 @@ async fn queue_type_mismatch_is_a_clear_topology_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlong_routing_key_is_rejected_alone() {
+async fn overlong_routing_key_or_id_is_rejected_alone() {
     let ex = unique("longkey");
     let q = unique("longkey-q");
     declare(&shared_url(), &ex, Some((&q, false, "#"))).await;
     let mut c = cfg(&ex);
     c.routing_key = "charge.{job_type}".into();
     let mut sink = AmqpSink::new(c, "pc".into()).unwrap();
-    let mut envs = envelopes("long", 3);
+    let mut envs = envelopes("long", 4);
     envs[1].job_type = "x".repeat(300);
+    envs[2].id = "y".repeat(300);
     let out = sink.send(&envs).await;
     assert_eq!(out[0], Outcome::Delivered);
-    assert!(matches!(&out[1], Outcome::Reject { .. }), "{:?}", out[1]);
-    assert_eq!(out[2], Outcome::Delivered);
+    assert!(
+        matches!(&out[1], Outcome::Reject { error } if error.contains("routing key")),
+        "{:?}",
+        out[1]
+    );
+    assert!(
+        matches!(&out[2], Outcome::Reject { error } if error.contains("charge id")),
+        "{:?}",
+        out[2]
+    );
+    assert_eq!(out[3], Outcome::Delivered);
     sink.close().await;
     cleanup(&shared_url(), &ex, Some(&q)).await;
 }

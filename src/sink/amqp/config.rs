@@ -408,6 +408,16 @@ fn resolve_with(cfg: &AmqpConfig, env_password: Option<String>) -> Result<Resolv
             "reconnect_initial_ms must be > 0 and <= reconnect_max_ms".into(),
         ));
     }
+    for (key, value) in [
+        ("exchange", Some(&cfg.exchange)),
+        ("queue", cfg.queue.as_ref()),
+        ("dead_letter_exchange", cfg.dead_letter_exchange.as_ref()),
+        ("binding_key", Some(&cfg.binding_key)),
+    ] {
+        if value.is_some_and(|v| v.len() > super::MAX_SHORT_STRING) {
+            return Err(bad(format!("{key} is longer than 255 bytes")));
+        }
+    }
     if cfg.queue.as_deref() == Some("") {
         return Err(bad("queue must not be empty (leave it out instead)".into()));
     }
@@ -572,6 +582,7 @@ mod tests {
             .is_some_and(|e| !e.contains("topsecret")));
         assert!(bad(&|c| c.routing_key = "{nope}".into()).is_some());
         assert!(bad(&|c| c.window = 0).is_some());
+        assert!(bad(&|c| c.exchange = "x".repeat(256)).is_some());
         assert!(bad(&|c| c.ca_file = Some("/nonexistent/ca.pem".into())).is_some());
         assert!(bad(&|c| c.client_cert_file = Some("/x".into())).is_some());
     }

@@ -4,7 +4,9 @@
 //! order with up to `window` unconfirmed messages in flight, then waits for
 //! the confirms: ack → `Delivered`; nack, `basic.return` (unroutable),
 //! channel/connection error, timeout → `Retry`. Nothing is ever `Delivered`
-//! without its own ack.
+//! without its own ack. A message retried after a nack or a return is
+//! published again after the ones that followed it in its batch; a charge
+//! whose ack was lost (connection died) may arrive twice, same id and bytes.
 //!
 //! Reconnection: the sink never sleeps. A failed connect (or a batch lost
 //! to a dead connection) schedules the next attempt with exponential backoff
@@ -16,6 +18,27 @@
 //! Every wait on the broker has a timeout (`timeout_ms`), because a
 //! half-dead connection can leave lapin futures pending forever (lapin #409);
 //! a timed-out connection is abandoned and its unconfirmed messages retried.
+//! While the broker blocks publishing (memory/disk alarm) `send` answers
+//! `Retry` with `retry_after = blocked_retry_ms` and keeps the connection.
+//!
+//! ```toml
+//! [sink.amqp]
+//! url = "amqps://chargetail@rabbit.example:5671/billing"  # password: URL, password_file or $CHARGETAIL_AMQP_PASSWORD
+//! exchange = "papercut.charges"
+//! routing_key = "charge.{job_type}"        # also {account_type}, {source}
+//! password_file = "/etc/chargetail/amqp-password"
+//! ca_file = "/etc/chargetail/rabbit-ca.pem"  # + client_cert_file, client_key_file
+//! window = 1000                # unconfirmed messages in flight
+//! timeout_ms = 15000           # any single wait on the broker
+//! reconnect_initial_ms = 500   # backoff bounds (exponential, full jitter)
+//! reconnect_max_ms = 30000
+//! blocked_retry_ms = 5000      # retry_after while the broker blocks us
+//! declare_exchange = true      # durable topic exchange
+//! queue = "papercut.charges"   # declare a durable queue and bind it
+//! queue_type = "quorum"        # or "classic"
+//! dead_letter_exchange = "papercut.dead"
+//! binding_key = "charge.#"
+//! ```
 
 mod config;
 
@@ -49,8 +72,8 @@ use super::{Envelope, Outcome, Sink, SinkHealth};
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 pub const APP_ID: &str = "chargetail";
 
-/// AMQP short strings (routing keys) hold at most 255 bytes.
-const MAX_ROUTING_KEY: usize = 255;
+/// AMQP short strings (routing key, message id, names) hold 255 bytes.
+pub(crate) const MAX_SHORT_STRING: usize = 255;
 /// While the broker blocks us, how long a pending confirm may still take
 /// before we stop waiting and hand the rest back as `Retry`.
 const BLOCKED_GRACE: Duration = Duration::from_secs(1);
@@ -828,26 +851,30 @@ impl Sink for AmqpSink {
             return Vec::new();
         }
         let mut out: Vec<Option<Outcome>> = vec![None; batch.len()];
+        // Envelopes no broker could ever take are rejected up front: AMQP
+        // short strings (routing key, message id) hold at most 255 bytes.
         let keys: Vec<Option<String>> = batch
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 let k = self
                     .res
                     .template
                     .render(&e.job_type, &e.account_type, &self.source);
-                (k.len() <= MAX_ROUTING_KEY).then_some(k)
+                let error = if k.len() > MAX_SHORT_STRING {
+                    format!(
+                        "routing key from template '{}' is longer than {MAX_SHORT_STRING} bytes",
+                        self.cfg.routing_key
+                    )
+                } else if e.id.len() > MAX_SHORT_STRING {
+                    format!("charge id is longer than {MAX_SHORT_STRING} bytes (AMQP message_id)")
+                } else {
+                    return Some(k);
+                };
+                out[i] = Some(Outcome::Reject { error });
+                None
             })
             .collect();
-        for (i, k) in keys.iter().enumerate() {
-            if k.is_none() {
-                out[i] = Some(Outcome::Reject {
-                    error: format!(
-                        "routing key from template '{}' is longer than {MAX_ROUTING_KEY} bytes",
-                        self.cfg.routing_key
-                    ),
-                });
-            }
-        }
 
         let stop = match self.ensure_connected(true).await {
             Ok(()) => self.publish_batch(batch, &mut out, &keys).await,

@@ -245,12 +245,21 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                 } else {
                     // Classify before inserting: INSERT OR IGNORE does not
                     // say whether an ignored id was delivered or queued.
+                    // Insert first; only the ids the outbox already had
+                    // need a look at how they stand.
+                    let done = store.commit(None, charges, bad)?;
+                    summary.newly_queued += done.inserted;
                     let mut known = 0;
-                    for c in charges.iter() {
+                    for &i in &done.ignored {
+                        let c = &charges[i];
                         match store.known(&c.id)?.as_deref() {
                             Some("delivered") => summary.already_delivered += 1,
                             Some("pending") => {
-                                store.adopt(&c.id, run)?;
+                                // Queued by an interrupted replay or the
+                                // daemon: this run sees it through.
+                                if !store.adopt(&c.id, run)? {
+                                    continue;
+                                }
                                 summary.already_queued += 1;
                             }
                             Some(_) => summary.already_queued += 1,
@@ -258,8 +267,6 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                         }
                         known += 1;
                     }
-                    let done = store.commit(None, charges, bad)?;
-                    summary.newly_queued += done.inserted;
                     summary.repeated_in_input += done.duplicates.saturating_sub(known);
                 }
             } else {

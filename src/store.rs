@@ -89,13 +89,15 @@ pub struct BadLine {
 }
 
 /// What a committed batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Committed {
     /// New charges put in the outbox.
     pub inserted: u64,
     /// Charges whose id was already known (re-read copy, replay): ignored.
     pub duplicates: u64,
     pub bad_lines: u64,
+    /// Indexes (into the committed slice) of the ignored charges.
+    pub ignored: Vec<usize>,
 }
 
 /// How retries are scheduled.
@@ -394,7 +396,7 @@ impl Store {
                      VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
-            for c in charges {
+            for (i, c) in charges.iter().enumerate() {
                 let n = ins
                     .execute(params![
                         c.id,
@@ -415,6 +417,7 @@ impl Store {
                     done.inserted += 1;
                 } else {
                     done.duplicates += 1;
+                    done.ignored.push(i);
                 }
             }
             let mut ins_bad = tx
@@ -474,7 +477,9 @@ impl Store {
     /// owed, and the replay that reads it again must see it through.
     pub fn adopt(&mut self, id: &str, run: i64) -> Result<bool, StoreError> {
         self.conn
-            .prepare_cached("UPDATE outbox SET run = ?2 WHERE id = ?1 AND state = 'pending'")
+            .prepare_cached(
+                "UPDATE outbox SET run = ?2 WHERE id = ?1 AND state = 'pending' AND run != ?2",
+            )
             .and_then(|mut st| st.execute(params![id, run]))
             .map(|n| n == 1)
             .map_err(|e| self.err(e))

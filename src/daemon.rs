@@ -310,6 +310,9 @@ fn source_loop(
     let mut parsers: HashMap<u64, LineParser> = HashMap::new();
     let mut last_backlog_check = Instant::now() - Duration::from_secs(10);
     let mut paused = false;
+    // Pending charges: measured now and then, plus what we queued since.
+    let mut backlog_est = 0u64;
+    let mut queued: std::collections::VecDeque<SourceEvent> = std::collections::VecDeque::new();
     let mut last_prune = Instant::now() - Duration::from_secs(86_400);
     let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
 
@@ -331,8 +334,12 @@ fn source_loop(
         }
         // Backpressure: while the outbox is over its bound, leave the data in
         // the source file (it is durable there) instead of growing SQLite.
-        if paused || last_backlog_check.elapsed() > Duration::from_millis(200) {
+        if paused
+            || backlog_est >= cfg.source.backlog_limit
+            || last_backlog_check.elapsed() > Duration::from_millis(200)
+        {
             let backlog = store.backlog()?;
+            backlog_est = backlog;
             stats
                 .backlog
                 .store(backlog, std::sync::atomic::Ordering::Relaxed);
@@ -358,9 +365,19 @@ fn source_loop(
                 continue;
             }
         }
-        let events = follower.poll()?;
+        // Events of one poll wait here while the backlog is at its bound, so
+        // the outbox overshoots by one read batch at most; memory holds one
+        // poll's worth (the follower bounds it).
+        if queued.is_empty() {
+            queued.extend(follower.poll()?);
+        }
         let mut progressed = false;
-        for event in events {
+        while let Some(event) = queued.pop_front() {
+            if backlog_est >= cfg.source.backlog_limit {
+                queued.push_front(event);
+                progressed = true;
+                break;
+            }
             match event {
                 SourceEvent::Lines {
                     checkpoint,
@@ -419,6 +436,7 @@ fn source_loop(
                         .context("committing charges and position")?;
                     Stats::add(&stats.lines_read, lines.len() as u64);
                     Stats::add(&stats.charges_read, done.inserted);
+                    backlog_est += done.inserted;
                     Stats::add(&stats.duplicates_ignored, done.duplicates);
                     Stats::add(&stats.bad_lines, bad.len() as u64);
                     if done.inserted > 0 {

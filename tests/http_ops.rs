@@ -117,3 +117,71 @@ fn health_metrics_and_status_follow_the_flow() {
     let (code, _) = d.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn backpressure_pauses_reading_at_the_bound_and_health_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    for n in 0..3000 {
+        append(&file, &tx_line(n));
+    }
+    let port = free_port();
+    // A sink that cannot be reached: nothing listens on this port.
+    let dead = free_port();
+    let cfg = write_config(
+        dir.path(),
+        "tx.log",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[sink]\nkind = \"amqp\"\n\n[sink.amqp]\nurl = \"amqp://guest:guest@127.0.0.1:{dead}/%2f\"\nexchange = \"x\"\ntimeout_ms = 500\n"
+        ),
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "rotate_grace_ms = 300",
+        "rotate_grace_ms = 300\nbacklog_limit = 500",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let d = Daemon::start(&cfg);
+    let mut status = serde_json::Value::Null;
+    let mut health = (0, String::new());
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(200));
+        let out = run_cli(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
+        status = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        health = get(port, "/healthz");
+        if health.1.contains("backlog over its bound") {
+            break;
+        }
+    }
+    assert_eq!(health.0, 503, "{}", health.1);
+    assert!(health.1.contains("backlog over its bound"), "{}", health.1);
+    let pending = status["outbox"]["pending"].as_u64().unwrap();
+    // Reading stopped near the bound (one read batch past it at most); the
+    // rest waits in the PaperCut file, not in memory or SQLite.
+    assert!(
+        (500..3000).contains(&pending),
+        "pending {pending}: {status}"
+    );
+    assert!(
+        status["files"][0]["lag_bytes"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let (_, m) = get(port, "/metrics");
+    assert_eq!(metric(&m, "chargetail_reading_paused"), 1.0);
+    assert_eq!(metric(&m, "chargetail_sink_connected"), 0.0);
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+
+    // Delivery drains the backlog and reading resumes: stdout sink now.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text[..text.find("[sink]").unwrap()].to_string();
+    std::fs::write(&cfg, text).unwrap();
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(3000, Duration::from_secs(60)), 3000);
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        tx_ids(&lines),
+        (0..3000).map(|n| format!("tx-{n:06}")).collect::<Vec<_>>()
+    );
+}

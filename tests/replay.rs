@@ -269,3 +269,43 @@ fn replay_killed_halfway_then_rerun_delivers_everything() {
         got_first.len() + rest.len() - 20_000
     );
 }
+
+#[test]
+fn replay_beside_a_running_daemon_neither_loses_nor_doubles() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("live")).unwrap();
+    let live = dir.path().join("live/tx.log");
+    write_day(&live, 0, 300);
+    let cfg = write_config(dir.path(), "live/*.log", "");
+    let mut d = Daemon::start(&cfg);
+    // An archive overlapping what the daemon follows (0..300) plus older
+    // charges (1000..1500) it never saw.
+    let arch = dir.path().join("archive.log");
+    let mut text = HEADER.to_string();
+    for n in (0..300).chain(1000..1500) {
+        text.push_str(&tx_line(n));
+    }
+    std::fs::write(&arch, text).unwrap();
+    let (code, replay_out, s) = replay(&cfg, &[arch.to_str().unwrap()]);
+    assert_eq!(code, 0, "{s}");
+    assert!(
+        replay_out.is_empty(),
+        "the running daemon delivers; the replay only queues and waits"
+    );
+    assert_eq!(s["charges_read"], 800);
+    assert_eq!(d.wait_for(800, Duration::from_secs(30)), 800);
+    d.drain(Duration::from_millis(500));
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    let txs = tx_ids(&lines);
+    let unique: HashSet<&String> = txs.iter().collect();
+    assert_eq!(txs.len(), 800, "no charge delivered twice");
+    assert_eq!(unique.len(), 800);
+    // The reckoning: every charge read is either newly delivered by this
+    // replay (adopted ones included) or was delivered before it.
+    assert_eq!(
+        s["newly_delivered"].as_u64().unwrap() + s["already_delivered"].as_u64().unwrap(),
+        800,
+        "{s}"
+    );
+}

@@ -99,3 +99,37 @@ fn every_command_has_help_and_packaging_outputs_exist() {
     let bash = run_cli(&["completions", "bash"]);
     assert!(String::from_utf8_lossy(&bash.stdout).contains("replay"));
 }
+
+#[test]
+fn log_formats_json_and_journald() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "tx.log", "");
+    // status on a state that does not exist yet logs an error.
+    let out = std::process::Command::new(bin())
+        .args(["--log-format", "json", "status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or("");
+    let v: serde_json::Value =
+        serde_json::from_str(first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert_eq!(v["level"], "ERROR");
+    assert!(v["timestamp"].is_string());
+    let out = std::process::Command::new(bin())
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .env("JOURNAL_STREAM", "8:12345")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("ERROR"),
+        "journald lines carry no timestamp: {first}"
+    );
+    assert!(
+        !first.contains('\u{1b}'),
+        "no colours under journald: {first:?}"
+    );
+}

@@ -789,6 +789,19 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// Make every pending charge due now (a paused sink was resumed by an
+    /// operator). Returns how many were waiting.
+    pub fn make_due_now(&mut self) -> Result<u64, StoreError> {
+        let now = now_ms();
+        self.conn
+            .execute(
+                "UPDATE outbox SET next_ms = ?1 WHERE state = 'pending' AND next_ms > ?1",
+                [now],
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
     /// Put dead charges back in the outbox (all when `ids` is empty).
     /// Returns how many. Unparsable lines cannot be retried as they are:
     /// fix the profile and `replay` the file.

@@ -68,6 +68,8 @@ struct Rig {
     http: Option<String>,
 }
 
+type Decide = dyn Fn(&Hit) -> Reply + Send + Sync;
+
 struct Opts<'a> {
     /// Extra keys of `[sink.webhook]`.
     webhook: &'a str,
@@ -75,7 +77,7 @@ struct Opts<'a> {
     delivery: &'a str,
     http: bool,
     /// Decides answers from the request (else `reply` does).
-    decide: Option<Box<dyn Fn(&Hit) -> Reply + Send + Sync>>,
+    decide: Option<Box<Decide>>,
     /// Query string of the URL (a token some receivers want).
     query: &'a str,
 }

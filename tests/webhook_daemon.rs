@@ -80,6 +80,8 @@ struct Opts<'a> {
     decide: Option<Box<Decide>>,
     /// Query string of the URL (a token some receivers want).
     query: &'a str,
+    /// `user:password@` in the URL (sent as basic auth).
+    userinfo: &'a str,
 }
 
 impl Default for Opts<'_> {
@@ -90,6 +92,7 @@ impl Default for Opts<'_> {
             http: false,
             decide: None,
             query: "",
+            userinfo: "",
         }
     }
 }
@@ -119,13 +122,18 @@ impl Rig {
             Some(a) => format!("\n[http]\nlisten = \"{a}\"\n"),
             None => String::new(),
         };
-        let file = dir.path().join("tx.log");
+        // The source in a directory of its own: the logs the daemon writes
+        // in `dir` must not wake its watcher (at trace level, each inotify
+        // event is a log line, which is an inotify event...).
+        std::fs::create_dir(dir.path().join("in")).unwrap();
+        let file = dir.path().join("in/tx.log");
         let cfg = write_config(
             dir.path(),
-            "tx.log",
+            "in/tx.log",
             &format!(
-                "\n[sink]\nkind = \"webhook\"\n\n[sink.webhook]\nurl = \"{}{}\"\nsecret_file = \"{}\"\nconnect_timeout_ms = 2000\ntimeout_ms = 5000\n{}\n\n[delivery]\n{}\n{http_table}",
-                server.url("/hook"),
+                "\n[sink]\nkind = \"webhook\"\n\n[sink.webhook]\nurl = \"http://{}{}/hook{}\"\nsecret_file = \"{}\"\nconnect_timeout_ms = 2000\ntimeout_ms = 5000\n{}\n\n[delivery]\n{}\n{http_table}",
+                opts.userinfo,
+                server.addr,
                 opts.query,
                 secret_file.display(),
                 opts.webhook,
@@ -152,8 +160,31 @@ impl Rig {
         self.cfg.to_str().unwrap()
     }
 
+    /// Start the daemon and wait until it is up (state open), so that the
+    /// CLI commands a test runs next find the state database made.
     fn start(&self) -> Run {
-        Run::start(&self.cfg, &self.dir.path().join("daemon.log"), "info")
+        self.start_logging(&self.dir.path().join("daemon.log"), "info")
+    }
+
+    fn start_logging(&self, log: &Path, level: &str) -> Run {
+        let up = |log: &Path| {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("chargetail running")
+                .count()
+        };
+        let before = up(log);
+        let mut run = Run::start(&self.cfg, log, level);
+        wait_until("the daemon to start", T, || {
+            if let Ok(Some(st)) = run.child.try_wait() {
+                panic!(
+                    "the daemon exited with {st}:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+            up(log) > before
+        });
+        run
     }
 
     fn hits(&self) -> Vec<Hit> {
@@ -648,6 +679,7 @@ fn no_secret_in_trace_logs() {
     let rig = Rig::new(Opts {
         webhook: "[sink.webhook.headers]\nx-api-key = \"apikey-LITERAL-7f3a\"",
         query: "?token=urltoken-9c1e",
+        userinfo: "billing:pw-5d2b@",
         ..Opts::default()
     });
     // Failures first (they log the most), then a 410 pause, then success.
@@ -661,7 +693,7 @@ fn no_secret_in_trace_logs() {
         append(&rig.file, &line(n));
     }
     let log_path = rig.dir.path().join("trace.log");
-    let d = Run::start(&rig.cfg, &log_path, "trace");
+    let d = rig.start_logging(&log_path, "trace");
     wait_until("3 tries", T, || rig.hits().len() >= 3);
     rig.set(Reply::status(410));
     wait_until("a 410", T, || rig.count_status(410) >= 1);
@@ -673,6 +705,11 @@ fn no_secret_in_trace_logs() {
     rig.assert_delivered_exactly_parsed();
     let h = &rig.delivered()[0];
     assert_eq!(h.header("x-api-key"), Some("apikey-LITERAL-7f3a"));
+    assert!(
+        h.header("authorization")
+            .is_some_and(|a| a.starts_with("Basic ")),
+        "URL user info sent as basic auth"
+    );
 
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(
@@ -685,6 +722,7 @@ fn no_secret_in_trace_logs() {
         ("secret key", key_b64),
         ("API key header", "apikey-LITERAL-7f3a"),
         ("URL token", "urltoken-9c1e"),
+        ("URL password", "pw-5d2b"),
     ] {
         if let Some(at) = log.find(s) {
             let from = log[..at].rfind('\n').map_or(0, |i| i + 1);

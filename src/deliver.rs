@@ -49,14 +49,15 @@ impl<S: Sink> Deliverer<S> {
             }
             if let Some(rx) = reload.as_mut() {
                 while let Ok(cfg) = rx.try_recv() {
-                    self.apply(&cfg);
+                    self.apply(&cfg)?;
                 }
             }
             self.check_resume()?;
             let sent = self.step().await?;
             let wait = match sent {
                 Step::Sent => continue,
-                Step::Idle => IDLE,
+                // Look at the resume token again in a while.
+                Step::Idle | Step::Paused => IDLE,
                 Step::WaitUntil(ms) => Duration::from_millis((ms - now_ms()).clamp(1, 1000) as u64),
             };
             let next_config = async {
@@ -68,7 +69,7 @@ impl<S: Sink> Deliverer<S> {
             tokio::select! {
                 _ = self.wake.notified(), if sent == Step::Idle => {}
                 _ = tokio::time::sleep(wait) => {}
-                Some(cfg) = next_config => self.apply(&cfg),
+                Some(cfg) = next_config => self.apply(&cfg)?,
                 _ = shutdown.wait() => break,
             }
         }
@@ -76,8 +77,10 @@ impl<S: Sink> Deliverer<S> {
         Ok(())
     }
 
-    /// SIGHUP: take the retry settings and let the sink re-read its secrets.
-    fn apply(&mut self, cfg: &Config) {
+    /// SIGHUP: take the retry settings and let the sink re-read its secrets
+    /// (which also ends a pause).
+    fn apply(&mut self, cfg: &Config) -> Result<(), StoreError> {
+        let was_paused = self.sink.is_paused();
         let policy = crate::daemon::retry_policy(cfg);
         if format!("{:?}", policy) != format!("{:?}", self.policy) {
             tracing::info!(?policy, "reload: retry settings applied");
@@ -97,6 +100,19 @@ impl<S: Sink> Deliverer<S> {
                 tracing::error!("reload: sink settings not applied, keeping the old ones: {e:#}")
             }
         }
+        self.after_resume(was_paused)
+    }
+
+    /// After an operator's resume: a pause that ended makes the waiting
+    /// charges due now (the operator fixed something; do not sit out the
+    /// backoff), and health shows the end of the alert at once.
+    fn after_resume(&mut self, was_paused: bool) -> Result<(), StoreError> {
+        if was_paused && !self.sink.is_paused() {
+            let n = self.store.make_due_now()?;
+            tracing::info!(charges = n, "sink resumed: waiting charges are due now");
+        }
+        self.stats.set_sink_health(self.sink.health());
+        Ok(())
     }
 
     fn check_resume(&mut self) -> Result<(), StoreError> {
@@ -105,14 +121,20 @@ impl<S: Sink> Deliverer<S> {
             tracing::info!(
                 "dead letters put back by an operator: resuming the sink if it was paused"
             );
+            let was_paused = self.sink.is_paused();
             self.sink.resume();
+            self.after_resume(was_paused)?;
         }
         self.resume_seen = Some(token);
         Ok(())
     }
 
-    /// One round: send the due prefix of the pending charges.
+    /// One round: send the due prefix of the pending charges. Sends nothing
+    /// while the sink is paused.
     pub async fn step(&mut self) -> Result<Step, StoreError> {
+        if self.sink.is_paused() {
+            return Ok(Step::Paused);
+        }
         let pending = self.store.pending(self.batch)?;
         let Some(head) = pending.first() else {
             return Ok(Step::Idle);
@@ -192,4 +214,7 @@ pub enum Step {
     Sent,
     Idle,
     WaitUntil(i64),
+    /// The sink paused itself (see [`Sink::is_paused`]): nothing is sent
+    /// until it is resumed.
+    Paused,
 }

@@ -385,6 +385,13 @@ fn deliver_run(
                     Step::Sent => {}
                     // Nothing pending at all: this run's charges are through.
                     Step::Idle => break,
+                    Step::Paused => {
+                        tracing::error!(
+                            alert = ?d.sink.health().alert,
+                            "the endpoint refused us and delivery is paused; the charges stay in the outbox"
+                        );
+                        break;
+                    }
                     Step::WaitUntil(ms) => {
                         let wait = (ms - crate::store::now_ms()).clamp(1, 1000) as u64;
                         tokio::time::sleep(Duration::from_millis(wait)).await;

@@ -317,23 +317,30 @@ impl Store {
                 known: SCHEMA_VERSION,
             });
         }
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let sq = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        // Read the version again under the write lock: another process (the
+        // daemon starting while `status` runs) may have migrated meanwhile,
+        // and running a migration twice fails ("table already exists").
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sq)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sq)?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|e| StoreError::Sqlite {
-                    path: self.path.clone(),
-                    source: e,
-                })?;
             tx.execute_batch(sql)
                 .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)))
-                .and_then(|_| tx.commit())
-                .map_err(|e| StoreError::Sqlite {
-                    path: self.path.clone(),
-                    source: e,
-                })?;
+                .map_err(sq)?;
         }
-        Ok(())
+        tx.commit().map_err(sq)
     }
 
     pub fn path(&self) -> &Path {
@@ -795,6 +802,19 @@ impl Store {
                 [],
             )
             .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Make every pending charge due now (a paused sink was resumed by an
+    /// operator). Returns how many were waiting.
+    pub fn make_due_now(&mut self) -> Result<u64, StoreError> {
+        let now = now_ms();
+        self.conn
+            .execute(
+                "UPDATE outbox SET next_ms = ?1 WHERE state = 'pending' AND next_ms > ?1",
+                [now],
+            )
+            .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
 

@@ -4,9 +4,7 @@ mod webhook_support;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use chargetail::sink::webhook::{
-    HeaderFrom, HeaderSetting, WebhookConfig, WebhookSink, PAUSE_RETRY,
-};
+use chargetail::sink::webhook::{HeaderFrom, HeaderSetting, WebhookConfig, WebhookSink};
 use chargetail::sink::{Outcome, Sink};
 use webhook_support::{envelope, new_secret, secret_file, serve, verify, Reply};
 
@@ -191,35 +189,53 @@ async fn retryable_statuses_and_retry_after_forms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gone_pauses_the_endpoint() {
-    let server = serve(|_| Reply::status(410)).await;
-    let (mut s, _d) = sink(&server.url("/"), &[&new_secret()], |_| {});
-    let batch: Vec<_> = (1..=5).map(envelope).collect();
-    let out = s.send(&batch).await;
-    assert_eq!(out.len(), 5);
-    for o in &out {
-        assert!(is_retry(o), "{o:?}");
-        assert_eq!(retry_after(o), Some(PAUSE_RETRY));
-    }
-    assert_eq!(server.count(), 1);
-    let h = s.health();
-    assert!(
-        h.alert.as_deref().is_some_and(|a| a.contains("410")),
-        "{h:?}"
-    );
-    assert!(!h.connected);
-    // Paused: nothing reaches the server any more, whatever is sent.
-    for _ in 0..3 {
+async fn gone_unauthorized_and_forbidden_pause_the_endpoint() {
+    for code in [410u16, 401, 403] {
+        // A Retry-After on the refusal is kept for the charge's next try.
+        let server = serve(move |h| {
+            if h.n == 0 {
+                Reply::with_header(code, "Retry-After", "7")
+            } else {
+                Reply::status(code)
+            }
+        })
+        .await;
+        // One 4xx would otherwise make a dead letter: a refusal must not.
+        let (mut s, _d) = sink(&server.url("/"), &[&new_secret()], |c| {
+            c.max_4xx_attempts = 1
+        });
+        let batch: Vec<_> = (1..=5).map(envelope).collect();
         let out = s.send(&batch).await;
-        assert!(out.iter().all(|o| retry_after(o) == Some(PAUSE_RETRY)));
+        assert_eq!(out.len(), 5);
+        for o in &out {
+            assert!(is_retry(o), "{code}: {o:?}");
+            assert_eq!(retry_after(o), Some(Duration::from_secs(7)), "{code}");
+        }
+        assert_eq!(server.count(), 1);
+        let h = s.health();
+        assert!(
+            h.alert
+                .as_deref()
+                .is_some_and(|a| a.contains(&code.to_string()) && a.contains("paused")),
+            "{h:?}"
+        );
+        assert!(!h.connected);
+        assert!(Sink::is_paused(&s));
+        // Paused: nothing reaches the server any more, whatever is sent;
+        // the charges wait on the worker's backoff, not a fixed hour.
+        for _ in 0..3 {
+            let out = s.send(&batch).await;
+            assert!(out.iter().all(|o| is_retry(o) && retry_after(o).is_none()));
+        }
+        assert_eq!(server.count(), 1, "{code}: no request while paused");
+        assert!(s.is_paused());
+        // An operator resumes it.
+        s.resume();
+        assert!(s.health().alert.is_none());
+        assert!(!s.is_paused());
+        s.send(&batch[..1]).await;
+        assert_eq!(server.count(), 2);
     }
-    assert_eq!(server.count(), 1, "no request while paused");
-    assert!(s.is_paused());
-    // An operator resumes it.
-    s.resume();
-    assert!(s.health().alert.is_none());
-    s.send(&batch[..1]).await;
-    assert_eq!(server.count(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,6 +57,13 @@ pub trait Sink {
     /// `Ok` carries a one-line description of what was checked.
     async fn check(&mut self) -> anyhow::Result<String>;
     fn health(&self) -> SinkHealth;
+    /// Whether the sink stopped itself until an operator acts (a webhook
+    /// answering 410, 401 or 403). The worker sends nothing meanwhile and
+    /// calls [`Sink::resume`] on `dead-letters retry`; SIGHUP and a restart
+    /// make the sink anew.
+    fn is_paused(&self) -> bool {
+        false
+    }
     /// Close connections cleanly (on shutdown).
     async fn close(&mut self) {}
     /// SIGHUP: take what can change without a restart (secrets, timeouts)
@@ -65,7 +72,7 @@ pub trait Sink {
         Ok(Vec::new())
     }
     /// An operator asked to try again (`dead-letters retry`): lift any pause
-    /// the sink imposed on itself (a webhook answering 410 Gone).
+    /// the sink imposed on itself (a webhook answering 410, 401 or 403).
     fn resume(&mut self) {}
 }
 
@@ -162,6 +169,10 @@ impl Sink for AnySink {
         each_sink!(self, s => s.health())
     }
 
+    fn is_paused(&self) -> bool {
+        each_sink!(self, s => s.is_paused())
+    }
+
     async fn close(&mut self) {
         each_sink!(self, s => s.close().await)
     }
@@ -169,7 +180,7 @@ impl Sink for AnySink {
     fn reload(&mut self, cfg: &crate::config::Config) -> anyhow::Result<Vec<String>> {
         match self {
             // Secrets, headers and timeouts are read when the sink is made:
-            // make it anew (this also lifts a 410 pause).
+            // make it anew (this also lifts a 410/401/403 pause).
             AnySink::Webhook(s) if cfg.sink.kind == crate::config::SinkKind::Webhook => {
                 **s = webhook_from_config(cfg)?;
                 Ok(vec!["webhook secrets, headers and timeouts re-read".into()])

@@ -6,15 +6,27 @@
 //! - 3xx (redirects are not followed by default), 408, 429, 5xx, timeouts,
 //!   connection errors: retry later, at the time `Retry-After` names if the
 //!   endpoint sent one, else on the worker's backoff.
-//! - 410 Gone: the receiver asks us to stop. The sink pauses: nothing more is
-//!   sent until [`WebhookSink::resume`] or a restart, every charge comes back
-//!   `Retry` an hour later, and the health alert is raised.
+//! - 410 Gone, 401 Unauthorized, 403 Forbidden: the endpoint as a whole
+//!   refuses us (asked us to stop, or our API key or secret is wrong or
+//!   revoked). No charge is to blame, so none becomes a dead letter: the sink
+//!   *pauses*. The charge that got the answer is kept for a retry (on the
+//!   worker's backoff, or the endpoint's `Retry-After`), the worker sends
+//!   nothing while [`WebhookSink::is_paused`], and the health alert is
+//!   raised (logs, `/healthz`, `/status`, `/metrics`). The pause ends with
+//!   `chargetail dead-letters retry` (which also makes the waiting charges
+//!   due at once), SIGHUP (which re-reads the secrets and headers, so a
+//!   corrected API key file takes effect), or a restart. A receiver that
+//!   wants to refuse one charge must answer another 4xx (400, 422).
 //! - any other 4xx: retried, then rejected (a dead letter carrying the status
 //!   and the start of the answer) after `max_4xx_attempts` such answers.
 //!
 //! Order: with `concurrency = 1` (the default) one request is in flight and
 //! a batch stops at its first failure, so the receiver sees charges in outbox
 //! order. `concurrency > 1` sends that many at once and gives up strict order.
+//!
+//! Secrets (the `whsec_` keys, header values, URL user info and query) are
+//! never logged: `Debug` redacts them, header values are marked sensitive,
+//! and messages show the URL without user info or query.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -38,9 +50,6 @@ use super::{Envelope, Outcome, Sink, SinkHealth};
 /// this environment variable.
 pub const DEFAULT_SECRETS_ENV: &str = "CHARGETAIL_WEBHOOK_SECRET";
 pub const CREDENTIAL_NAME: &str = "webhook-secret";
-/// How long charges wait while the endpoint is paused by `410 Gone`. Long,
-/// because only an operator (restart, `dead-letters retry`) ends the pause.
-pub const PAUSE_RETRY: Duration = Duration::from_secs(3600);
 /// The longest `Retry-After` we follow; a larger one is clamped so that a
 /// misconfigured receiver cannot park charges for months.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -86,7 +95,7 @@ pub struct WebhookConfig {
     /// Requests in flight. 1 keeps strict order; more gives it up.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
-    /// A 4xx other than 408/410/429 is a dead letter after this many.
+    /// A 4xx other than 401/403/408/410/429 is a dead letter after this many.
     #[serde(default = "default_max_4xx_attempts")]
     pub max_4xx_attempts: u32,
     /// Off by default: a redirect would carry signed charges elsewhere.
@@ -539,7 +548,7 @@ enum Answer {
 /// Shared, lock-briefly state: `send` futures run concurrently.
 #[derive(Debug, Default)]
 struct State {
-    /// Set by `410 Gone`: why and since when.
+    /// Set by 410/401/403: why.
     paused: Option<String>,
     /// 4xx answers per charge id (not the worker's `attempts`, which also
     /// counts rounds a charge was held back behind a failing older one).
@@ -657,7 +666,7 @@ impl WebhookSink {
         })
     }
 
-    /// End a `410 Gone` pause (`dead-letters retry`, SIGHUP).
+    /// End a pause (410/401/403) (`dead-letters retry`, SIGHUP).
     pub fn resume(&mut self) {
         let mut st = self.lock();
         if st.paused.take().is_some() {
@@ -675,6 +684,10 @@ impl WebhookSink {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// What a send while paused says (the worker does not send while
+    /// paused; this is for other callers). No request is made; the retry
+    /// time is the worker's backoff, so a restart, which ends the pause,
+    /// finds the charges due soon.
     fn paused_outcome(&self) -> Outcome {
         let why = self
             .lock()
@@ -683,7 +696,7 @@ impl WebhookSink {
             .unwrap_or_else(|| "endpoint paused".into());
         Outcome::Retry {
             error: format!("not sent: {why}"),
-            retry_after: Some(PAUSE_RETRY),
+            retry_after: None,
         }
     }
 
@@ -780,18 +793,34 @@ impl WebhookSink {
                     return Outcome::Delivered;
                 }
                 st.last_error = Some(said.clone());
-                if status == StatusCode::GONE {
+                let refusal = match status {
+                    StatusCode::GONE => Some("410 Gone: the receiver asks us to stop"),
+                    StatusCode::UNAUTHORIZED => {
+                        Some("401 Unauthorized: check the secret and the API key header")
+                    }
+                    StatusCode::FORBIDDEN => {
+                        Some("403 Forbidden: check the API key header and its rights")
+                    }
+                    _ => None,
+                };
+                if let Some(refusal) = refusal {
                     let why = format!(
-                        "endpoint paused: {said} (410 Gone); restart or `chargetail dead-letters retry` to resume"
+                        "endpoint paused: {said} ({refusal}); fix it, then `chargetail dead-letters retry`, SIGHUP or a restart resumes"
                     );
                     if st.paused.is_none() {
-                        tracing::error!(url = %self.shown, "webhook endpoint answered 410 Gone: delivery paused until resumed or restarted");
+                        tracing::error!(
+                            url = %self.shown,
+                            status = code,
+                            "webhook endpoint refused us ({refusal}): delivery paused until resumed (dead-letters retry, SIGHUP, restart); no charge is dead-lettered for it"
+                        );
                     }
                     st.paused = Some(why.clone());
                     self.paused.store(true, Ordering::SeqCst);
+                    // Kept for a retry once resumed, on the normal schedule
+                    // (or the endpoint's own Retry-After).
                     return Outcome::Retry {
                         error: why,
-                        retry_after: Some(PAUSE_RETRY),
+                        retry_after,
                     };
                 }
                 let retryable = status.is_redirection()
@@ -928,8 +957,8 @@ impl Sink for WebhookSink {
                 if resp.status() == StatusCode::GONE {
                     s.push_str("; 410 Gone: the receiver asks us to stop sending");
                 }
-                if st.paused.is_some() {
-                    s.push_str("; delivery is paused (410 Gone earlier)");
+                if let Some(why) = &st.paused {
+                    s.push_str(&format!("; delivery is paused ({why})"));
                 }
                 Ok(s)
             }
@@ -946,6 +975,10 @@ impl Sink for WebhookSink {
                 ))
             }
         }
+    }
+
+    fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
     }
 
     fn health(&self) -> SinkHealth {

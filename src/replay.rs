@@ -65,6 +65,8 @@ pub struct Summary {
     /// Known from an earlier run or the daemon (delivered, or queued).
     pub already_delivered: u64,
     pub already_queued: u64,
+    /// Dead letters (never delivered) read again: queued once more.
+    pub requeued_dead: u64,
     /// The same charge more than once in the input (a file and its copy).
     pub repeated_in_input: u64,
     pub newly_queued: u64,
@@ -238,6 +240,9 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                     for c in charges.iter() {
                         match store.known(&c.id)?.as_deref() {
                             Some("delivered") => summary.already_delivered += 1,
+                            // A dead letter was never delivered: a replay
+                            // would send it again.
+                            Some("dead") => summary.requeued_dead += 1,
                             Some(_) => summary.already_queued += 1,
                             None => summary.newly_queued += 1,
                         }
@@ -261,6 +266,11 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                                     continue;
                                 }
                                 summary.already_queued += 1;
+                            }
+                            Some("dead") => {
+                                if store.requeue_dead(&c.id, run, &c.payload)? {
+                                    summary.requeued_dead += 1;
+                                }
                             }
                             Some(_) => summary.already_queued += 1,
                             None => continue,
@@ -471,6 +481,12 @@ impl Summary {
             s.push_str(&format!(
                 "  already queued:     {} (pending in the outbox)\n",
                 self.already_queued
+            ));
+        }
+        if self.requeued_dead > 0 {
+            s.push_str(&format!(
+                "  {}dead letters re-queued: {}\n",
+                verb, self.requeued_dead
             ));
         }
         if self.repeated_in_input > 0 {

@@ -492,6 +492,21 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// A dead charge read again by a replay: it was never delivered, so it
+    /// goes back in the outbox as part of run `run`, with a fresh schedule.
+    /// The stored message bytes are kept; `payload` (the charge as read
+    /// now, same id) only fills in if none are stored.
+    pub fn requeue_dead(&mut self, id: &str, run: i64, payload: &[u8]) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET state = 'pending', run = ?2, attempts = 0, next_ms = 0,
+                 first_fail_ms = NULL, payload = COALESCE(payload, ?3) WHERE id = ?1 AND state = 'dead'",
+            )
+            .and_then(|mut st| st.execute(params![id, run, payload]))
+            .map(|n| n == 1)
+            .map_err(|e| self.err(e))
+    }
+
     /// Whether a charge id is already in the outbox or ledger.
     pub fn known(&self, id: &str) -> Result<Option<String>, StoreError> {
         self.conn

@@ -309,3 +309,30 @@ fn replay_beside_a_running_daemon_neither_loses_nor_doubles() {
         "{s}"
     );
 }
+
+#[test]
+fn replay_requeues_dead_letters_and_delivers_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("old.log");
+    write_day(&f, 0, 20);
+    let cfg = write_config(dir.path(), "live/*.log", "");
+    let (code, lines, _) = replay(&cfg, &[f.to_str().unwrap()]);
+    assert_eq!((code, lines.len()), (0, 20));
+    // Three of them became dead letters (a sink refused them).
+    let dead: Vec<String> = ids(&lines)[5..8].to_vec();
+    let db = rusqlite::Connection::open(dir.path().join("state/state.db")).unwrap();
+    for id in &dead {
+        db.execute(
+            "UPDATE outbox SET state = 'dead', last_error = '400' WHERE id = ?1",
+            [id],
+        )
+        .unwrap();
+    }
+    drop(db);
+    let (code, lines, s) = replay(&cfg, &[f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{s}");
+    assert_eq!(ids(&lines), dead, "exactly the dead letters are sent again");
+    assert_eq!(s["requeued_dead"], 3);
+    assert_eq!(s["already_delivered"], 17);
+    assert_eq!(s["newly_delivered"], 3);
+}

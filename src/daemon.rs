@@ -452,15 +452,16 @@ fn source_loop(
                     generation,
                     offset,
                     len,
+                    line,
+                    bytes,
                 }) => {
                     // Following never takes a line without its end; but a
                     // finished file's last bytes must not vanish silently:
                     // keep them as a dead letter (replay takes such lines).
-                    let raw = read_at(&path, offset, len.min(cfg.source.max_line_bytes as u64))
-                        .unwrap_or_default();
                     tracing::error!(
-                        file = %path.display(), generation, offset, len,
-                        "finished file ends with a line that has no line end: kept as a dead letter, not billed;                          check it and `chargetail replay` the file if it is a complete record"
+                        file = %path.display(), generation, offset, line, len,
+                        "finished file ends with a line that has no line end: kept as a dead letter, \
+                         not billed; check it and `chargetail replay` the file if it is a complete record"
                     );
                     store
                         .commit(
@@ -469,8 +470,8 @@ fn source_loop(
                             &[BadLine {
                                 file: path.to_string_lossy().into_owned(),
                                 offset,
-                                line: 0,
-                                raw,
+                                line,
+                                raw: bytes,
                                 reason: format!(
                                     "last line of a finished file has no line end ({len} bytes)"
                                 ),
@@ -488,15 +489,6 @@ fn source_loop(
         }
     }
     Ok(())
-}
-
-fn read_at(path: &Path, offset: u64, len: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = File::open(path)?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut buf = Vec::new();
-    f.take(len).read_to_end(&mut buf)?;
-    Ok(buf)
 }
 
 /// Count the files the source path matches and how many of them cannot be

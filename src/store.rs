@@ -175,8 +175,8 @@ CREATE INDEX outbox_run ON outbox (run) WHERE run != 0;
 CREATE INDEX outbox_pending ON outbox (seq) WHERE state = 'pending';
 CREATE INDEX outbox_dead ON outbox (seq) WHERE state = 'dead';
 CREATE INDEX outbox_delivered_ms ON outbox (delivered_ms) WHERE state = 'delivered';
--- Lines that could not be parsed. `key` makes a re-read of the same line
--- (a copy of the file, a replay) not a second dead letter.
+-- Lines that could not be parsed. `key` (file, line number, bytes) makes a
+-- re-read of the same line (after a crash, a replay) not a second one.
 CREATE TABLE bad_lines (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     key        TEXT NOT NULL UNIQUE,
@@ -434,9 +434,10 @@ impl Store {
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
             for b in bad {
-                // A copy of a file repeats the same line at the same line
-                // number: one dead letter, not two.
-                let key = bad_line_key(&b.raw, b.line);
+                // The same line of the same file read again (after a crash,
+                // by a replay): one dead letter. Another file with an equal
+                // bad line is its own dead letter: better two than none.
+                let key = bad_line_key(&b.file, &b.raw, b.line);
                 let n = ins_bad
                     .execute(params![
                         key,
@@ -909,9 +910,11 @@ fn classify_with(path: &Path, e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn bad_line_key(raw: &[u8], line: u64) -> String {
+fn bad_line_key(file: &str, raw: &[u8], line: u64) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
+    h.update(file.as_bytes());
+    h.update(b"\0");
     h.update(raw);
     h.update(b"\0");
     h.update(line.to_string());

@@ -169,14 +169,22 @@ fn bad_lines_are_dead_letters_once() {
             .bad_lines,
         1
     );
-    // The same line from a copy of the file: still one dead letter.
-    let copy = BadLine {
-        file: "/x/tx.log.1".into(),
-        ..bad
-    };
-    assert_eq!(s.commit(None, &[], &[copy]).unwrap().bad_lines, 0);
+    // The same line read again (after a crash, by a replay): still one.
+    assert_eq!(
+        s.commit(None, &[], std::slice::from_ref(&bad))
+            .unwrap()
+            .bad_lines,
+        0
+    );
     let dead = s.dead_letters().unwrap();
     assert_eq!(dead.len(), 1);
+    // An equal bad line in another file is its own dead letter.
+    let other = BadLine {
+        file: "/x/tx-2.log".into(),
+        ..bad
+    };
+    assert_eq!(s.commit(None, &[], &[other]).unwrap().bad_lines, 1);
+    assert_eq!(s.dead_letters().unwrap().len(), 2);
     assert_eq!(
         (dead[0].kind, dead[0].line, dead[0].offset),
         ("line", 5, 40)

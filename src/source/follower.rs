@@ -762,6 +762,8 @@ impl Follower {
                 generation: g.cp.generation,
                 offset: g.cp.offset,
                 len: pending,
+                line: g.cp.line + 1,
+                bytes: g.splitter.pending_bytes().to_vec(),
             }));
         }
         // The truncated file is found again by the scan as a new generation
@@ -806,6 +808,8 @@ impl Follower {
                 generation,
                 offset: g.cp.offset,
                 len: pending,
+                line: g.cp.line + 1,
+                bytes: g.splitter.pending_bytes().to_vec(),
             }));
         }
         let notice = if g.error {

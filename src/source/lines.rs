@@ -73,6 +73,11 @@ impl LineSplitter {
         self.pending_len
     }
 
+    /// The incomplete line's bytes (its first `max_line_bytes`, at most).
+    pub fn pending_bytes(&self) -> &[u8] {
+        &self.pending[..self.pending.len().min(self.max_line_bytes)]
+    }
+
     /// Feed a chunk that continues the stream; complete lines go to `out`.
     pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<Line>) {
         while !chunk.is_empty() {

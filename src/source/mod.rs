@@ -114,6 +114,10 @@ pub enum Notice {
         generation: u64,
         offset: u64,
         len: u64,
+        /// Its line number and bytes (at most `max_line_bytes` of them), kept
+        /// here because the file at `path` may be another one by now.
+        line: u64,
+        bytes: Vec<u8>,
     },
     /// A file matched but cannot be read (permissions, I/O error).
     Unreadable { path: PathBuf, error: String },

@@ -29,6 +29,12 @@ pub struct HttpState {
     pub started_ms: i64,
 }
 
+/// The store connection, even if a handler panicked while holding it (the
+/// connection itself is fine; a poisoned lock must not fake an outage).
+fn lock(m: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Bind now (so a taken port fails the start with a clear error), serve
 /// until shutdown.
 pub async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -65,7 +71,7 @@ fn problems(s: &HttpState) -> Problems {
         minor: Vec::new(),
     };
     let stats = &s.stats;
-    let backlog = s.store.lock().ok().and_then(|st| st.backlog().ok());
+    let backlog = lock(&s.store).backlog().ok();
     if backlog.is_none() || Stats::get(&stats.store_failed) > 0 {
         p.major.push("state database not usable".into());
     }
@@ -202,13 +208,13 @@ fn render_metrics(s: &HttpState) -> String {
         dead.saturating_sub(rejected),
         Stats::get(&st.bad_lines)
     );
-    let (backlog, oldest, files) = match s.store.lock() {
-        Ok(store) => (
+    let (backlog, oldest, files) = {
+        let store = lock(&s.store);
+        (
             store.backlog().unwrap_or(0),
             store.totals().ok().and_then(|t| t.oldest_pending_ms),
             store.checkpoints().unwrap_or_default(),
-        ),
-        Err(_) => (0, None, Vec::new()),
+        )
     };
     let mut gauge = |name: &str, help: &str, v: String| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -329,7 +335,7 @@ fn job_stats(store: &Store, since_ms: i64) -> serde_json::Value {
         let e = per.entry(job.to_string()).or_default();
         e.0 += 1;
         if let Some(a) = amount.and_then(|a| a.parse::<Decimal>().ok()) {
-            *e.1.entry(currency.to_string()).or_default() += a;
+            crate::replay::add_saturating(e.1.entry(currency.to_string()).or_default(), a);
         }
     });
     json!(per
@@ -369,13 +375,13 @@ fn render_status(s: &HttpState) -> serde_json::Value {
                 .map(|m| json!({"severity": "minor", "description": m})),
         )
         .collect();
-    let (today, since_start, totals) = match s.store.lock() {
-        Ok(store) => (
+    let (today, since_start, totals) = {
+        let store = lock(&s.store);
+        (
             job_stats(&store, start_of_today_ms(s.cfg.timezone())),
             job_stats(&store, s.started_ms),
             store.totals().ok(),
-        ),
-        Err(_) => (json!({}), json!({}), None),
+        )
     };
     json!({
         "service_status": service_status,

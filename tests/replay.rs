@@ -336,3 +336,36 @@ fn replay_requeues_dead_letters_and_delivers_them() {
     assert_eq!(s["already_delivered"], 17);
     assert_eq!(s["newly_delivered"], 3);
 }
+
+#[test]
+fn absurd_amounts_do_not_crash_the_reckoning() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("old.log");
+    let huge = "-79228162514264337593543950335";
+    let mut text = HEADER.to_string();
+    for n in 0..2 {
+        text.push_str(&tx_line(n).replacen(&format!("-{}.{:02}", n % 5, n % 100), huge, 1));
+    }
+    std::fs::write(&f, text).unwrap();
+    let cfg = write_config(dir.path(), "live/*.log", "");
+    let out = Command::new(bin())
+        .args(["replay", "--dry-run", "--json", "--config"])
+        .arg(&cfg)
+        .arg(&f)
+        .env("CHARGETAIL_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["charges_read"], 2);
+    // The total is capped at the bound, not wrapped or panicked.
+    assert_eq!(
+        s["totals_read"]["by_currency"]["AUD"],
+        "79228162514264337593543950335"
+    );
+}

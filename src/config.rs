@@ -272,6 +272,28 @@ impl Config {
             },
             _ => {}
         }
+        if s.backlog_limit == 0 {
+            return Err(
+                "[source] backlog_limit: must be at least 1 (0 would pause reading forever)".into(),
+            );
+        }
+        if self.state.retention_days == 0 {
+            return Err(
+                "[state] retention_days: must be at least 1 (0 would forget every delivered id at once)".into(),
+            );
+        }
+        if let Some(level) = &self.log.level {
+            tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|e| format!("[log] level: {level:?} is not a log filter: {e}"))?;
+        }
+        if let Some(h) = &self.http {
+            h.listen.parse::<std::net::SocketAddr>().map_err(|_| {
+                format!(
+                    "[http] listen: {:?} is not an address like \"127.0.0.1:9464\"",
+                    h.listen
+                )
+            })?;
+        }
         if self.delivery.batch == 0 {
             return Err("[delivery] batch: must be above 0".into());
         }

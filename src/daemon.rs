@@ -148,6 +148,18 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
+    // If delivery ends early (a panic, a failing database), stop reading
+    // too: the daemon exits non-zero and systemd restarts it, rather than
+    // reading on with nothing delivering.
+    let deliver = {
+        let shutdown = shutdown.clone();
+        runtime.spawn(async move {
+            let r = deliver.await;
+            shutdown.trigger();
+            r
+        })
+    };
+
     let http = match &cfg.http {
         Some(h) => {
             let listener = runtime.block_on(crate::http::bind(&h.listen))?;
@@ -185,6 +197,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     shutdown.trigger();
     let deliver_result = runtime
         .block_on(deliver)
+        .map_err(|e| anyhow!("the delivery task failed: {e}"))?
         .map_err(|e| anyhow!("the delivery task failed: {e}"))?;
     if let Some(h) = http {
         match runtime.block_on(h) {

@@ -212,3 +212,34 @@ fn bad_lines_become_dead_letters_and_reading_goes_on() {
     assert_eq!(s["outbox"]["pending"], 0);
     assert_eq!(s["files"][0]["lag_bytes"], 0);
 }
+
+#[test]
+fn config_values_that_would_break_the_daemon_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, place) in [
+        ("[log]\nlevel = \"bogus==\"\n", "[log] level"),
+        ("[http]\nlisten = \"not an address\"\n", "[http] listen"),
+        (
+            "[sink]\nkind = \"webhook\"\n\n[sink.webhook]\nurl = \"http://127.0.0.1:9/\"\nsecret_file = \"/nonexistent/secret\"\n",
+            "/nonexistent/secret",
+        ),
+    ] {
+        let cfg = write_config(dir.path(), "tx.log", extra);
+        let out = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{place}: {err}");
+        assert!(err.contains(place), "{place}: {err}");
+    }
+    let cfg = write_config(dir.path(), "tx.log", "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    for (key, bad) in [
+        ("backlog_limit", "[source]\n"),
+        ("retention_days", "[state]\n"),
+    ] {
+        let t = text.replacen(bad, &format!("{bad}{key} = 0\n"), 1);
+        std::fs::write(&cfg, t).unwrap();
+        let out = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{key}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(key));
+    }
+}

@@ -129,7 +129,20 @@ fn webhook_from_config(cfg: &crate::config::Config) -> anyhow::Result<webhook::W
 }
 
 impl AnySink {
+    /// A sink that cannot be made from the config (a secret file missing, a
+    /// bad URL, an unreadable CA file) is a config error: exit 2, and systemd
+    /// does not restart in a loop.
     pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<AnySink> {
+        Self::make(cfg).map_err(|e| {
+            crate::config::ConfigError::Invalid {
+                path: cfg.file.clone(),
+                message: format!("[sink]: {e:#}"),
+            }
+            .into()
+        })
+    }
+
+    fn make(cfg: &crate::config::Config) -> anyhow::Result<AnySink> {
         use crate::config::SinkKind;
         match cfg.sink.kind {
             SinkKind::Stdout => Ok(AnySink::Stdout(stdout::StdoutSink::new())),

@@ -336,7 +336,15 @@ fn source_loop(
             last_source_check = Instant::now();
         }
         if last_prune.elapsed() > Duration::from_secs(3600) {
-            let n = store.prune(retention)?;
+            let mut n = 0;
+            loop {
+                let chunk = store.prune(retention, 10_000)?;
+                n += chunk;
+                watchdog.tick(&stats);
+                if chunk < 10_000 || shutdown.is_triggered() {
+                    break;
+                }
+            }
             if n > 0 {
                 tracing::info!(
                     rows = n,

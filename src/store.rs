@@ -876,20 +876,27 @@ impl Store {
 
     /// Forget delivered ids older than the retention, and finished file
     /// generations not seen for as long. Returns rows removed.
-    pub fn prune(&mut self, retention: Duration) -> Result<u64, StoreError> {
+    pub fn prune(&mut self, retention: Duration, max_rows: u64) -> Result<u64, StoreError> {
+        // At most `max_rows` per call, each call its own short transaction:
+        // a first prune after the retention was lowered may have millions of
+        // rows, and one huge delete would stall the daemon (and its
+        // watchdog pings) and be redone after every restart.
         let cutoff = now_ms() - retention.as_millis() as i64;
+        let limit = max_rows as i64;
         let a = self
             .conn
             .execute(
-                "DELETE FROM outbox WHERE state = 'delivered' AND delivered_ms < ?1",
-                [cutoff],
+                "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox
+                 WHERE state = 'delivered' AND delivered_ms < ?1 LIMIT ?2)",
+                params![cutoff, limit],
             )
             .map_err(|e| self.err(e))?;
         let b = self
             .conn
             .execute(
-                "DELETE FROM files WHERE finished = 1 AND updated_ms < ?1",
-                [cutoff],
+                "DELETE FROM files WHERE generation IN (SELECT generation FROM files
+                 WHERE finished = 1 AND updated_ms < ?1 LIMIT ?2)",
+                params![cutoff, limit],
             )
             .map_err(|e| self.err(e))?;
         Ok((a + b) as u64)

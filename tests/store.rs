@@ -237,3 +237,36 @@ fn retry_backoff_is_capped_full_jitter() {
         );
     }
 }
+
+#[test]
+fn prune_forgets_old_delivered_ids_in_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut s = Store::open(&path).unwrap();
+    let charges: Vec<NewCharge> = (0..5).map(|i| charge(&format!("chg_{i}"), i)).collect();
+    s.commit(None, &charges, &[]).unwrap();
+    let p = s.pending(10).unwrap();
+    let results: Vec<_> = p
+        .iter()
+        .map(|p| (&p.envelope, Outcome::Delivered))
+        .collect();
+    s.record(&results, &policy()).unwrap();
+    // Three were delivered long ago, two just now.
+    let db = rusqlite::Connection::open(&path).unwrap();
+    db.execute(
+        "UPDATE outbox SET delivered_ms = 1000 WHERE id IN ('chg_0', 'chg_1', 'chg_2')",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let day = Duration::from_secs(86_400);
+    assert_eq!(s.prune(day, 2).unwrap(), 2);
+    assert_eq!(s.prune(day, 2).unwrap(), 1);
+    assert_eq!(s.prune(day, 2).unwrap(), 0);
+    assert_eq!(
+        s.known("chg_0").unwrap(),
+        None,
+        "forgotten past the retention"
+    );
+    assert_eq!(s.known("chg_4").unwrap().as_deref(), Some("delivered"));
+}

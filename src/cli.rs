@@ -387,7 +387,7 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             cfg.state.path.display()
         ));
     }
-    let store = Store::open(&cfg.state.path)?;
+    let store = Store::open_unchecked(&cfg.state.path)?;
     let totals = store.totals()?;
     let running = crate::daemon::RunLock::is_held(&cfg.state.path);
     let files: Vec<serde_json::Value> = store

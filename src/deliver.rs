@@ -135,6 +135,7 @@ impl<S: Sink> Deliverer<S> {
         if self.sink.is_paused() {
             return Ok(Step::Paused);
         }
+        let t_fetch = std::time::Instant::now();
         let pending = self.store.pending(self.batch)?;
         let Some(head) = pending.first() else {
             return Ok(Step::Idle);
@@ -148,7 +149,9 @@ impl<S: Sink> Deliverer<S> {
             .take_while(|p| p.next_ms <= now)
             .map(|p| p.envelope.clone())
             .collect();
+        let t_send = std::time::Instant::now();
         let mut outcomes = self.sink.send(&due).await;
+        let t_record = std::time::Instant::now();
         // A sink that answers fewer outcomes than envelopes is a bug; treat
         // the missing ones as not delivered rather than guessing.
         outcomes.resize(
@@ -184,6 +187,14 @@ impl<S: Sink> Deliverer<S> {
         }
         let results: Vec<(&Envelope, Outcome)> = due.iter().zip(outcomes).collect();
         let (delivered, dead) = self.store.record(&results, &self.policy)?;
+        tracing::trace!(
+            sent = due.len(),
+            delivered,
+            fetch_us = (t_send - t_fetch).as_micros() as u64,
+            send_us = (t_record - t_send).as_micros() as u64,
+            record_us = t_record.elapsed().as_micros() as u64,
+            "batch"
+        );
         for (env, o) in &results {
             if let Outcome::Reject { error } = o {
                 tracing::error!(charge = %env.id, error = %error, "charge rejected: now a dead letter");

@@ -238,6 +238,18 @@ impl Store {
     /// Open (creating if needed) and migrate. Refuses a damaged database
     /// rather than starting over, which would silently re-bill or skip.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_inner(path, true)
+    }
+
+    /// `open` without the `quick_check` scan, which reads the whole file
+    /// (about a second per GB): for a process's further connections once
+    /// its first `open` has checked, and for `status`, which must stay quick
+    /// with a large backlog. Damage it runs into is still `Corrupt`.
+    pub fn open_unchecked(path: &Path) -> Result<Store, StoreError> {
+        Store::open_inner(path, false)
+    }
+
+    fn open_inner(path: &Path, check: bool) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent() {
             if !dir.as_os_str().is_empty() && !dir.exists() {
                 std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
@@ -264,7 +276,9 @@ impl Store {
             conn,
             path: path.to_path_buf(),
         };
-        store.check_integrity()?;
+        if check {
+            store.check_integrity()?;
+        }
         store
             // 16 MiB page cache: the outbox's hot pages stay in memory while a
             // large backlog drains (the default 2 MiB keeps re-reading them);
@@ -345,6 +359,17 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// WAL pages after which a commit on this connection checkpoints (and
+    /// fsyncs) before it returns. `open` sets 8192 (32 MiB) for throughput;
+    /// the daemon lowers it on its connections: the checkpoint runs inside
+    /// the commit of the reading or delivering thread, and its fsync of up
+    /// to 32 MiB of WAL stalls that thread for tens of milliseconds.
+    pub fn set_wal_autocheckpoint(&self, pages: u32) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", pages)
+            .map_err(|e| self.err(e))
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {

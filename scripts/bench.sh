@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Whole-daemon benchmarks; prints figures (nothing here is a pass/fail test).
+#
+#   scripts/bench.sh                    latency, memory (+ drain), replay
+#   scripts/bench.sh latency replay     only those
+#
+# Builds the release binary, then runs benches/pipeline.rs, which drives
+# target/release/chargetail as a user would (see its header for what each
+# benchmark does and the CT_* knobs). Every figure is one `FIGURE` line with
+# the load average at the time: the machine may be shared, so re-run a
+# figure taken under high load. Needs RabbitMQ on 127.0.0.1:5672 (started
+# if missing) and rabbitmq-server for the private node of the memory
+# benchmark. Takes about 6-8 minutes. Temp dirs, queues and the private
+# node are removed afterwards (CT_KEEP=1 keeps the temp dirs and logs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+need_build_tools
+need_broker
+command -v /usr/bin/time >/dev/null || apt_install time
+
+echo "== build (release)" >&2
+cargo build --release --quiet
+cargo bench --bench pipeline --no-run --quiet 2>/dev/null
+
+echo "== $(uptime)"
+start=$(date +%s)
+cargo bench --quiet --bench pipeline -- "$@"
+echo "== done in $(( $(date +%s) - start )) s; $(uptime)"

@@ -137,7 +137,12 @@ async fn tls_with_configured_ca_and_client_cert() {
     let mut sink = AmqpSink::new(anon, "pc".into()).unwrap();
     let e = sink.check().await.unwrap_err().to_string();
     eprintln!("no client cert: {e}");
-    assert!(e.contains("CertificateRequired"), "{e}");
+    // The broker refuses; under load it sometimes resets the connection
+    // before its TLS alert (CertificateRequired) reaches us. Both refuse.
+    assert!(
+        e.contains("CertificateRequired") || e.contains("reset by peer"),
+        "{e}"
+    );
 
     // Name mismatch: same listener by IP, which the certificate does not name.
     let mut by_ip = c.clone();

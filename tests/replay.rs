@@ -245,11 +245,12 @@ fn replay_killed_halfway_then_rerun_delivers_everything() {
         let _ = stdout.read_to_end(&mut first);
     }
     let first = String::from_utf8_lossy(&first);
-    let got_first: Vec<String> = first
-        .lines()
-        .filter(|l| l.ends_with('}'))
-        .map(String::from)
-        .collect();
+    // Only whole lines: the killed replay may have left a fragment.
+    let whole = match first.rfind('\n') {
+        Some(i) => &first[..=i],
+        None => "",
+    };
+    let got_first: Vec<String> = whole.lines().map(String::from).collect();
     assert!(
         !got_first.is_empty() && got_first.len() < 20_000,
         "killed mid-way: {}",

@@ -73,14 +73,21 @@ impl Daemon {
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                match line {
-                    Ok(l) => {
-                        if tx.send(l).is_err() {
+            // Only whole lines: a daemon killed mid-write leaves a fragment,
+            // which was never marked delivered and is sent again after the
+            // restart.
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut buf = Vec::new();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if buf.ends_with(b"\n") => {
+                        buf.pop();
+                        if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
                             break;
                         }
                     }
-                    Err(_) => break,
+                    Ok(_) => break,
                 }
             }
         });

@@ -23,7 +23,7 @@ mod schema;
 
 pub use commit::{BadLine, Committed, NewCharge};
 pub use dead::DeadLetter;
-pub use outbox::Pending;
+pub use outbox::{Pending, Record};
 pub use reports::Totals;
 
 use std::path::{Path, PathBuf};

@@ -100,32 +100,19 @@ pub struct Committed {
     pub ignored: Vec<usize>,
 }
 
-/// How retries are scheduled.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub initial: Duration,
-    pub max: Duration,
-    /// After this long since the first failure, a charge is a dead letter.
-    /// `None`: retry forever.
-    pub give_up_after: Option<Duration>,
-}
-
-impl RetryPolicy {
-    /// Exponential backoff with full jitter: a random delay in
-    /// `[0, min(max, initial * 2^attempts)]`, so that many daemons (or many
-    /// charges) do not retry in lockstep.
-    pub fn delay(&self, attempts: u32) -> Duration {
-        let cap = self
-            .initial
-            .saturating_mul(1u32.checked_shl(attempts.min(31)).unwrap_or(u32::MAX))
-            .min(self.max);
-        let ms = cap.as_millis() as u64;
-        Duration::from_millis(if ms == 0 {
-            0
-        } else {
-            rand::random_range(0..=ms)
-        })
-    }
+/// When a charge whose delivery failed is tried again. The deliver stage
+/// owns the policy (`deliver::RetryPolicy`); the store only asks it, inside
+/// the transaction that records the outcome.
+pub trait RetrySchedule {
+    /// The delay before the next attempt after `attempts` earlier ones, the
+    /// charge failing for `failing_for` since its first failure, the
+    /// endpoint asking for `retry_after`; `None`: give up (a dead letter).
+    fn next_delay(
+        &self,
+        attempts: u32,
+        failing_for: Duration,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration>;
 }
 
 const SCHEMA_VERSION: i64 = 1;
@@ -575,7 +562,7 @@ impl Store {
     pub fn record(
         &mut self,
         results: &[(&Envelope, Outcome)],
-        policy: &RetryPolicy,
+        policy: &impl RetrySchedule,
     ) -> Result<(u64, u64), StoreError> {
         let now = now_ms();
         let tx = self
@@ -619,24 +606,23 @@ impl Store {
                             .map_err(|e| classify_with(&self.path, e))?;
                         let failing_for =
                             Duration::from_millis((now - since.unwrap_or(now)).max(0) as u64);
-                        if policy
-                            .give_up_after
-                            .is_some_and(|limit| failing_for >= limit)
-                        {
-                            let msg = format!(
-                                "gave up after {}s of retries: {error}",
-                                failing_for.as_secs()
-                            );
-                            dead += kill
-                                .execute(params![env.seq, msg, now])
-                                .map_err(|e| classify_with(&self.path, e))?
-                                as u64;
-                        } else {
-                            let delay = retry_after.unwrap_or_else(|| policy.delay(env.attempts));
-                            let next = now + delay.as_millis() as i64;
-                            retry
-                                .execute(params![env.seq, next, error, now])
-                                .map_err(|e| classify_with(&self.path, e))?;
+                        match policy.next_delay(env.attempts, failing_for, *retry_after) {
+                            None => {
+                                let msg = format!(
+                                    "gave up after {}s of retries: {error}",
+                                    failing_for.as_secs()
+                                );
+                                dead += kill
+                                    .execute(params![env.seq, msg, now])
+                                    .map_err(|e| classify_with(&self.path, e))?
+                                    as u64;
+                            }
+                            Some(delay) => {
+                                let next = now + delay.as_millis() as i64;
+                                retry
+                                    .execute(params![env.seq, next, error, now])
+                                    .map_err(|e| classify_with(&self.path, e))?;
+                            }
                         }
                     }
                     Outcome::Reject { error } => {

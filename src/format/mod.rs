@@ -1,5 +1,5 @@
 //! Format stage: turn one line of a PaperCut file into a `Charge`, following
-//! the configured profile (see CONTRACT.md "Input").
+//! the configured profile (docs/profiles.md).
 //!
 //! A `LineParser` is made per file generation and fed every line of that
 //! file in order from its first line, because per-file state lives here: the

@@ -1,4 +1,4 @@
-//! The command line (see CONTRACT.md). Each command is a small function;
+//! The command line (docs/commands.md). Each command is a small function;
 //! the daemon, store and stages do the work.
 
 use std::io::Write;

@@ -1,4 +1,4 @@
-//! The TOML configuration (see CONTRACT.md). Parsing is strict: an unknown
+//! The TOML configuration (docs/config.md). Parsing is strict: an unknown
 //! key is an error naming it, so a typo cannot silently disable a setting.
 
 use std::collections::BTreeMap;

@@ -356,3 +356,49 @@ fn broker_down_longer_than_give_up_dead_letters_only_the_head() {
         .collect();
     assert_eq!(ids.len() as u64 + dead.len() as u64, N, "the rest arrived");
 }
+
+#[test]
+fn a_stored_next_attempt_far_ahead_is_capped_by_retry_max() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let up = Arc::new(AtomicBool::new(false));
+    let hook = {
+        let up = up.clone();
+        Hook::new(
+            3,
+            "retry_initial_ms = 200\nretry_max_ms = 1000",
+            move |_| Reply::status(if up.load(Ordering::SeqCst) { 200 } else { 503 }),
+        )
+    };
+    let log = hook.dir.path().join("daemon.log");
+    let run = Run::start(&hook.cfg, &log);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hook.server.count() < 2 {
+        assert!(Instant::now() < deadline, "no tries\n{}", hook.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(run);
+    // As if the wall clock had been a day ahead when the failure was
+    // recorded (and was stepped back since).
+    let db = rusqlite::Connection::open(hook.dir.path().join("state/state.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE outbox SET next_ms = next_ms + 86400000 WHERE state = 'pending' AND attempts > 0",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "only the head was attempted");
+    drop(db);
+    up.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    let _run = Run::start(&hook.cfg, &log);
+    while hook.delivered().len() < 3 {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the stored day-long wait stalled delivery\n{}",
+            hook.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("delivered {:?} after restart", t.elapsed());
+}

@@ -86,6 +86,7 @@ fn outcomes_are_recorded_and_delivered_ids_stay_known() {
             Record::Retry {
                 error: "503".into(),
                 next_ms: now + 30_000,
+                wait_ms: 30_000,
                 first_fail_ms: now,
             },
         ),
@@ -192,7 +193,7 @@ fn a_newer_schema_is_refused() {
 
 #[test]
 fn retry_backoff_is_capped_full_jitter() {
-    let p = chargetail::store::RetryPolicy {
+    let p = chargetail::deliver::RetryPolicy {
         initial: Duration::from_millis(100),
         max: Duration::from_secs(10),
         give_up_after: None,

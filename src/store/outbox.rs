@@ -15,6 +15,8 @@ pub enum Record {
     /// clock.
     Retry {
         next_ms: i64,
+        /// The delay asked for (`next_ms` minus now).
+        wait_ms: i64,
         first_fail_ms: i64,
         error: String,
     },
@@ -32,6 +34,8 @@ pub struct Pending {
     pub next_ms: i64,
     /// When its first failed attempt was (its give-up clock), if any.
     pub first_fail_ms: Option<i64>,
+    /// The delay asked for at its last failure.
+    pub wait_ms: i64,
     /// When the line was committed to the outbox (for delivery latency).
     pub created_ms: i64,
 }
@@ -78,7 +82,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT seq, id, payload, job_type, account_type, attempts, next_ms, created_ms, first_fail_ms
+                "SELECT seq, id, payload, job_type, account_type, attempts, next_ms, created_ms, first_fail_ms, wait_ms
                  FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?1",
             )
             .map_err(|e| self.err(e))?;
@@ -96,6 +100,7 @@ impl Store {
                     next_ms: r.get(6)?,
                     created_ms: r.get(7)?,
                     first_fail_ms: r.get(8)?,
+                    wait_ms: r.get(9)?,
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -124,7 +129,7 @@ impl Store {
             let mut retry = tx
                 .prepare_cached(
                     "UPDATE outbox SET attempts = attempts + 1, next_ms = ?2, last_error = ?3,
-                     first_fail_ms = ?4 WHERE seq = ?1 AND state = 'pending'",
+                     first_fail_ms = ?4, wait_ms = ?5 WHERE seq = ?1 AND state = 'pending'",
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
             let mut kill = tx
@@ -143,11 +148,12 @@ impl Store {
                     }
                     Record::Retry {
                         next_ms,
+                        wait_ms,
                         first_fail_ms,
                         error,
                     } => {
                         retry
-                            .execute(params![env.seq, next_ms, error, first_fail_ms])
+                            .execute(params![env.seq, next_ms, error, first_fail_ms, wait_ms])
                             .map_err(|e| classify_with(&self.path, e))?;
                     }
                     Record::Dead {

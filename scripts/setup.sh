@@ -53,3 +53,8 @@ need_broker() {
 need_systemd_analyze() {
     command -v systemd-analyze >/dev/null || apt_install systemd
 }
+
+# Headless Chromium for the status page test (tests/http_page.rs).
+need_chromium() {
+    command -v chromium >/dev/null || command -v chromium-browser >/dev/null || apt_install chromium
+}

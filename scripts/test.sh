@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_build_tools
 need_broker
 need_systemd_analyze
+need_chromium
 command -v rustfmt >/dev/null && cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --no-fail-fast 2>&1 | tee target/test-output.txt

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod format;
 pub mod http;
+pub mod ingest;
 pub mod logging;
 pub mod replay;
 pub mod run_lock;

@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,21 +25,38 @@ async fn pg(dbname: &str) -> Client {
     client
 }
 
-/// Builds the example (cheap when it is up to date) and returns its path.
+/// The example's binary. `cargo test` builds examples with everything else;
+/// when only this test was built (`cargo test --test pg_consumer`), build
+/// it here.
 fn example() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--example", "pg_consumer"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo build --example pg_consumer");
-    assert!(status.success());
     // target/debug/deps/pg_consumer-… → target/debug/examples/pg_consumer
     let exe = std::env::current_exe().unwrap();
-    exe.parent()
+    let path = exe
+        .parent()
         .and_then(|deps| deps.parent())
         .map(|dir| dir.join("examples/pg_consumer"))
-        .filter(|p| p.is_file())
-        .expect("target/…/examples/pg_consumer")
+        .expect("target dir");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pg_consumer.rs");
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&path) < modified(&source) {
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .args(["build", "--quiet", "--example", "pg_consumer"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // Without the variables cargo sets for tests: they would make this
+        // build's fingerprints differ from the outer one's (a rebuild of the
+        // crate each way).
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_TARGET_DIR" {
+                build.env_remove(k);
+            }
+        }
+        let status = build.status().expect("cargo build --example pg_consumer");
+        assert!(status.success());
+    }
+    assert!(path.is_file(), "{} missing", path.display());
+    path
 }
 
 fn consumer(bin: &PathBuf, queue: &str, db: &str, idle: Option<u64>) -> std::process::Child {

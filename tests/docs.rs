@@ -17,7 +17,7 @@ fn read(rel: &str) -> String {
 }
 
 fn markdown_files() -> Vec<PathBuf> {
-    let mut files = vec![root().join("README.md")];
+    let mut files = vec![root().join("README.md"), root().join("ARCHITECTURE.md")];
     for e in std::fs::read_dir(root().join("docs")).unwrap().flatten() {
         if e.path().extension().is_some_and(|x| x == "md") {
             files.push(e.path());

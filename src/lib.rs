@@ -6,6 +6,7 @@
 //! `deliver` (outbox worker, retries, dead letters) → `sink` (amqp, webhook,
 //! stdout). `daemon` wires them; `cli` is the command line.
 
+pub mod billing;
 pub mod charge;
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod format;
 pub mod http;
+pub mod reconcile;
 pub mod replay;
 pub mod shutdown;
 pub mod sink;

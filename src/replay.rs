@@ -226,6 +226,15 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
     } else {
         Some(Store::open(&cfg.state.path)?)
     };
+    // Replayed charges are billed like the daemon's (ledger, data.billing,
+    // held when unmapped) before they reach the outbox.
+    let mut billing = match (&store, opts.dry_run) {
+        (Some(_), false) => Some(
+            crate::billing::Billing::open(cfg.billing.as_ref(), &cfg.state.path)
+                .map_err(|e| anyhow::anyhow!("[billing]: {e}"))?,
+        ),
+        _ => None,
+    };
     let run: i64 = rand::random_range(1..i64::MAX);
     let mut summary = Summary {
         dry_run: opts.dry_run,
@@ -270,6 +279,9 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                     // say whether an ignored id was delivered or queued.
                     // Insert first; only the ids the outbox already had
                     // need a look at how they stand.
+                    if let Some(b) = billing.as_mut() {
+                        *charges = b.prepare(store, &settings.source_name, std::mem::take(charges))?;
+                    }
                     let done = store.commit(None, charges, bad)?;
                     summary.newly_queued += done.inserted;
                     let mut known = 0;

@@ -1,0 +1,121 @@
+//! Dead letters: undeliverable charges and unparsable lines.
+
+use super::{Store, StoreError};
+
+/// One dead letter, of either kind.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    /// `chg_…` for an undeliverable charge, `line-N` for an unparsable line.
+    pub id: String,
+    pub kind: &'static str,
+    pub file: String,
+    pub offset: u64,
+    pub line: u64,
+    pub reason: String,
+    pub attempts: u32,
+    pub when_ms: i64,
+    /// The first bytes of the message or line.
+    pub preview: String,
+}
+
+impl Store {
+    /// Dead letters of both kinds, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut out = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, file, offset, line, COALESCE(last_error, ''), attempts, next_ms, payload
+                 FROM outbox WHERE state = 'dead' ORDER BY seq",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(DeadLetter {
+                    id: r.get(0)?,
+                    kind: "charge",
+                    file: r.get(1)?,
+                    offset: r.get::<_, i64>(2)? as u64,
+                    line: r.get::<_, i64>(3)? as u64,
+                    reason: r.get(4)?,
+                    attempts: r.get::<_, i64>(5)? as u32,
+                    when_ms: r.get(6)?,
+                    preview: preview(&r.get::<_, Option<Vec<u8>>>(7)?.unwrap_or_default()),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            out.push(row.map_err(|e| self.err(e))?);
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, file, offset, line, reason, created_ms, raw FROM bad_lines ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(DeadLetter {
+                    id: format!("line-{}", r.get::<_, i64>(0)?),
+                    kind: "line",
+                    file: r.get(1)?,
+                    offset: r.get::<_, i64>(2)? as u64,
+                    line: r.get::<_, i64>(3)? as u64,
+                    reason: r.get(4)?,
+                    attempts: 0,
+                    when_ms: r.get(5)?,
+                    preview: preview(&r.get::<_, Vec<u8>>(6)?),
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            out.push(row.map_err(|e| self.err(e))?);
+        }
+        Ok(out)
+    }
+
+    /// Put dead charges back in the outbox (all when `ids` is empty).
+    /// Returns how many. Unparsable lines cannot be retried as they are:
+    /// fix the profile and `replay` the file.
+    pub fn retry_dead(&mut self, ids: &[String]) -> Result<u64, StoreError> {
+        let sql =
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_ms = 0, first_fail_ms = NULL
+                   WHERE state = 'dead'";
+        if ids.is_empty() {
+            return self
+                .conn
+                .execute(sql, [])
+                .map(|n| n as u64)
+                .map_err(|e| self.err(e));
+        }
+        let mut n = 0;
+        for id in ids {
+            n += self
+                .conn
+                .execute(&format!("{sql} AND id = ?1"), [id])
+                .map_err(|e| self.err(e))? as u64;
+        }
+        Ok(n)
+    }
+
+    /// Delete dead letters by id (`chg_…` or `line-N`).
+    pub fn drop_dead(&mut self, ids: &[String]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for id in ids {
+            n += if let Some(num) = id.strip_prefix("line-") {
+                self.conn
+                    .execute("DELETE FROM bad_lines WHERE id = ?1", [num])
+            } else {
+                self.conn
+                    .execute("DELETE FROM outbox WHERE state = 'dead' AND id = ?1", [id])
+            }
+            .map_err(|e| self.err(e))? as u64;
+        }
+        Ok(n)
+    }
+}
+
+fn preview(bytes: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]);
+    s.replace(['\t', '\r', '\n'], " ")
+}

@@ -1,0 +1,292 @@
+//! Store stage: one SQLite file holding file positions, the outbox, the
+//! delivered-ids ledger and dead letters.
+//!
+//! The charges parsed from a batch of lines and the position after those
+//! lines are committed in ONE transaction: after a crash at any instant
+//! either both are there or neither is, so a line is never skipped and never
+//! turned into a second, different charge.
+//!
+//! Durability: WAL with `synchronous = NORMAL`. A commit survives a process
+//! crash (`kill -9`) because WAL pages are in the OS page cache; after a
+//! power failure the last commits may be lost. That is safe here: the
+//! PaperCut file still holds the lines, our position rolls back with them,
+//! and they are read again into charges with the *same* ids — at worst a
+//! redelivery the receiver de-duplicates, never a lost charge. `FULL` would
+//! add an fsync to every commit (several ms each on common disks), which
+//! buys nothing that the source file does not already give us.
+
+mod commit;
+mod dead;
+mod outbox;
+mod reports;
+mod schema;
+
+pub use commit::{BadLine, Committed, NewCharge};
+pub use dead::DeadLetter;
+pub use outbox::Pending;
+pub use reports::Totals;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use crate::source::Checkpoint;
+use schema::{MIGRATIONS, SCHEMA_VERSION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state database {path} is damaged ({detail}); refusing to start. Restore it from a \
+         backup or move it away (chargetail will then read every file from the start, and \
+         charges already delivered are sent again with the same ids)"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "state database {path} has schema version {found}, newer than this chargetail \
+         understands ({known}); upgrade chargetail"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("cannot create the directory for the state database {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// How retries are scheduled.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    /// After this long since the first failure, a charge is a dead letter.
+    /// `None`: retry forever.
+    pub give_up_after: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with full jitter: a random delay in
+    /// `[0, min(max, initial * 2^attempts)]`, so that many daemons (or many
+    /// charges) do not retry in lockstep.
+    pub fn delay(&self, attempts: u32) -> Duration {
+        let cap = self
+            .initial
+            .saturating_mul(1u32.checked_shl(attempts.min(31)).unwrap_or(u32::MAX))
+            .min(self.max);
+        let ms = cap.as_millis() as u64;
+        Duration::from_millis(if ms == 0 {
+            0
+        } else {
+            rand::random_range(0..=ms)
+        })
+    }
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate. Refuses a damaged database
+    /// rather than starting over, which would silently re-bill or skip.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_inner(path, true)
+    }
+
+    /// `open` without the `quick_check` scan, which reads the whole file
+    /// (about a second per GB): for a process's further connections once
+    /// its first `open` has checked, and for `status`, which must stay quick
+    /// with a large backlog. Damage it runs into is still `Corrupt`.
+    pub fn open_unchecked(path: &Path) -> Result<Store, StoreError> {
+        Store::open_inner(path, false)
+    }
+
+    fn open_inner(path: &Path, check: bool) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() && !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            }
+        }
+        let sq = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sq)?;
+        // Concurrent writers (daemon, replay, dead-letters tools) wait for
+        // each other instead of failing with SQLITE_BUSY.
+        conn.busy_timeout(Duration::from_secs(60)).map_err(sq)?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        if check {
+            store.check_integrity()?;
+        }
+        store
+            // 16 MiB page cache: the outbox's hot pages stay in memory while a
+            // large backlog drains (the default 2 MiB keeps re-reading them);
+            // checkpoints (each an fsync) every 32 MiB of WAL instead of 4 MiB.
+            .conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
+                 PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 8192;",
+            )
+            .map_err(|e| store.classify(e))?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn classify(&self, e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode::*;
+        match e.sqlite_error_code() {
+            Some(DatabaseCorrupt) | Some(NotADatabase) => StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            },
+            _ => StoreError::Sqlite {
+                path: self.path.clone(),
+                source: e,
+            },
+        }
+    }
+
+    fn check_integrity(&self) -> Result<(), StoreError> {
+        let result: Result<String, _> = self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0));
+        match result {
+            Ok(s) if s == "ok" => Ok(()),
+            Ok(s) => Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                detail: s,
+            }),
+            Err(e) => Err(self.classify(e)),
+        }
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.classify(e))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let sq = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        // Read the version again under the write lock: another process (the
+        // daemon starting while `status` runs) may have migrated meanwhile,
+        // and running a migration twice fails ("table already exists").
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sq)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sq)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)
+                .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)))
+                .map_err(sq)?;
+        }
+        tx.commit().map_err(sq)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// WAL pages after which a commit on this connection checkpoints (and
+    /// fsyncs) before it returns. `open` sets 8192 (32 MiB) for throughput;
+    /// the daemon lowers it on its connections: the checkpoint runs inside
+    /// the commit of the reading or delivering thread, and its fsync of up
+    /// to 32 MiB of WAL stalls that thread for tens of milliseconds.
+    pub fn set_wal_autocheckpoint(&self, pages: u32) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", pages)
+            .map_err(|e| self.err(e))
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        self.classify(source)
+    }
+
+    /// Every known file generation (finished ones too: they are never read
+    /// again, and their ids must not be reused).
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT generation, path, dev, ino, fp_len, fingerprint, offset, line, size, finished
+                 FROM files ORDER BY generation",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Checkpoint {
+                    generation: r.get::<_, i64>(0)? as u64,
+                    path: PathBuf::from(r.get::<_, String>(1)?),
+                    dev: r.get::<_, i64>(2)? as u64,
+                    ino: r.get::<_, i64>(3)? as u64,
+                    fp_len: r.get::<_, i64>(4)? as u64,
+                    fingerprint: r.get(5)?,
+                    offset: r.get::<_, i64>(6)? as u64,
+                    line: r.get::<_, i64>(7)? as u64,
+                    size: r.get::<_, i64>(8)? as u64,
+                    finished: r.get(9)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e));
+        rows
+    }
+}
+
+fn classify_with(path: &Path, e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(DatabaseCorrupt) | Some(NotADatabase) => StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        _ => StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    }
+}

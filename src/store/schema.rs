@@ -1,0 +1,66 @@
+//! The database schema: migrations applied in order.
+
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// Migrations, applied in order; `user_version` records how many ran. Never
+/// edit a released one: add a new one.
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE files (
+    generation  INTEGER PRIMARY KEY,
+    path        TEXT NOT NULL,
+    dev         INTEGER NOT NULL,
+    ino         INTEGER NOT NULL,
+    fp_len      INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    offset      INTEGER NOT NULL,
+    line        INTEGER NOT NULL,
+    size        INTEGER NOT NULL,
+    finished    INTEGER NOT NULL DEFAULT 0,
+    updated_ms  INTEGER NOT NULL
+);
+-- The outbox and the delivered-ids ledger in one table: a charge id is
+-- inserted once (UNIQUE), whatever file or replay it is read from again.
+-- Delivered rows drop their payload and stay as the ledger until pruned.
+CREATE TABLE outbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    state        TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+    payload      BLOB,
+    job_type     TEXT NOT NULL,
+    account_type TEXT NOT NULL,
+    account      TEXT NOT NULL,
+    amount       TEXT,
+    currency     TEXT NOT NULL,
+    file         TEXT NOT NULL,
+    offset       INTEGER NOT NULL,
+    line         INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_ms      INTEGER NOT NULL DEFAULT 0,
+    first_fail_ms INTEGER,
+    last_error   TEXT,
+    created_ms   INTEGER NOT NULL,
+    delivered_ms INTEGER,
+    -- Which replay run queued it (0: the daemon), for a replay's reckoning.
+    run          INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX outbox_run ON outbox (run) WHERE run != 0;
+CREATE INDEX outbox_pending ON outbox (seq) WHERE state = 'pending';
+CREATE INDEX outbox_dead ON outbox (seq) WHERE state = 'dead';
+CREATE INDEX outbox_delivered_ms ON outbox (delivered_ms) WHERE state = 'delivered';
+-- Lines that could not be parsed. `key` (file, line number, bytes) makes a
+-- re-read of the same line (after a crash, a replay) not a second one.
+CREATE TABLE bad_lines (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    key        TEXT NOT NULL UNIQUE,
+    file       TEXT NOT NULL,
+    offset     INTEGER NOT NULL,
+    line       INTEGER NOT NULL,
+    raw        BLOB NOT NULL,
+    reason     TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#];

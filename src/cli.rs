@@ -109,8 +109,6 @@ pub enum Command {
     },
     /// Charges held back for want of an account mapping (`[billing] unmapped = "hold"`).
     Held {
-        #[arg(long, short)]
-        config: PathBuf,
         #[command(subcommand)]
         action: HeldAction,
     },
@@ -126,6 +124,8 @@ pub enum Command {
 pub enum HeldAction {
     /// List held charges (oldest first).
     List {
+        #[arg(long, short)]
+        config: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -282,11 +282,9 @@ fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Held { config, action } => {
-            let cfg = Config::load(&config)?;
-            let HeldAction::List { json } = action;
-            held_list(&cfg, json)
-        }
+        Command::Held {
+            action: HeldAction::List { config, json },
+        } => held_list(&Config::load(&config)?, json),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -517,7 +515,9 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         totals.dead_charges, totals.bad_lines
     );
     if held > 0 {
-        println!("held:          {held} charges without an account mapping (`chargetail held list`)");
+        println!(
+            "held:          {held} charges without an account mapping (`chargetail held list`)"
+        );
     }
     if let Some(e) = totals.last_error {
         println!("last error:    {e}");
@@ -563,7 +563,10 @@ fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 h.charge.line
             );
         }
-        println!("{} held: add their accounts to the mapping file", held.len());
+        println!(
+            "{} held: add their accounts to the mapping file",
+            held.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -350,6 +350,7 @@ fn source_loop(
     let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
 
     let mut last_statements = Instant::now() - Duration::from_secs(3600);
+    let mut statements_cursor = crate::billing::statements::Cursor::default();
     while !shutdown.is_triggered() {
         watchdog.tick(&stats);
         // The mapping file changed or SIGHUP: reload; release held charges
@@ -358,9 +359,10 @@ fn source_loop(
             wake.notify_one();
         }
         if let Some(b) = billing.config().filter(|b| b.statements) {
-            if last_statements.elapsed() >= Duration::from_secs(30) {
+            if last_statements.elapsed() >= Duration::from_secs(5) {
                 let n = crate::billing::statements::queue_due(
                     &billing.ledger,
+                    &mut statements_cursor,
                     &mut store,
                     &settings.source_name,
                     cfg.timezone(),

@@ -421,7 +421,14 @@ fn compare(path: &Path, facts: &[Fact]) -> Result<Against, ReconcileError> {
             let user = find(&names, &["user", "username", "user name", "transacted by"]);
             let time = find(
                 &names,
-                &["time", "usage date", "date", "transaction date", "timestamp", "date time"],
+                &[
+                    "time",
+                    "usage date",
+                    "date",
+                    "transaction date",
+                    "timestamp",
+                    "date time",
+                ],
             );
             let cost = find(&names, &["cost", "usage cost", "charged amount"]);
             let amount = find(&names, &["amount", "charge", "transaction amount"]);
@@ -439,9 +446,18 @@ fn compare(path: &Path, facts: &[Fact]) -> Result<Against, ReconcileError> {
                 negate = neg;
                 let account = find(
                     &names,
-                    &["account", "charged to", "account name", "shared account", "account charged"],
+                    &[
+                        "account",
+                        "charged to",
+                        "account name",
+                        "shared account",
+                        "account charged",
+                    ],
                 );
-                let txid = find(&names, &["transaction id", "transactionid", "job id", "id", "txn id"]);
+                let txid = find(
+                    &names,
+                    &["transaction id", "transactionid", "job id", "id", "txn id"],
+                );
                 let tpart = find(&names, &["usage time"]);
                 cols = (t, u, account, a, txid, tpart);
                 header = Some(names);
@@ -494,7 +510,11 @@ fn compare(path: &Path, facts: &[Fact]) -> Result<Against, ReconcileError> {
         }
         let t = f.time.get(..19).unwrap_or(&f.time).replace('T', " ");
         by_content
-            .entry((t, f.user.to_lowercase(), cents(f.amount.unwrap_or_default())))
+            .entry((
+                t,
+                f.user.to_lowercase(),
+                cents(f.amount.unwrap_or_default()),
+            ))
             .or_default()
             .push(i);
     }
@@ -513,7 +533,11 @@ fn compare(path: &Path, facts: &[Fact]) -> Result<Against, ReconcileError> {
         }
         if hit.is_none() {
             hit = by_content
-                .get(&(row.time.clone(), row.user.to_lowercase(), row.amount.clone()))
+                .get(&(
+                    row.time.clone(),
+                    row.user.to_lowercase(),
+                    row.amount.clone(),
+                ))
                 .and_then(|v| v.iter().copied().find(|&i| !used[i]));
         }
         match hit {
@@ -614,8 +638,9 @@ pub fn print_table(r: &Report, out: &mut impl std::io::Write) -> std::io::Result
         writeln!(out, "(nothing read in the period)")?;
     }
     if !r.undelivered.is_empty() {
-        writeln!(out, "\nnot delivered ({}):", r.totals.read - r.totals.delivered)?;
-        for u in &r.undelivered {
+        let missing = r.totals.read - r.totals.delivered;
+        writeln!(out, "\nnot delivered ({missing}):")?;
+        for u in r.undelivered.iter().take(20) {
             writeln!(
                 out,
                 "  {} {:<9} {} {} {} {} {}{}",
@@ -632,6 +657,13 @@ pub fn print_table(r: &Report, out: &mut impl std::io::Write) -> std::io::Result
                     .unwrap_or_default()
             )?;
         }
+    }
+    if r.totals.read - r.totals.delivered > 20 {
+        writeln!(
+            out,
+            "  … and {} more (--json lists 100)",
+            r.totals.read - r.totals.delivered - 20
+        )?;
     }
     if let Some(a) = &r.against {
         writeln!(
@@ -686,9 +718,18 @@ mod tests {
 
     #[test]
     fn export_times_in_common_shapes() {
-        assert_eq!(export_time("2026-11-20 09:14:03").as_deref(), Some("2026-11-20 09:14:03"));
-        assert_eq!(export_time("2026-11-20 1:04:47 PM").as_deref(), Some("2026-11-20 13:04:47"));
-        assert_eq!(export_time("20/11/2026 09:14:03").as_deref(), Some("2026-11-20 09:14:03"));
+        assert_eq!(
+            export_time("2026-11-20 09:14:03").as_deref(),
+            Some("2026-11-20 09:14:03")
+        );
+        assert_eq!(
+            export_time("2026-11-20 1:04:47 PM").as_deref(),
+            Some("2026-11-20 13:04:47")
+        );
+        assert_eq!(
+            export_time("20/11/2026 09:14:03").as_deref(),
+            Some("2026-11-20 09:14:03")
+        );
         assert_eq!(export_time("soon"), None);
     }
 }

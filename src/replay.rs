@@ -280,7 +280,8 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                     // Insert first; only the ids the outbox already had
                     // need a look at how they stand.
                     if let Some(b) = billing.as_mut() {
-                        *charges = b.prepare(store, &settings.source_name, std::mem::take(charges))?;
+                        *charges =
+                            b.prepare(store, &settings.source_name, std::mem::take(charges))?;
                     }
                     let done = store.commit(None, charges, bad)?;
                     summary.newly_queued += done.inserted;

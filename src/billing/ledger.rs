@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS billing_ledger (
     created_ms   INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS billing_ledger_day ON billing_ledger (day);
+CREATE INDEX IF NOT EXISTS billing_ledger_created ON billing_ledger (created_ms);
 CREATE TABLE IF NOT EXISTS billing_held (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     id           TEXT NOT NULL UNIQUE,
@@ -281,7 +282,9 @@ impl Ledger {
 
     pub fn held_count(&self) -> Result<u64, LedgerError> {
         self.conn
-            .query_row("SELECT count(*) FROM billing_held", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT count(*) FROM billing_held", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -326,7 +329,10 @@ impl Ledger {
             .prepare_cached(
                 "SELECT 1 FROM billing_statements WHERE source = ?1 AND account = ?2 AND day = ?3",
             )
-            .and_then(|mut st| st.query_row(params![source, account, day], |_| Ok(())).optional())
+            .and_then(|mut st| {
+                st.query_row(params![source, account, day], |_| Ok(()))
+                    .optional()
+            })
             .map(|r| r.is_some())
             .map_err(|e| self.err(e))
     }

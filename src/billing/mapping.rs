@@ -69,7 +69,12 @@ impl Mapping {
             .from_reader(bytes);
         let mut records = rd.byte_records();
         let header = match records.next() {
-            None => return Err(invalid(1, "empty file: expected the header papercut,customer_id[,team_id]".into())),
+            None => {
+                return Err(invalid(
+                    1,
+                    "empty file: expected the header papercut,customer_id[,team_id]".into(),
+                ))
+            }
             Some(r) => r.map_err(|e| invalid(csv_line(&e), e.to_string()))?,
         };
         let names: Vec<String> = header
@@ -103,7 +108,11 @@ impl Mapping {
                     }
                 }
             };
-            if rec.len() == 1 && rec.get(0).is_some_and(|f| f.iter().all(u8::is_ascii_whitespace)) {
+            if rec.len() == 1
+                && rec
+                    .get(0)
+                    .is_some_and(|f| f.iter().all(u8::is_ascii_whitespace))
+            {
                 continue; // a blank line
             }
             if rec.len() != width {
@@ -172,7 +181,10 @@ mod tests {
         .unwrap();
         assert_eq!(m.len(), 3);
         assert_eq!(m.get("acme design").unwrap().customer_id, "cus_1");
-        assert_eq!(m.get("Acme Design").unwrap().team_id.as_deref(), Some("team_a"));
+        assert_eq!(
+            m.get("Acme Design").unwrap().team_id.as_deref(),
+            Some("team_a")
+        );
         assert_eq!(m.get("MAYA@x.au").unwrap().team_id, None);
         assert_eq!(m.get("Studio, Nine").unwrap().customer_id, "cus_3");
         assert!(m.get("nobody").is_none());
@@ -182,11 +194,23 @@ mod tests {
 
     #[test]
     fn bad_rows_name_file_and_line() {
-        let e = parse("papercut,customer_id\nbob,c1\nBOB,c2\n").unwrap_err().to_string();
-        assert!(e.contains("/etc/accounts.csv") && e.contains("line 3") && e.contains("twice") && e.contains("line 2"), "{e}");
-        let e = parse("papercut,customer_id\nbob,c1,extra\n").unwrap_err().to_string();
+        let e = parse("papercut,customer_id\nbob,c1\nBOB,c2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/accounts.csv")
+                && e.contains("line 3")
+                && e.contains("twice")
+                && e.contains("line 2"),
+            "{e}"
+        );
+        let e = parse("papercut,customer_id\nbob,c1,extra\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("3 fields"), "{e}");
-        let e = parse("papercut,customer_id\nbob,\n").unwrap_err().to_string();
+        let e = parse("papercut,customer_id\nbob,\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2") && e.contains("no customer_id"), "{e}");
         let e = parse("user,customer\nbob,c\n").unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("header"), "{e}");

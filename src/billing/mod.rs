@@ -160,7 +160,9 @@ impl BillingInfo {
         );
         m.insert(
             "via".into(),
-            self.via.map(|v| Value::String(v.into())).unwrap_or(Value::Null),
+            self.via
+                .map(|v| Value::String(v.into()))
+                .unwrap_or(Value::Null),
         );
         Value::Object(m)
     }
@@ -215,9 +217,9 @@ impl Billing {
     fn lookup(&self, account: &str, account_type: &str, user: &str) -> Option<Customer> {
         let m = self.mapping.as_ref()?;
         // A shared account bills its owner; a personal one the user.
-        let name = if account_type == "shared" {
-            account
-        } else if m.get(account).is_some() {
+        // A personal account is named after its user; fall back to the
+        // user if it is not.
+        let name = if account_type == "shared" || m.get(account).is_some() {
             account
         } else {
             user
@@ -237,7 +239,10 @@ impl Billing {
         let mut entries = Vec::with_capacity(charges.len());
         let mut held = Vec::new();
         let mut out = Vec::with_capacity(charges.len());
-        let hold = self.cfg.as_ref().is_some_and(|c| c.unmapped == Unmapped::Hold);
+        let hold = self
+            .cfg
+            .as_ref()
+            .is_some_and(|c| c.unmapped == Unmapped::Hold);
         for mut c in charges {
             let mut event: Value =
                 serde_json::from_slice(&c.payload).map_err(|e| BillingError::Message {
@@ -350,7 +355,8 @@ impl Billing {
             let mut ready = Vec::new();
             let mut done = Vec::new();
             for (_, h) in batch {
-                let Some(customer) = self.lookup(&h.charge.account, &h.charge.account_type, &h.user)
+                let Some(customer) =
+                    self.lookup(&h.charge.account, &h.charge.account_type, &h.user)
                 else {
                     continue;
                 };
@@ -382,7 +388,10 @@ impl Billing {
             total += ready.len() as u64;
         }
         if total > 0 {
-            tracing::info!(count = total, "held charges released: their account is mapped now");
+            tracing::info!(
+                count = total,
+                "held charges released: their account is mapped now"
+            );
             crate::stats::Stats::add(&self.stats.released, total);
         }
         self.stats

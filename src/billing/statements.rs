@@ -61,10 +61,21 @@ pub fn day_start(tz: Tz, day: NaiveDate) -> chrono::DateTime<Tz> {
     tz.from_utc_datetime(&t)
 }
 
+/// Where the last look at due statements left off: days from
+/// `pending_from` on were not due yet, and charges recorded since
+/// `checked_ms` may be for any day.
+#[derive(Debug, Default, Clone)]
+pub struct Cursor {
+    checked_ms: i64,
+    pending_from: Option<String>,
+    first_done: bool,
+}
+
 /// Queue the statements due at `now` for `source` (zone `tz`). Returns how
 /// many were queued.
 pub fn queue_due(
     ledger: &Ledger,
+    cursor: &mut Cursor,
     store: &mut Store,
     source: &str,
     tz: Tz,
@@ -83,17 +94,34 @@ pub fn queue_due(
             source: e,
         })
     };
+    // Only the days that can have something new: those not due at the
+    // last look, and the days of charges recorded since.
+    let started = crate::store::now_ms();
+    let recent: Option<String> = conn
+        .prepare_cached(
+            "SELECT min(day) FROM billing_ledger WHERE source = ?1 AND created_ms >= ?2",
+        )
+        .and_then(|mut st| st.query_row(rusqlite::params![source, cursor.checked_ms], |r| r.get(0)))
+        .map_err(lerr)?;
+    let since_day: Option<String> = if !cursor.first_done {
+        None
+    } else {
+        match (recent, cursor.pending_from.clone()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    };
     let pairs: Vec<(String, String, String)> = {
         let mut st = conn
             .prepare(
-                "SELECT account, day, min(account_type) FROM billing_ledger l WHERE source = ?1 AND day < ?2
+                "SELECT account, day, min(account_type) FROM billing_ledger l WHERE source = ?1 AND day < ?2 AND (?3 IS NULL OR day >= ?3)
                  AND NOT EXISTS (SELECT 1 FROM billing_statements s
                                  WHERE s.source = l.source AND s.account = l.account AND s.day = l.day)
                  GROUP BY account, day ORDER BY day, account",
             )
             .map_err(lerr)?;
         let rows = st
-            .query_map(rusqlite::params![source, today_s], |r| {
+            .query_map(rusqlite::params![source, today_s, since_day], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -184,6 +212,9 @@ pub fn queue_due(
     if queued > 0 {
         tracing::info!(source, count = queued, "daily statements queued");
     }
+    cursor.checked_ms = started;
+    cursor.pending_from = Some(today_s);
+    cursor.first_done = true;
     Ok(queued)
 }
 
@@ -208,7 +239,10 @@ mod tests {
         assert_eq!(ids_digest(&["b", "a"]), ids_digest(&["a", "b"]));
         assert_ne!(ids_digest(&["a"]), ids_digest(&["a", "b"]));
         // sha256("a\nb\n")
-        assert_eq!(ids_digest(&["b", "a"]), "sha256:911169ddaaf146aff539f58c26c489af3b892dff0fe283c1c264c65ae5aa59a2");
+        assert_eq!(
+            ids_digest(&["b", "a"]),
+            "sha256:911169ddaaf146aff539f58c26c489af3b892dff0fe283c1c264c65ae5aa59a2"
+        );
         assert_eq!(
             statement_id("pc", "Acme", "2026-11-20"),
             statement_id("pc", "Acme", "2026-11-20")

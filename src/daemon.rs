@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,67 +16,15 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::deliver::Deliverer;
-use crate::format::{FormatSettings, LineParser, Parsed};
+use crate::deliver::{DeliverSettings, Deliverer};
+use crate::format::{FormatSettings, LineParser};
+use crate::ingest::Batch;
+use crate::run_lock::RunLock;
 use crate::shutdown::Shutdown;
-use crate::sink::{AnySink, Sink};
+use crate::sink::Sink;
 use crate::source::{FollowOptions, Follower, Notice, SourceEvent};
 use crate::stats::Stats;
-use crate::store::{BadLine, NewCharge, RetryPolicy, Store};
-
-/// Held for the life of `run`: a second daemon on the same state would read
-/// and deliver everything twice, so it must not start.
-pub struct RunLock {
-    _file: File,
-}
-
-pub fn lock_path(state: &Path) -> PathBuf {
-    let mut p = state.as_os_str().to_owned();
-    p.push(".run.lock");
-    PathBuf::from(p)
-}
-
-impl RunLock {
-    pub fn acquire(state: &Path) -> anyhow::Result<RunLock> {
-        let path = lock_path(state);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating state directory {}", dir.display()))?;
-        }
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(RunLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(anyhow!(
-                "another `chargetail run` is already using the state database {} (lock {} is held); \
-                 refusing to start a second one",
-                state.display(),
-                path.display()
-            )),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(anyhow!(e).context(format!("locking {}", path.display())))
-            }
-        }
-    }
-
-    /// Whether a daemon holds the lock right now (for status/replay).
-    pub fn is_held(state: &Path) -> bool {
-        let Ok(file) = File::options().write(true).open(lock_path(state)) else {
-            return false;
-        };
-        match file.try_lock() {
-            Ok(()) => {
-                let _ = file.unlock();
-                false
-            }
-            Err(_) => true,
-        }
-    }
-}
+use crate::store::{BadLine, Store};
 
 /// WAL pages (4 MiB, SQLite's default) after which a commit of the daemon
 /// checkpoints. A checkpoint's fsync runs inside the committing thread's
@@ -86,40 +33,17 @@ impl RunLock {
 /// at 4 MiB it is a few ms, more often.
 const DAEMON_WAL_AUTOCHECKPOINT: u32 = 1000;
 
-pub fn retry_policy(cfg: &Config) -> RetryPolicy {
-    RetryPolicy {
-        initial: Duration::from_millis(cfg.delivery.retry_initial_ms),
-        max: Duration::from_millis(cfg.delivery.retry_max_ms),
-        give_up_after: (cfg.delivery.give_up_after_secs > 0)
-            .then(|| Duration::from_secs(cfg.delivery.give_up_after_secs)),
-    }
-}
-
-/// Turn a parsed charge into its outbox row (rendering the message once).
-pub fn new_charge(charge: &crate::charge::Charge, source_name: &str) -> NewCharge {
-    NewCharge {
-        id: charge.id.clone(),
-        payload: charge.to_event_json(source_name),
-        job_type: charge.job_type.as_str().to_string(),
-        account_type: charge.account_type.as_str().to_string(),
-        account: charge.account.clone(),
-        amount: charge.amount.map(|a| a.to_string()),
-        currency: charge.currency.clone(),
-        file: charge.origin.file.clone(),
-        offset: charge.origin.offset,
-        line: charge.origin.line,
-        run: 0,
-    }
-}
-
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = RunLock::acquire(&cfg.state.path)?;
     let store = Store::open(&cfg.state.path)?;
     store.set_wal_autocheckpoint(DAEMON_WAL_AUTOCHECKPOINT)?;
-    let settings =
-        Arc::new(FormatSettings::from_config(&cfg.source).map_err(|e| anyhow!("[source]: {e}"))?);
+    let settings = Arc::new(
+        cfg.source
+            .format_settings()
+            .map_err(|e| anyhow!("[source]: {e}"))?,
+    );
     if let Some(level) = &cfg.log.level {
-        crate::cli::set_log_level(level)
+        crate::logging::set_log_level(level)
             .map_err(|e| anyhow!("config {}: [log] {e}", cfg.file.display()))?;
     }
     let shutdown = Shutdown::new();
@@ -145,8 +69,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // Checked above; a second full scan would only double the start time.
     let deliver_store = Store::open_unchecked(&cfg.state.path)?;
     deliver_store.set_wal_autocheckpoint(DAEMON_WAL_AUTOCHECKPOINT)?;
-    let sink = AnySink::from_config(&cfg)?;
-    let policy = retry_policy(&cfg);
+    let sink = cfg.make_sink()?;
+    let policy = cfg.delivery.retry_policy();
     let deliver = {
         let (stats, wake, shutdown, cfg) =
             (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
@@ -242,7 +166,7 @@ async fn run_deliverer<S: Sink>(d: Deliverer<S>, shutdown: Shutdown) -> anyhow::
 fn install_signal_handlers(
     shutdown: Shutdown,
     current: Config,
-    reload: UnboundedSender<Config>,
+    reload: UnboundedSender<DeliverSettings>,
     billing_reload: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -256,7 +180,7 @@ fn install_signal_handlers(
                 if sig == SIGHUP {
                     billing_reload.store(true, std::sync::atomic::Ordering::Relaxed);
                     if let Some(next) = reload_config(&current) {
-                        let _ = reload.send(next.clone());
+                        let _ = reload.send(next.deliver_settings());
                         current = next;
                     }
                     continue;
@@ -286,7 +210,7 @@ fn reload_config(current: &Config) -> Option<Config> {
     tracing::info!(config = %current.file.display(), "reload: configuration re-read");
     if next.log.level != current.log.level {
         let level = next.log.level.as_deref().unwrap_or("info");
-        match crate::cli::set_log_level(level) {
+        match crate::logging::set_log_level(level) {
             Ok(()) => tracing::info!(level, "reload: log level applied"),
             Err(e) => tracing::error!("reload: {e}"),
         }
@@ -464,41 +388,19 @@ fn source_loop(
                         }
                         continue;
                     }
-                    let mut charges = Vec::new();
-                    let mut bad = Vec::new();
+                    let mut batch = Batch::new(checkpoint.path.to_string_lossy().into_owned(), 0);
                     for line in &lines {
-                        match parser.parse(line) {
-                            Parsed::Skip => {}
-                            Parsed::Charge(c) => {
-                                charges.push(new_charge(&c, &settings.source_name))
-                            }
-                            Parsed::Error(reason) => {
-                                tracing::warn!(
-                                    file = %checkpoint.path.display(),
-                                    line = line.number,
-                                    offset = line.offset,
-                                    %reason,
-                                    "unparsable line: kept as a dead letter"
-                                );
-                                bad.push(BadLine {
-                                    file: checkpoint.path.to_string_lossy().into_owned(),
-                                    offset: line.offset,
-                                    line: line.number,
-                                    raw: line.bytes.clone(),
-                                    reason,
-                                })
-                            }
-                        }
+                        batch.push(parser, line, &settings.source_name);
                     }
                     // Billing (ledger, data.billing, held charges) comes
                     // before the commit: the bytes are fixed from here on.
-                    let charges = billing
-                        .prepare(&store, &settings.source_name, charges)
+                    batch
+                        .bill(&mut billing, &store, &settings.source_name)
                         .context("billing the charges read")?;
                     // A failed commit stops reading: the error propagates and
                     // the daemon exits non-zero; nothing is skipped.
-                    let done = store
-                        .commit(Some(&checkpoint), &charges, &bad)
+                    let done = batch
+                        .commit(&mut store, Some(&checkpoint))
                         .inspect_err(|_| {
                             stats
                                 .store_failed
@@ -509,7 +411,7 @@ fn source_loop(
                     Stats::add(&stats.charges_read, done.inserted);
                     backlog_est += done.inserted;
                     Stats::add(&stats.duplicates_ignored, done.duplicates);
-                    Stats::add(&stats.bad_lines, bad.len() as u64);
+                    Stats::add(&stats.bad_lines, batch.bad.len() as u64);
                     if done.inserted > 0 {
                         wake.notify_one();
                     }

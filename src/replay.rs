@@ -7,7 +7,6 @@
 //! outbox at least every second) and the replay waits for that; otherwise
 //! the replay takes the lock and delivers itself.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,61 +16,21 @@ use anyhow::Context;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use crate::charge::Totals;
 use crate::config::Config;
-use crate::daemon::{new_charge, retry_policy, RunLock};
 use crate::deliver::{Deliverer, Step};
 use crate::format::{FormatSettings, LineParser, Parsed};
-use crate::sink::AnySink;
+use crate::ingest::{Batch, Pushed};
+use crate::run_lock::RunLock;
 use crate::source::historical::read_lines;
 use crate::stats::Stats;
-use crate::store::{BadLine, NewCharge, Store};
+use crate::store::Store;
 
 pub struct ReplayOptions {
     pub dry_run: bool,
     pub json: bool,
     /// Stop waiting for delivery after this long without progress.
     pub give_up_after: Duration,
-}
-
-/// Sums per currency, and per currency and account.
-#[derive(Debug, Default, Serialize)]
-pub struct Totals {
-    pub charges: u64,
-    pub by_currency: BTreeMap<String, Decimal>,
-    pub by_account: BTreeMap<String, BTreeMap<String, Decimal>>,
-}
-
-impl Totals {
-    fn add(&mut self, amount: Option<Decimal>, currency: &str, account: &str) {
-        self.charges += 1;
-        if let Some(a) = amount {
-            add_saturating(self.by_currency.entry(currency.to_string()).or_default(), a);
-            add_saturating(
-                self.by_account
-                    .entry(currency.to_string())
-                    .or_default()
-                    .entry(account.to_string())
-                    .or_default(),
-                a,
-            );
-        }
-    }
-}
-
-/// Add without panicking on absurd input (amounts near Decimal::MAX): a
-/// total that cannot be represented stays at the bound and is logged.
-pub fn add_saturating(total: &mut Decimal, a: Decimal) {
-    match total.checked_add(a) {
-        Some(t) => *total = t,
-        None => {
-            tracing::error!(%a, "total overflows; it is capped (check the amounts in the input)");
-            *total = if a.is_sign_negative() {
-                Decimal::MIN
-            } else {
-                Decimal::MAX
-            };
-        }
-    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -216,7 +175,9 @@ impl Progress {
 
 pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow::Result<Summary> {
     let settings = Arc::new(
-        FormatSettings::from_config(&cfg.source).map_err(|e| anyhow::anyhow!("[source]: {e}"))?,
+        cfg.source
+            .format_settings()
+            .map_err(|e| anyhow::anyhow!("[source]: {e}"))?,
     );
     let max_line = cfg.source.max_line_bytes;
     let files = order_files(files, &settings, max_line);
@@ -253,18 +214,14 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
         let name = canonical.to_string_lossy().into_owned();
         summary.files.push(name.clone());
         let mut parser = LineParser::new(settings.clone(), name.clone());
-        let mut charges: Vec<NewCharge> = Vec::new();
-        let mut bad: Vec<BadLine> = Vec::new();
+        let mut batch = Batch::new(name.clone(), run);
         let mut failure: Option<anyhow::Error> = None;
         let compressed_len = std::fs::metadata(&canonical).map(|m| m.len()).unwrap_or(0);
         let is_gz = crate::source::historical::is_gzip(&canonical);
-        let mut flush = |charges: &mut Vec<NewCharge>,
-                         bad: &mut Vec<BadLine>,
-                         summary: &mut Summary|
-         -> anyhow::Result<()> {
+        let mut flush = |batch: &mut Batch, summary: &mut Summary| -> anyhow::Result<()> {
             if let Some(store) = store.as_mut() {
                 if opts.dry_run {
-                    for c in charges.iter() {
+                    for c in batch.charges.iter() {
                         match store.known(&c.id)?.as_deref() {
                             Some("delivered") => summary.already_delivered += 1,
                             // A dead letter was never delivered: a replay
@@ -280,14 +237,13 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                     // Insert first; only the ids the outbox already had
                     // need a look at how they stand.
                     if let Some(b) = billing.as_mut() {
-                        *charges =
-                            b.prepare(store, &settings.source_name, std::mem::take(charges))?;
+                        batch.bill(b, store, &settings.source_name)?;
                     }
-                    let done = store.commit(None, charges, bad)?;
+                    let done = batch.commit(store, None)?;
                     summary.newly_queued += done.inserted;
                     let mut known = 0;
                     for &i in &done.ignored {
-                        let c = &charges[i];
+                        let c = &batch.charges[i];
                         match store.known(&c.id)?.as_deref() {
                             Some("delivered") => summary.already_delivered += 1,
                             Some("pending") => {
@@ -311,10 +267,9 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                     summary.repeated_in_input += done.duplicates.saturating_sub(known);
                 }
             } else {
-                summary.newly_queued += charges.len() as u64;
+                summary.newly_queued += batch.charges.len() as u64;
             }
-            charges.clear();
-            bad.clear();
+            batch.clear();
             Ok(())
         };
         read_lines(&canonical, max_line, |line, bytes| {
@@ -322,41 +277,32 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                 return;
             }
             summary.lines += 1;
-            match parser.parse(&line) {
-                Parsed::Skip => {}
-                Parsed::Charge(c) => {
+            match batch.push(&mut parser, &line, &settings.source_name) {
+                Pushed::Skip => {}
+                Pushed::Charge(c) => {
                     summary.charges_read += 1;
                     summary.totals_read.add(c.amount, &c.currency, &c.account);
-                    let mut nc = new_charge(&c, &settings.source_name);
-                    nc.run = run;
-                    charges.push(nc);
                 }
-                Parsed::Error(reason) => {
-                    summary.bad_lines += 1;
-                    tracing::warn!(file = %name, line = line.number, offset = line.offset, %reason, "unparsable line");
-                    bad.push(BadLine {
-                        file: name.clone(),
-                        offset: line.offset,
-                        line: line.number,
-                        raw: line.bytes,
-                        reason,
-                    });
-                }
+                Pushed::Bad => summary.bad_lines += 1,
             }
-            if charges.len() + bad.len() >= 1000 {
-                if let Err(e) = flush(&mut charges, &mut bad, &mut summary) {
+            if batch.len() >= 1000 {
+                if let Err(e) = flush(&mut batch, &mut summary) {
                     failure = Some(e);
                 }
             }
             // For a .gz file, scale uncompressed progress to its size.
-            let pos = if is_gz { bytes.min(compressed_len) } else { bytes };
+            let pos = if is_gz {
+                bytes.min(compressed_len)
+            } else {
+                bytes
+            };
             progress.update(done_bytes + pos, summary.charges_read);
         })
         .with_context(|| format!("reading {name}"))?;
         if let Some(e) = failure {
             return Err(e);
         }
-        flush(&mut charges, &mut bad, &mut summary)?;
+        flush(&mut batch, &mut summary)?;
         done_bytes += compressed_len;
     }
     progress.finish();
@@ -396,11 +342,11 @@ fn deliver_run(
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let sink = AnySink::from_config(cfg)?;
+        let sink = cfg.make_sink()?;
         let mut d = Deliverer {
             store,
             sink,
-            policy: retry_policy(cfg),
+            policy: cfg.delivery.retry_policy(),
             batch: cfg.delivery.batch,
             wake: Arc::new(tokio::sync::Notify::new()),
             stats: Arc::new(Stats::default()),

@@ -128,7 +128,10 @@ fn replay_all(dir: &Path, cfg: &Path, extra: &[&str]) -> (i32, Vec<serde_json::V
     let events = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+        .map(|l| {
+            support::schema::check(l.as_bytes());
+            serde_json::from_str(l).unwrap()
+        })
         .collect();
     (out.status.code().unwrap_or(-1), events)
 }
@@ -405,6 +408,7 @@ impl Run {
                 .lines
                 .recv_timeout(left.min(Duration::from_millis(200)))
             {
+                support::schema::check(l.as_bytes());
                 self.seen.push(serde_json::from_str(&l).unwrap());
             }
         }

@@ -96,3 +96,8 @@ need_postgres() {
     echo "setup: PostgreSQL did not come up on 127.0.0.1:5432" >&2
     return 1
 }
+
+# Headless Chromium for the status page test (tests/http_page.rs).
+need_chromium() {
+    command -v chromium >/dev/null || command -v chromium-browser >/dev/null || apt_install chromium
+}

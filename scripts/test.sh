@@ -11,6 +11,7 @@ need_broker
 need_systemd_analyze
 need_postgres
 need_cargo_deb
+need_chromium
 command -v rustfmt >/dev/null && cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --no-fail-fast 2>&1 | tee target/test-output.txt

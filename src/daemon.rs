@@ -84,6 +84,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 stats,
                 reload: Some(reload_rx),
                 resume_seen: None,
+                head: None,
             };
             run_deliverer(d, shutdown).await
         })
@@ -103,14 +104,30 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let http = match &cfg.http {
         Some(h) => {
+            let token = match &h.token_file {
+                Some(f) => Some(crate::http::auth::read_token(f).map_err(|message| {
+                    crate::config::ConfigError::Invalid {
+                        path: cfg.file.clone(),
+                        message,
+                    }
+                })?),
+                None => None,
+            };
+            if token.is_none() && !crate::http::auth::is_loopback(&h.listen) {
+                tracing::warn!(
+                    listen = %h.listen,
+                    "[http] listens beyond this machine without a token_file: anyone who can reach it \
+                     reads the status page, /status and /metrics; set [http] token_file"
+                );
+            }
             let listener = runtime.block_on(crate::http::bind(&h.listen))?;
-            let state = Arc::new(crate::http::HttpState {
-                stats: stats.clone(),
-                store: std::sync::Mutex::new(Store::open_unchecked(&cfg.state.path)?),
-                cfg: cfg.clone(),
-                started_ms: crate::store::now_ms(),
-            });
-            tracing::info!(listen = %h.listen, "serving /healthz, /metrics, /status");
+            let state = Arc::new(crate::http::HttpState::new(
+                stats.clone(),
+                Store::open_unchecked(&cfg.state.path)?,
+                cfg.clone(),
+                token,
+            ));
+            tracing::info!(listen = %h.listen, token = state.token.is_some(), "serving /, /healthz, /metrics, /status");
             Some(runtime.spawn(crate::http::serve(listener, state, shutdown.clone())))
         }
         None => None,

@@ -77,6 +77,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 stats,
                 reload: Some(reload_rx),
                 resume_seen: None,
+                head: None,
             };
             run_deliverer(d, shutdown).await
         })

@@ -340,6 +340,7 @@ fn deliver_run(
             stats: Arc::new(Stats::default()),
             reload: None,
             resume_seen: None,
+            head: None,
         };
         rt.block_on(async {
             loop {
@@ -367,9 +368,11 @@ fn deliver_run(
                         );
                         break;
                     }
-                    Step::WaitUntil(ms) => {
-                        let wait = (ms - crate::store::now_ms()).clamp(1, 1000) as u64;
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    Step::WaitUntil(at) => {
+                        let wait = at
+                            .saturating_duration_since(std::time::Instant::now())
+                            .clamp(Duration::from_millis(1), Duration::from_secs(1));
+                        tokio::time::sleep(wait).await;
                     }
                 }
             }

@@ -119,8 +119,19 @@ impl Gen {
             queue: VecDeque::new(),
             end: cp.offset,
         });
+        let mut splitter = LineSplitter::new(max_line, cp.offset, cp.line + 1);
+        if cp.offset > 0 {
+            // Resumed past the head: how lines end (UTF-16) is in the
+            // file's first bytes.
+            if let Some(f) = &file {
+                let mut head = [0u8; 2];
+                if std::os::unix::fs::FileExt::read_at(f, &mut head, 0).is_ok_and(|n| n == 2) {
+                    splitter.set_unit(super::LineUnit::from_head(&head));
+                }
+            }
+        }
         Gen {
-            splitter: LineSplitter::new(max_line, cp.offset, cp.line + 1),
+            splitter,
             cp,
             file,
             state,

@@ -84,6 +84,29 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Charges read over a period, grouped, against what was delivered, to the cent; exit 0 only if all were delivered.
+    Reconcile {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// First local day (YYYY-MM-DD, the source's zone), inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last local day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value_t = crate::reconcile::GroupBy::Account)]
+        by: crate::reconcile::GroupBy,
+        /// A PaperCut CSV export of the same period to compare with.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Charges held back for want of an account mapping (`[billing] unmapped = "hold"`).
+    Held {
+        #[command(subcommand)]
+        action: HeldAction,
+    },
     /// Write shell completions to stdout (for packaging).
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -93,6 +116,17 @@ pub enum Command {
         /// Directory for chargetail.1, chargetail-run.1, … (every page the main page names).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HeldAction {
+    /// List held charges (oldest first).
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -207,6 +241,38 @@ fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => status(&Config::load(&config)?, json),
         Command::DeadLetters { config, action } => dead_letters(&Config::load(&config)?, action),
         Command::Check { config } => check(&Config::load(&config)?),
+        Command::Reconcile {
+            config,
+            from,
+            to,
+            by,
+            against,
+            json,
+        } => {
+            let cfg = Config::load(&config)?;
+            for d in [&from, &to].into_iter().flatten() {
+                if chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err() {
+                    return Err(UsageError(format!("{d:?} is not a date like 2026-11-20")).into());
+                }
+            }
+            let period = crate::reconcile::Period { from, to };
+            let report =
+                crate::reconcile::reconcile(&cfg.state.path, &period, by, against.as_deref())?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let _ = writeln!(out, "{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let _ = crate::reconcile::print_table(&report, &mut out);
+            }
+            Ok(if report.complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Held {
+            action: HeldAction::List { config, json },
+        } => held_list(&Config::load(&config)?, json),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -408,6 +474,10 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
+    let held = match crate::billing::Ledger::open_existing(&cfg.state.path)? {
+        Some(l) => l.held_count()?,
+        None => 0,
+    };
     if json {
         let v = serde_json::json!({
             "daemon_running": running,
@@ -415,6 +485,7 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             "timezone_from_system": cfg.source.timezone_from_system,
             "files": files,
             "outbox": totals,
+            "held": held,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -455,8 +526,59 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         "dead letters:  {} charges, {} unparsable lines",
         totals.dead_charges, totals.bad_lines
     );
+    if held > 0 {
+        println!(
+            "held:          {held} charges without an account mapping (`chargetail held list`)"
+        );
+    }
     if let Some(e) = totals.last_error {
         println!("last error:    {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let ledger = match crate::billing::Ledger::open_existing(&cfg.state.path)? {
+        Some(l) => l,
+        None => {
+            println!("no held charges");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let held = ledger.held(0, usize::MAX >> 1)?;
+    if json {
+        let v: Vec<_> = held
+            .iter()
+            .map(|(_, h)| {
+                serde_json::json!({
+                    "id": h.charge.id, "user": h.user, "account": h.charge.account,
+                    "account_type": h.charge.account_type, "amount": h.charge.amount,
+                    "currency": h.charge.currency, "file": h.charge.file, "line": h.charge.line,
+                    "held_ms": h.created_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if held.is_empty() {
+        println!("no held charges");
+    } else {
+        for (_, h) in &held {
+            println!(
+                "{}\t{}\t{} ({})\t{} {}\t{}:{}",
+                h.charge.id,
+                h.user,
+                h.charge.account,
+                h.charge.account_type,
+                h.charge.amount.as_deref().unwrap_or("-"),
+                h.charge.currency,
+                h.charge.file,
+                h.charge.line
+            );
+        }
+        println!(
+            "{} held: add their accounts to the mapping file",
+            held.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -38,6 +38,8 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub billing: Option<crate::billing::BillingConfig>,
     /// Where the config was read from (relative paths in it resolve against
     /// its directory).
     #[serde(skip)]
@@ -290,6 +292,9 @@ impl Config {
         }
         if Path::new(&cfg.source.path).is_relative() {
             cfg.source.path = base.join(&cfg.source.path).to_string_lossy().into_owned();
+        }
+        if let Some(b) = cfg.billing.as_mut() {
+            b.resolve(&base).map_err(invalid)?;
         }
         cfg.validate().map_err(invalid)?;
         Ok(cfg)

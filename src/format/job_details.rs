@@ -18,7 +18,7 @@ pub fn step(
     s: &FormatSettings,
     text: &str,
     defaults: Defaults,
-) -> Result<(Record, Defaults), String> {
+) -> Result<(Record<'static>, Defaults), String> {
     let cells = columns::split_line(text, s.delimiter.unwrap_or(b','))?;
     let mut pairs: Vec<(String, String)> = Vec::new();
     for (i, cell) in cells.iter().enumerate() {

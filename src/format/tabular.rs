@@ -106,9 +106,9 @@ enum State {
     Broken(String),
 }
 
-pub enum Step {
+pub enum Step<'a> {
     Skip,
-    Record(Box<Record>),
+    Record(Box<Record<'a>>),
     Error(String),
 }
 
@@ -137,7 +137,7 @@ impl Tabular {
     }
 
     /// One non-blank decoded line.
-    pub fn step(&mut self, s: &FormatSettings, text: &str, line_no: u64) -> Step {
+    pub fn step<'a>(&'a mut self, s: &FormatSettings, text: &'a str, line_no: u64) -> Step<'a> {
         if s.profile == Profile::PrintLoggerCsv
             && text
                 .trim_start()
@@ -146,30 +146,30 @@ impl Tabular {
         {
             return Step::Skip;
         }
-        match &self.state {
-            State::Broken(reason) => Step::Error(format!("no usable column layout: {reason}")),
-            State::Start { banner_skipped } => {
-                let banner_skipped = *banner_skipped;
-                let delimiter = s.delimiter.unwrap_or_else(|| detect_delimiter(text));
-                if s.header {
-                    self.start_with_header(s, text, line_no, delimiter, banner_skipped)
-                } else {
-                    match positions(s) {
-                        Ok(mapping) => {
-                            self.state = State::Ready {
-                                delimiter,
-                                mapping,
-                                header: None,
-                            };
-                            self.step(s, text, line_no)
-                        }
-                        Err(e) => {
-                            self.state = State::Broken(e.clone());
-                            Step::Error(format!("no usable column layout: {e}"))
-                        }
-                    }
+        if let State::Start { banner_skipped } = self.state {
+            let delimiter = s.delimiter.unwrap_or_else(|| detect_delimiter(text));
+            if s.header {
+                return self.start_with_header(s, text, line_no, delimiter, banner_skipped);
+            }
+            match positions(s) {
+                Ok(mapping) => {
+                    self.state = State::Ready {
+                        delimiter,
+                        mapping,
+                        header: None,
+                    };
+                    // This line is the first record: read on.
+                }
+                Err(e) => {
+                    self.state = State::Broken(e.clone());
+                    return Step::Error(format!("no usable column layout: {e}"));
                 }
             }
+        }
+        match &self.state {
+            State::Broken(reason) => Step::Error(format!("no usable column layout: {reason}")),
+            // Left just above.
+            State::Start { .. } => Step::Skip,
             State::Ready {
                 delimiter,
                 mapping,
@@ -193,7 +193,7 @@ impl Tabular {
         line_no: u64,
         delimiter: u8,
         banner_skipped: bool,
-    ) -> Step {
+    ) -> Step<'static> {
         let result = columns::split_line(text, delimiter)
             .and_then(|cells| Ok((Mapping::from_header(&cells, &s.columns)?, cells)));
         let missing = |m: &Mapping| {
@@ -298,8 +298,8 @@ fn positions(s: &FormatSettings) -> Result<Mapping, String> {
 }
 
 /// Split a row and pick its values by the mapping.
-fn row(text: &str, delimiter: u8, mapping: &Mapping) -> Result<Record, String> {
-    let cells = columns::split_line(text, delimiter)?;
+fn row<'a>(text: &'a str, delimiter: u8, mapping: &'a Mapping) -> Result<Record<'a>, String> {
+    let mut cells = columns::split_line(text, delimiter)?;
     if let Some(w) = mapping.width {
         if cells.len() != w {
             return Err(format!("{} fields, header has {w}", cells.len()));
@@ -308,7 +308,11 @@ fn row(text: &str, delimiter: u8, mapping: &Mapping) -> Result<Record, String> {
     let mut rec = Record::default();
     for (field, slot) in &mapping.slots {
         match cells.get(slot.index) {
-            Some(v) => rec.set(*field, v.clone(), slot.label.clone()),
+            Some(_) => rec.set(
+                *field,
+                std::mem::take(&mut cells[slot.index]),
+                slot.label.as_str(),
+            ),
             None if slot.must_exist => {
                 return Err(format!(
                     "{} fields, no {} for {:?}",
@@ -329,7 +333,7 @@ fn row(text: &str, delimiter: u8, mapping: &Mapping) -> Result<Record, String> {
             .get(&i)
             .cloned()
             .unwrap_or_else(|| format!("field{}", i + 1));
-        rec.extra.insert(key, v);
+        rec.extra.insert(key, v.into_owned());
     }
     Ok(rec)
 }

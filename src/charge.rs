@@ -243,6 +243,50 @@ impl OrdinalCounter {
     }
 }
 
+// ---------------------------------------------------------------- money
+
+/// Sums per currency, and per currency and account.
+#[derive(Debug, Default, Serialize)]
+pub struct Totals {
+    pub charges: u64,
+    pub by_currency: BTreeMap<String, Decimal>,
+    pub by_account: BTreeMap<String, BTreeMap<String, Decimal>>,
+}
+
+impl Totals {
+    /// Count one charge, and its amount where it has one.
+    pub fn add(&mut self, amount: Option<Decimal>, currency: &str, account: &str) {
+        self.charges += 1;
+        if let Some(a) = amount {
+            add_saturating(self.by_currency.entry(currency.to_string()).or_default(), a);
+            add_saturating(
+                self.by_account
+                    .entry(currency.to_string())
+                    .or_default()
+                    .entry(account.to_string())
+                    .or_default(),
+                a,
+            );
+        }
+    }
+}
+
+/// Add without panicking on absurd input (amounts near Decimal::MAX): a
+/// total that cannot be represented stays at the bound and is logged.
+pub fn add_saturating(total: &mut Decimal, a: Decimal) {
+    match total.checked_add(a) {
+        Some(t) => *total = t,
+        None => {
+            tracing::error!(%a, "total overflows; it is capped (check the amounts in the input)");
+            *total = if a.is_sign_negative() {
+                Decimal::MIN
+            } else {
+                Decimal::MAX
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! The command line (see CONTRACT.md). Each command is a small function;
+//! The command line (docs/commands.md). Each command is a small function;
 //! the daemon, store and stages do the work.
 
 use std::io::Write;
@@ -7,10 +7,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError};
-use crate::format::{FormatSettings, LineParser, Parsed, Profile};
+use crate::format::{LineParser, Parsed, Profile};
+use crate::logging::LogFormat;
 use crate::store::{now_ms, Store};
 
 #[derive(Debug, Parser)]
@@ -25,12 +26,6 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,7 +119,7 @@ pub enum DeadAction {
 /// or config, 1: runtime failure).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    crate::logging::init(cli.log_format);
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -149,52 +144,6 @@ pub fn main() -> ExitCode {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
-
-/// Changes the log filter at run time (SIGHUP, `[log] level`).
-type Reloader = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-static LOG_RELOAD: std::sync::OnceLock<Reloader> = std::sync::OnceLock::new();
-
-/// Set the log level/filter (e.g. `debug`, `chargetail=debug,info`) unless
-/// `CHARGETAIL_LOG` fixes it.
-pub fn set_log_level(level: &str) -> Result<(), String> {
-    if std::env::var_os("CHARGETAIL_LOG").is_some() {
-        return Ok(());
-    }
-    match LOG_RELOAD.get() {
-        Some(f) => f(level),
-        None => Ok(()),
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("CHARGETAIL_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Under systemd the journal adds its own timestamps and shows no colours.
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    macro_rules! install {
-        ($b:expr) => {{
-            let b = $b.with_filter_reloading();
-            let handle = b.reload_handle();
-            let _ = LOG_RELOAD.set(Box::new(move |level: &str| {
-                let filter =
-                    EnvFilter::try_new(level).map_err(|e| format!("log level {level:?}: {e}"))?;
-                handle.reload(filter).map_err(|e| e.to_string())
-            }));
-            let _ = b.try_init();
-        }};
-    }
-    match (format, journald) {
-        (LogFormat::Json, _) => install!(builder.json()),
-        (LogFormat::Text, true) => install!(builder.without_time().with_ansi(false)),
-        (LogFormat::Text, false) => {
-            install!(builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())))
-        }
-    }
-}
 
 fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -286,7 +235,7 @@ fn parse(
         None => (default_source(), 64 * 1024),
     };
     let profile = profile.unwrap_or(src.profile);
-    let settings = Arc::new(FormatSettings::with_profile(&src, profile).map_err(UsageError)?);
+    let settings = Arc::new(src.format_settings_as(profile).map_err(UsageError)?);
     let files = expand(paths)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -389,7 +338,7 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     }
     let store = Store::open_unchecked(&cfg.state.path)?;
     let totals = store.totals()?;
-    let running = crate::daemon::RunLock::is_held(&cfg.state.path);
+    let running = crate::run_lock::RunLock::is_held(&cfg.state.path);
     let files: Vec<serde_json::Value> = store
         .checkpoints()?
         .into_iter()
@@ -497,7 +446,7 @@ fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
         .build()?;
     let report = rt.block_on(async {
         use crate::sink::Sink;
-        crate::sink::AnySink::from_config(cfg)?.check().await
+        cfg.make_sink()?.check().await
     })?;
     println!("{report}");
     Ok(ExitCode::SUCCESS)

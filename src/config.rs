@@ -1,4 +1,4 @@
-//! The TOML configuration (see CONTRACT.md). Parsing is strict: an unknown
+//! The TOML configuration (docs/config.md). Parsing is strict: an unknown
 //! key is an error naming it, so a typo cannot silently disable a setting.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::format::{AmountSign, ColumnRef, Profile, TextEncoding};
+use crate::deliver::{DeliverSettings, RetryPolicy};
+use crate::format::{
+    parse_delimiter, AmountSign, ColumnRef, FormatSettings, Profile, TextEncoding,
+};
+use crate::sink::AnySink;
+pub use crate::sink::{SinkConfig, SinkKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -89,26 +94,6 @@ pub struct StateConfig {
     pub retention_days: u32,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    Amqp,
-    Webhook,
-    #[default]
-    Stdout,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    #[serde(default)]
-    pub kind: SinkKind,
-    #[serde(default)]
-    pub amqp: Option<crate::sink::amqp::AmqpConfig>,
-    #[serde(default)]
-    pub webhook: Option<toml::Table>,
-}
-
 /// Retry schedule for failed deliveries: exponential from `initial` to `max`
 /// with full jitter; after `give_up_after` a charge becomes a dead letter.
 /// `give_up_after = 0` retries forever (the AMQP default: a broker outage
@@ -125,6 +110,49 @@ pub struct DeliveryConfig {
     /// Charges handed to the sink at once.
     #[serde(default = "default_batch")]
     pub batch: usize,
+}
+
+impl SourceConfig {
+    /// The format stage's settings: the profile's defaults with this
+    /// source's overrides applied.
+    pub fn format_settings(&self) -> Result<FormatSettings, String> {
+        self.format_settings_as(self.profile)
+    }
+
+    /// As `format_settings` but with another profile (`parse --profile`).
+    pub fn format_settings_as(&self, profile: Profile) -> Result<FormatSettings, String> {
+        let d = FormatSettings::defaults(profile, &self.name);
+        let delimiter = match &self.delimiter {
+            Some(x) => Some(parse_delimiter(x)?),
+            None => d.delimiter,
+        };
+        Ok(FormatSettings {
+            delimiter,
+            header: self.header.unwrap_or(d.header),
+            columns: self.columns.clone(),
+            encoding: self.encoding.unwrap_or_default(),
+            amount_sign: self.amount_sign.unwrap_or(d.amount_sign),
+            decimal_comma: self.decimal_comma,
+            currency: self.currency.clone(),
+            timezone: self
+                .timezone
+                .parse()
+                .map_err(|_| format!("unknown time zone {:?}", self.timezone))?,
+            ..d
+        })
+    }
+}
+
+impl DeliveryConfig {
+    /// The deliver stage's retry policy from these settings.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(self.retry_initial_ms),
+            max: Duration::from_millis(self.retry_max_ms),
+            give_up_after: (self.give_up_after_secs > 0)
+                .then(|| Duration::from_secs(self.give_up_after_secs)),
+        }
+    }
 }
 
 impl Default for DeliveryConfig {
@@ -238,7 +266,7 @@ impl Config {
             ));
         }
         if let Some(d) = &s.delimiter {
-            crate::format::parse_delimiter(d).map_err(|e| format!("[source] delimiter: {e}"))?;
+            parse_delimiter(d).map_err(|e| format!("[source] delimiter: {e}"))?;
         }
         if glob::Pattern::new(&s.path).is_err() {
             return Err(format!(
@@ -311,6 +339,28 @@ impl Config {
         std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf())
     }
 
+    /// The configured sink. One that cannot be made (a secret file missing,
+    /// a bad URL, an unreadable CA file) is a config error: exit 2, and
+    /// systemd does not restart in a loop.
+    pub fn make_sink(&self) -> Result<AnySink, ConfigError> {
+        AnySink::from_config(&self.sink, &self.dir(), &self.source.name).map_err(|e| {
+            ConfigError::Invalid {
+                path: self.file.clone(),
+                message: format!("[sink]: {e:#}"),
+            }
+        })
+    }
+
+    /// What the deliver stage takes from this config (at start, on SIGHUP).
+    pub fn deliver_settings(&self) -> DeliverSettings {
+        DeliverSettings {
+            policy: self.delivery.retry_policy(),
+            batch: self.delivery.batch,
+            sink: self.sink.clone(),
+            dir: self.dir(),
+        }
+    }
+
     pub fn timezone(&self) -> chrono_tz::Tz {
         // Validated in `validate`.
         self.source.timezone.parse().unwrap_or(chrono_tz::UTC)
@@ -337,6 +387,34 @@ mod tests {
         assert_eq!(c.sink.kind, SinkKind::Stdout);
         assert_eq!(c.state.path, PathBuf::from("/etc/chargetail/s.db"));
         assert_eq!(c.source.max_line_bytes, 65536);
+    }
+
+    #[test]
+    fn settings_from_config() {
+        let src: SourceConfig = toml::from_str(
+            "name = 'pc'\npath = '/x'\nprofile = 'print-log'\ntimezone = 'Australia/Melbourne'\n\
+             currency = 'AUD'\ndecimal_comma = true\ncolumns = { amount = 13 }\n",
+        )
+        .unwrap();
+        let s = src.format_settings().unwrap();
+        assert_eq!(s.profile, Profile::PrintLog);
+        assert_eq!((s.delimiter, s.header), (Some(b'\t'), false));
+        assert_eq!(s.amount_sign, AmountSign::ChargePositive);
+        assert!(s.decimal_comma);
+        assert_eq!(s.timezone, chrono_tz::Australia::Melbourne);
+        let t = src.format_settings_as(Profile::TransactionFile).unwrap();
+        assert_eq!((t.delimiter, t.header), (None, true));
+        assert_eq!(t.amount_sign, AmountSign::DebitNegative);
+        // The settings parse: a print log line with a decimal comma in column 13.
+        let pl = "2026-11-20\t9:14:03 PM\tpc-main\tlevel1-mfd\tmaya.chen@harbourworks.com.au\tAcme Design\tmaya-laptop\tBrief.pdf\t4\t1";
+        let mut lines = Vec::new();
+        let mut sp = crate::source::LineSplitter::new(65536, 0, 1);
+        sp.feed(format!("{pl}\t1\tx\t0,40\n").as_bytes(), &mut lines);
+        let mut parser = crate::format::LineParser::new(std::sync::Arc::new(s), "/x/pl.log".into());
+        let crate::format::Parsed::Charge(c) = parser.parse(&lines[0]) else {
+            panic!("not a charge: {lines:?}");
+        };
+        assert_eq!(c.amount, Some("0.40".parse().unwrap()));
     }
 
     #[test]

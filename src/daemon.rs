@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,67 +16,14 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::deliver::Deliverer;
+use crate::deliver::{DeliverSettings, Deliverer};
 use crate::format::{FormatSettings, LineParser, Parsed};
+use crate::run_lock::RunLock;
 use crate::shutdown::Shutdown;
-use crate::sink::{AnySink, Sink};
+use crate::sink::Sink;
 use crate::source::{FollowOptions, Follower, Notice, SourceEvent};
 use crate::stats::Stats;
-use crate::store::{BadLine, NewCharge, RetryPolicy, Store};
-
-/// Held for the life of `run`: a second daemon on the same state would read
-/// and deliver everything twice, so it must not start.
-pub struct RunLock {
-    _file: File,
-}
-
-pub fn lock_path(state: &Path) -> PathBuf {
-    let mut p = state.as_os_str().to_owned();
-    p.push(".run.lock");
-    PathBuf::from(p)
-}
-
-impl RunLock {
-    pub fn acquire(state: &Path) -> anyhow::Result<RunLock> {
-        let path = lock_path(state);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating state directory {}", dir.display()))?;
-        }
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening lock file {}", path.display()))?;
-        match file.try_lock() {
-            Ok(()) => Ok(RunLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(anyhow!(
-                "another `chargetail run` is already using the state database {} (lock {} is held); \
-                 refusing to start a second one",
-                state.display(),
-                path.display()
-            )),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(anyhow!(e).context(format!("locking {}", path.display())))
-            }
-        }
-    }
-
-    /// Whether a daemon holds the lock right now (for status/replay).
-    pub fn is_held(state: &Path) -> bool {
-        let Ok(file) = File::options().write(true).open(lock_path(state)) else {
-            return false;
-        };
-        match file.try_lock() {
-            Ok(()) => {
-                let _ = file.unlock();
-                false
-            }
-            Err(_) => true,
-        }
-    }
-}
+use crate::store::{BadLine, NewCharge, Store};
 
 /// WAL pages (4 MiB, SQLite's default) after which a commit of the daemon
 /// checkpoints. A checkpoint's fsync runs inside the committing thread's
@@ -85,15 +31,6 @@ impl RunLock {
 /// ~5 s at 200 lines/s, which was the whole p99 of line → broker latency;
 /// at 4 MiB it is a few ms, more often.
 const DAEMON_WAL_AUTOCHECKPOINT: u32 = 1000;
-
-pub fn retry_policy(cfg: &Config) -> RetryPolicy {
-    RetryPolicy {
-        initial: Duration::from_millis(cfg.delivery.retry_initial_ms),
-        max: Duration::from_millis(cfg.delivery.retry_max_ms),
-        give_up_after: (cfg.delivery.give_up_after_secs > 0)
-            .then(|| Duration::from_secs(cfg.delivery.give_up_after_secs)),
-    }
-}
 
 /// Turn a parsed charge into its outbox row (rendering the message once).
 pub fn new_charge(charge: &crate::charge::Charge, source_name: &str) -> NewCharge {
@@ -116,10 +53,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = RunLock::acquire(&cfg.state.path)?;
     let store = Store::open(&cfg.state.path)?;
     store.set_wal_autocheckpoint(DAEMON_WAL_AUTOCHECKPOINT)?;
-    let settings =
-        Arc::new(FormatSettings::from_config(&cfg.source).map_err(|e| anyhow!("[source]: {e}"))?);
+    let settings = Arc::new(
+        cfg.source
+            .format_settings()
+            .map_err(|e| anyhow!("[source]: {e}"))?,
+    );
     if let Some(level) = &cfg.log.level {
-        crate::cli::set_log_level(level)
+        crate::logging::set_log_level(level)
             .map_err(|e| anyhow!("config {}: [log] {e}", cfg.file.display()))?;
     }
     let shutdown = Shutdown::new();
@@ -138,8 +78,8 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // Checked above; a second full scan would only double the start time.
     let deliver_store = Store::open_unchecked(&cfg.state.path)?;
     deliver_store.set_wal_autocheckpoint(DAEMON_WAL_AUTOCHECKPOINT)?;
-    let sink = AnySink::from_config(&cfg)?;
-    let policy = retry_policy(&cfg);
+    let sink = cfg.make_sink()?;
+    let policy = cfg.delivery.retry_policy();
     let deliver = {
         let (stats, wake, shutdown, cfg) =
             (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
@@ -235,7 +175,7 @@ async fn run_deliverer<S: Sink>(d: Deliverer<S>, shutdown: Shutdown) -> anyhow::
 fn install_signal_handlers(
     shutdown: Shutdown,
     current: Config,
-    reload: UnboundedSender<Config>,
+    reload: UnboundedSender<DeliverSettings>,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
@@ -247,7 +187,7 @@ fn install_signal_handlers(
             for sig in signals.forever() {
                 if sig == SIGHUP {
                     if let Some(next) = reload_config(&current) {
-                        let _ = reload.send(next.clone());
+                        let _ = reload.send(next.deliver_settings());
                         current = next;
                     }
                     continue;
@@ -277,7 +217,7 @@ fn reload_config(current: &Config) -> Option<Config> {
     tracing::info!(config = %current.file.display(), "reload: configuration re-read");
     if next.log.level != current.log.level {
         let level = next.log.level.as_deref().unwrap_or("info");
-        match crate::cli::set_log_level(level) {
+        match crate::logging::set_log_level(level) {
             Ok(()) => tracing::info!(level, "reload: log level applied"),
             Err(e) => tracing::error!("reload: {e}"),
         }

@@ -6,18 +6,17 @@
 //! Order: the worker never sends a charge before an older pending one is
 //! due, so charges leave in outbox order, which is file order per file.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
 
-use crate::config::Config;
-
 use crate::shutdown::Shutdown;
-use crate::sink::{Envelope, Outcome, Sink};
+use crate::sink::{Envelope, Outcome, Sink, SinkConfig};
 use crate::stats::Stats;
-use crate::store::{now_ms, RetryPolicy, Store, StoreError};
+use crate::store::{now_ms, RetrySchedule, Store, StoreError};
 
 pub struct Deliverer<S: Sink> {
     pub store: Store,
@@ -27,10 +26,68 @@ pub struct Deliverer<S: Sink> {
     /// Poked by the reader after each commit, so delivery starts at once.
     pub wake: Arc<Notify>,
     pub stats: Arc<Stats>,
-    /// Re-read configs (SIGHUP) to apply without a restart.
-    pub reload: Option<UnboundedReceiver<Config>>,
+    /// Re-read settings (SIGHUP) to apply without a restart.
+    pub reload: Option<UnboundedReceiver<DeliverSettings>>,
     /// Last seen `resume_token` (see `Store::bump_resume_token`).
     pub resume_seen: Option<i64>,
+}
+
+/// What the deliver stage takes from the configuration: at start, and again
+/// on SIGHUP (the retry policy, the batch and the sink's secrets apply
+/// without a restart).
+#[derive(Debug, Clone)]
+pub struct DeliverSettings {
+    pub policy: RetryPolicy,
+    pub batch: usize,
+    pub sink: SinkConfig,
+    /// The config's directory: relative paths in the sink settings resolve
+    /// against it.
+    pub dir: PathBuf,
+}
+
+/// How retries are scheduled: exponential backoff with full jitter from
+/// `[delivery] retry_initial_ms` to `retry_max_ms`; after `give_up_after`
+/// of failing a charge becomes a dead letter. An endpoint's own
+/// Retry-After wins over the backoff.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    /// After this long since the first failure, a charge is a dead letter.
+    /// `None`: retry forever.
+    pub give_up_after: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with full jitter: a random delay in
+    /// `[0, min(max, initial * 2^attempts)]`, so that many daemons (or many
+    /// charges) do not retry in lockstep.
+    pub fn delay(&self, attempts: u32) -> Duration {
+        let cap = self
+            .initial
+            .saturating_mul(1u32.checked_shl(attempts.min(31)).unwrap_or(u32::MAX))
+            .min(self.max);
+        let ms = cap.as_millis() as u64;
+        Duration::from_millis(if ms == 0 {
+            0
+        } else {
+            rand::random_range(0..=ms)
+        })
+    }
+}
+
+impl RetrySchedule for RetryPolicy {
+    fn next_delay(
+        &self,
+        attempts: u32,
+        failing_for: Duration,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
+        if self.give_up_after.is_some_and(|limit| failing_for >= limit) {
+            return None;
+        }
+        Some(retry_after.unwrap_or_else(|| self.delay(attempts)))
+    }
 }
 
 /// How long to idle when nothing is pending and nobody pokes us (a replay or
@@ -79,18 +136,18 @@ impl<S: Sink> Deliverer<S> {
 
     /// SIGHUP: take the retry settings and let the sink re-read its secrets
     /// (which also ends a pause).
-    fn apply(&mut self, cfg: &Config) -> Result<(), StoreError> {
+    fn apply(&mut self, next: &DeliverSettings) -> Result<(), StoreError> {
         let was_paused = self.sink.is_paused();
-        let policy = crate::daemon::retry_policy(cfg);
+        let policy = &next.policy;
         if format!("{:?}", policy) != format!("{:?}", self.policy) {
             tracing::info!(?policy, "reload: retry settings applied");
-            self.policy = policy;
+            self.policy = policy.clone();
         }
-        if cfg.delivery.batch != self.batch {
-            tracing::info!(batch = cfg.delivery.batch, "reload: delivery batch applied");
-            self.batch = cfg.delivery.batch;
+        if next.batch != self.batch {
+            tracing::info!(batch = next.batch, "reload: delivery batch applied");
+            self.batch = next.batch;
         }
-        match self.sink.reload(cfg) {
+        match self.sink.reload(&next.sink, &next.dir) {
             Ok(changes) => {
                 for c in changes {
                     tracing::info!("reload: {c}");

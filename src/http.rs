@@ -335,7 +335,7 @@ fn job_stats(store: &Store, since_ms: i64) -> serde_json::Value {
         let e = per.entry(job.to_string()).or_default();
         e.0 += 1;
         if let Some(a) = amount.and_then(|a| a.parse::<Decimal>().ok()) {
-            crate::replay::add_saturating(e.1.entry(currency.to_string()).or_default(), a);
+            crate::charge::add_saturating(e.1.entry(currency.to_string()).or_default(), a);
         }
     });
     json!(per

@@ -7,7 +7,6 @@
 //! outbox at least every second) and the replay waits for that; otherwise
 //! the replay takes the lock and delivers itself.
 
-use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,11 +16,12 @@ use anyhow::Context;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use crate::charge::Totals;
 use crate::config::Config;
-use crate::daemon::{new_charge, retry_policy, RunLock};
+use crate::daemon::new_charge;
 use crate::deliver::{Deliverer, Step};
 use crate::format::{FormatSettings, LineParser, Parsed};
-use crate::sink::AnySink;
+use crate::run_lock::RunLock;
 use crate::source::historical::read_lines;
 use crate::stats::Stats;
 use crate::store::{BadLine, NewCharge, Store};
@@ -31,47 +31,6 @@ pub struct ReplayOptions {
     pub json: bool,
     /// Stop waiting for delivery after this long without progress.
     pub give_up_after: Duration,
-}
-
-/// Sums per currency, and per currency and account.
-#[derive(Debug, Default, Serialize)]
-pub struct Totals {
-    pub charges: u64,
-    pub by_currency: BTreeMap<String, Decimal>,
-    pub by_account: BTreeMap<String, BTreeMap<String, Decimal>>,
-}
-
-impl Totals {
-    fn add(&mut self, amount: Option<Decimal>, currency: &str, account: &str) {
-        self.charges += 1;
-        if let Some(a) = amount {
-            add_saturating(self.by_currency.entry(currency.to_string()).or_default(), a);
-            add_saturating(
-                self.by_account
-                    .entry(currency.to_string())
-                    .or_default()
-                    .entry(account.to_string())
-                    .or_default(),
-                a,
-            );
-        }
-    }
-}
-
-/// Add without panicking on absurd input (amounts near Decimal::MAX): a
-/// total that cannot be represented stays at the bound and is logged.
-pub fn add_saturating(total: &mut Decimal, a: Decimal) {
-    match total.checked_add(a) {
-        Some(t) => *total = t,
-        None => {
-            tracing::error!(%a, "total overflows; it is capped (check the amounts in the input)");
-            *total = if a.is_sign_negative() {
-                Decimal::MIN
-            } else {
-                Decimal::MAX
-            };
-        }
-    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -216,7 +175,9 @@ impl Progress {
 
 pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow::Result<Summary> {
     let settings = Arc::new(
-        FormatSettings::from_config(&cfg.source).map_err(|e| anyhow::anyhow!("[source]: {e}"))?,
+        cfg.source
+            .format_settings()
+            .map_err(|e| anyhow::anyhow!("[source]: {e}"))?,
     );
     let max_line = cfg.source.max_line_bytes;
     let files = order_files(files, &settings, max_line);
@@ -383,11 +344,11 @@ fn deliver_run(
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        let sink = AnySink::from_config(cfg)?;
+        let sink = cfg.make_sink()?;
         let mut d = Deliverer {
             store,
             sink,
-            policy: retry_policy(cfg),
+            policy: cfg.delivery.retry_policy(),
             batch: cfg.delivery.batch,
             wake: Arc::new(tokio::sync::Notify::new()),
             stats: Arc::new(Stats::default()),

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chargetail::deliver::RetryPolicy;
 use chargetail::sink::Outcome;
 use chargetail::source::Checkpoint;
-use chargetail::store::{BadLine, NewCharge, RetryPolicy, Store, StoreError};
+use chargetail::store::{BadLine, NewCharge, Store, StoreError};
 
 fn charge(id: &str, line: u64) -> NewCharge {
     NewCharge {

@@ -1,5 +1,6 @@
 //! Format stage: turn one line of a PaperCut file into a `Charge`, following
-//! the configured profile (see CONTRACT.md "Input").
+//! the configured profile (the input profiles and their columns are listed
+//! in `Profile` and `FIELD_NAMES`; each profile's parser says what it takes).
 //!
 //! A `LineParser` is made per file generation and fed every line of that
 //! file in order from its first line, because per-file state lives here: the
@@ -135,8 +136,8 @@ pub fn parse_delimiter(s: &str) -> Result<u8, String> {
     }
 }
 
-/// Everything a parser needs, resolved from the config and the profile's
-/// defaults.
+/// Everything a parser needs: a profile's defaults with the source's
+/// overrides applied (the config builds it: `SourceConfig::format_settings`).
 #[derive(Debug, Clone)]
 pub struct FormatSettings {
     pub profile: Profile,
@@ -155,37 +156,6 @@ pub struct FormatSettings {
 }
 
 impl FormatSettings {
-    /// The profile's defaults with the config's overrides applied.
-    pub fn from_config(src: &crate::config::SourceConfig) -> Result<FormatSettings, String> {
-        Self::with_profile(src, src.profile)
-    }
-
-    /// As `from_config` but with another profile (`parse --profile`).
-    pub fn with_profile(
-        src: &crate::config::SourceConfig,
-        profile: Profile,
-    ) -> Result<FormatSettings, String> {
-        let d = FormatSettings::defaults(profile, &src.name);
-        let delimiter = match &src.delimiter {
-            Some(x) => Some(parse_delimiter(x)?),
-            None => d.delimiter,
-        };
-        Ok(FormatSettings {
-            delimiter,
-            header: src.header.unwrap_or(d.header),
-            columns: src.columns.clone(),
-            encoding: src.encoding.unwrap_or_default(),
-            amount_sign: src.amount_sign.unwrap_or(d.amount_sign),
-            decimal_comma: src.decimal_comma,
-            currency: src.currency.clone(),
-            timezone: src
-                .timezone
-                .parse()
-                .map_err(|_| format!("unknown time zone {:?}", src.timezone))?,
-            ..d
-        })
-    }
-
     /// A profile's defaults alone (no config): UTC, USD, as the config's
     /// own defaults. For tests and tools that parse without a config.
     pub fn defaults(profile: Profile, source_name: &str) -> FormatSettings {

@@ -912,26 +912,6 @@ fn an_unreadable_header_makes_every_record_an_error() {
     );
 }
 
-#[test]
-fn settings_from_config() {
-    let src: crate::config::SourceConfig = toml::from_str(
-        "name = 'pc'\npath = '/x'\nprofile = 'print-log'\ntimezone = 'Australia/Melbourne'\n\
-         currency = 'AUD'\ndecimal_comma = true\ncolumns = { amount = 13 }\n",
-    )
-    .unwrap();
-    let s = FormatSettings::from_config(&src).unwrap();
-    assert_eq!(s.profile, Profile::PrintLog);
-    assert_eq!((s.delimiter, s.header), (Some(b'\t'), false));
-    assert_eq!(s.amount_sign, AmountSign::ChargePositive);
-    assert!(s.decimal_comma);
-    assert_eq!(s.timezone, chrono_tz::Australia::Melbourne);
-    let t = FormatSettings::with_profile(&src, Profile::TransactionFile).unwrap();
-    assert_eq!((t.delimiter, t.header), (None, true));
-    assert_eq!(t.amount_sign, AmountSign::DebitNegative);
-    let c = one(&s, &format!("{PL}\t1\tx\t0,40\n"));
-    assert_eq!(c.amount, dec("0.40"));
-}
-
 // ---------------------------------------------------------------- robustness
 
 #[test]

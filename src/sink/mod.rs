@@ -6,7 +6,33 @@ pub mod amqp;
 pub mod stdout;
 pub mod webhook;
 
+use std::path::Path;
 use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Which sink charges go to (`[sink] kind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Amqp,
+    Webhook,
+    #[default]
+    Stdout,
+}
+
+/// The sink's settings (`[sink]`, `[sink.amqp]`, `[sink.webhook]`), as read
+/// from the configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    #[serde(default)]
+    pub kind: SinkKind,
+    #[serde(default)]
+    pub amqp: Option<amqp::AmqpConfig>,
+    #[serde(default)]
+    pub webhook: Option<toml::Table>,
+}
 
 /// One charge taken from the outbox for delivery.
 #[derive(Debug, Clone)]
@@ -67,8 +93,9 @@ pub trait Sink {
     /// Close connections cleanly (on shutdown).
     async fn close(&mut self) {}
     /// SIGHUP: take what can change without a restart (secrets, timeouts)
-    /// from the re-read config. Returns a line per change applied.
-    fn reload(&mut self, _cfg: &crate::config::Config) -> anyhow::Result<Vec<String>> {
+    /// from the re-read settings (relative paths resolve against `dir`, the
+    /// config's directory). Returns a line per change applied.
+    fn reload(&mut self, _settings: &SinkConfig, _dir: &Path) -> anyhow::Result<Vec<String>> {
         Ok(Vec::new())
     }
     /// An operator asked to try again (`dead-letters retry`): lift any pause
@@ -84,14 +111,16 @@ pub enum AnySink {
     Amqp(Box<amqp::AmqpSink>),
 }
 
-fn amqp_from_config(cfg: &crate::config::Config) -> anyhow::Result<amqp::AmqpSink> {
-    let mut ac = cfg
-        .sink
+fn amqp_from_config(
+    settings: &SinkConfig,
+    dir: &Path,
+    source_name: &str,
+) -> anyhow::Result<amqp::AmqpSink> {
+    let mut ac = settings
         .amqp
         .clone()
         .ok_or_else(|| anyhow::anyhow!("[sink] kind = \"amqp\" needs a [sink.amqp] table"))?;
     // Files named in the config are relative to the config's directory.
-    let dir = cfg.dir();
     for p in [
         &mut ac.password_file,
         &mut ac.ca_file,
@@ -114,40 +143,38 @@ fn amqp_from_config(cfg: &crate::config::Config) -> anyhow::Result<amqp::AmqpSin
             }
         }
     }
-    Ok(amqp::AmqpSink::new(ac, cfg.source.name.clone())?)
+    Ok(amqp::AmqpSink::new(ac, source_name.to_string())?)
 }
 
-fn webhook_from_config(cfg: &crate::config::Config) -> anyhow::Result<webhook::WebhookSink> {
-    let table =
-        cfg.sink.webhook.as_ref().ok_or_else(|| {
-            anyhow::anyhow!("[sink] kind = \"webhook\" needs a [sink.webhook] table")
-        })?;
-    let mut wc = webhook::WebhookConfig::from_table(table)
-        .map_err(|e| anyhow::anyhow!("config {}: {e}", cfg.file.display()))?;
-    wc.resolve_paths(&cfg.dir());
+fn webhook_from_config(settings: &SinkConfig, dir: &Path) -> anyhow::Result<webhook::WebhookSink> {
+    let table = settings
+        .webhook
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("[sink] kind = \"webhook\" needs a [sink.webhook] table"))?;
+    let mut wc = webhook::WebhookConfig::from_table(table).map_err(|e| anyhow::anyhow!("{e}"))?;
+    wc.resolve_paths(dir);
     Ok(webhook::WebhookSink::new(wc)?)
 }
 
 impl AnySink {
-    /// A sink that cannot be made from the config (a secret file missing, a
-    /// bad URL, an unreadable CA file) is a config error: exit 2, and systemd
-    /// does not restart in a loop.
-    pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<AnySink> {
-        Self::make(cfg).map_err(|e| {
-            crate::config::ConfigError::Invalid {
-                path: cfg.file.clone(),
-                message: format!("[sink]: {e:#}"),
-            }
-            .into()
-        })
-    }
-
-    fn make(cfg: &crate::config::Config) -> anyhow::Result<AnySink> {
-        use crate::config::SinkKind;
-        match cfg.sink.kind {
+    /// Make the configured sink. Relative paths in the settings resolve
+    /// against `dir` (the config's directory); `source_name` goes into
+    /// every AMQP message's properties.
+    pub fn from_config(
+        settings: &SinkConfig,
+        dir: &Path,
+        source_name: &str,
+    ) -> anyhow::Result<AnySink> {
+        match settings.kind {
             SinkKind::Stdout => Ok(AnySink::Stdout(stdout::StdoutSink::new())),
-            SinkKind::Webhook => Ok(AnySink::Webhook(Box::new(webhook_from_config(cfg)?))),
-            SinkKind::Amqp => Ok(AnySink::Amqp(Box::new(amqp_from_config(cfg)?))),
+            SinkKind::Webhook => Ok(AnySink::Webhook(Box::new(webhook_from_config(
+                settings, dir,
+            )?))),
+            SinkKind::Amqp => Ok(AnySink::Amqp(Box::new(amqp_from_config(
+                settings,
+                dir,
+                source_name,
+            )?))),
         }
     }
 
@@ -190,15 +217,15 @@ impl Sink for AnySink {
         each_sink!(self, s => s.close().await)
     }
 
-    fn reload(&mut self, cfg: &crate::config::Config) -> anyhow::Result<Vec<String>> {
+    fn reload(&mut self, settings: &SinkConfig, dir: &Path) -> anyhow::Result<Vec<String>> {
         match self {
             // Secrets, headers and timeouts are read when the sink is made:
             // make it anew (this also lifts a 410/401/403 pause).
-            AnySink::Webhook(s) if cfg.sink.kind == crate::config::SinkKind::Webhook => {
-                **s = webhook_from_config(cfg)?;
+            AnySink::Webhook(s) if settings.kind == SinkKind::Webhook => {
+                **s = webhook_from_config(settings, dir)?;
                 Ok(vec!["webhook secrets, headers and timeouts re-read".into()])
             }
-            other => each_sink!(other, s => s.reload(cfg)),
+            other => each_sink!(other, s => s.reload(settings, dir)),
         }
     }
 

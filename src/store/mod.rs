@@ -71,32 +71,19 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// How retries are scheduled.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub initial: Duration,
-    pub max: Duration,
-    /// After this long since the first failure, a charge is a dead letter.
-    /// `None`: retry forever.
-    pub give_up_after: Option<Duration>,
-}
-
-impl RetryPolicy {
-    /// Exponential backoff with full jitter: a random delay in
-    /// `[0, min(max, initial * 2^attempts)]`, so that many daemons (or many
-    /// charges) do not retry in lockstep.
-    pub fn delay(&self, attempts: u32) -> Duration {
-        let cap = self
-            .initial
-            .saturating_mul(1u32.checked_shl(attempts.min(31)).unwrap_or(u32::MAX))
-            .min(self.max);
-        let ms = cap.as_millis() as u64;
-        Duration::from_millis(if ms == 0 {
-            0
-        } else {
-            rand::random_range(0..=ms)
-        })
-    }
+/// When a charge whose delivery failed is tried again. The deliver stage
+/// owns the policy (`deliver::RetryPolicy`); the store only asks it, inside
+/// the transaction that records the outcome.
+pub trait RetrySchedule {
+    /// The delay before the next attempt after `attempts` earlier ones, the
+    /// charge failing for `failing_for` since its first failure, the
+    /// endpoint asking for `retry_after`; `None`: give up (a dead letter).
+    fn next_delay(
+        &self,
+        attempts: u32,
+        failing_for: Duration,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration>;
 }
 
 pub struct Store {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{classify_with, now_ms, RetryPolicy, Store, StoreError};
+use super::{classify_with, now_ms, RetrySchedule, Store, StoreError};
 use crate::sink::{Envelope, Outcome};
 
 /// A pending charge as the deliver stage needs it.
@@ -88,7 +88,7 @@ impl Store {
     pub fn record(
         &mut self,
         results: &[(&Envelope, Outcome)],
-        policy: &RetryPolicy,
+        policy: &impl RetrySchedule,
     ) -> Result<(u64, u64), StoreError> {
         let now = now_ms();
         let tx = self
@@ -132,24 +132,23 @@ impl Store {
                             .map_err(|e| classify_with(&self.path, e))?;
                         let failing_for =
                             Duration::from_millis((now - since.unwrap_or(now)).max(0) as u64);
-                        if policy
-                            .give_up_after
-                            .is_some_and(|limit| failing_for >= limit)
-                        {
-                            let msg = format!(
-                                "gave up after {}s of retries: {error}",
-                                failing_for.as_secs()
-                            );
-                            dead += kill
-                                .execute(params![env.seq, msg, now])
-                                .map_err(|e| classify_with(&self.path, e))?
-                                as u64;
-                        } else {
-                            let delay = retry_after.unwrap_or_else(|| policy.delay(env.attempts));
-                            let next = now + delay.as_millis() as i64;
-                            retry
-                                .execute(params![env.seq, next, error, now])
-                                .map_err(|e| classify_with(&self.path, e))?;
+                        match policy.next_delay(env.attempts, failing_for, *retry_after) {
+                            None => {
+                                let msg = format!(
+                                    "gave up after {}s of retries: {error}",
+                                    failing_for.as_secs()
+                                );
+                                dead += kill
+                                    .execute(params![env.seq, msg, now])
+                                    .map_err(|e| classify_with(&self.path, e))?
+                                    as u64;
+                            }
+                            Some(delay) => {
+                                let next = now + delay.as_millis() as i64;
+                                retry
+                                    .execute(params![env.seq, next, error, now])
+                                    .map_err(|e| classify_with(&self.path, e))?;
+                            }
                         }
                     }
                     Outcome::Reject { error } => {

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+pub mod schema;
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_chargetail")
 }
@@ -108,7 +110,7 @@ impl Daemon {
                 break;
             }
             match self.lines.recv_timeout(left) {
-                Ok(l) => self.seen.push(l),
+                Ok(l) => self.see(l),
                 Err(_) => break,
             }
         }
@@ -118,8 +120,15 @@ impl Daemon {
     /// Gather whatever arrives within `quiet`.
     pub fn drain(&mut self, quiet: Duration) {
         while let Ok(l) = self.lines.recv_timeout(quiet) {
-            self.seen.push(l);
+            self.see(l);
         }
+    }
+
+    /// Every message the daemon writes is checked against the schema.
+    fn see(&mut self, line: String) {
+        #[cfg(test)]
+        schema::check(line.as_bytes());
+        self.seen.push(line);
     }
 
     pub fn signal(&self, sig: i32) {
@@ -198,10 +207,18 @@ pub fn tx_ids(lines: &[String]) -> Vec<String> {
 }
 
 pub fn run_cli(args: &[&str]) -> std::process::Output {
-    Command::new(bin())
+    let out = Command::new(bin())
         .args(args)
         .output()
-        .expect("run chargetail")
+        .expect("run chargetail");
+    // `parse` prints the exact message bytes: each line must validate.
+    #[cfg(test)]
+    if args.first() == Some(&"parse") && !args.iter().any(|a| matches!(*a, "--help" | "-h")) {
+        for line in out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            schema::check(line);
+        }
+    }
+    out
 }
 
 // ---- AMQP helpers ----
@@ -244,7 +261,9 @@ const JOB_TYPES: [&str; 4] = ["print", "copy", "scan", "fax"];
 /// The i-th test charge: a ~330-byte CloudEvents JSON like the daemon's
 /// (the size the RESEARCH throughput figures were measured with).
 pub fn envelope(tag: &str, i: usize) -> Envelope {
-    let id = format!("chg_{tag}_{i:08}");
+    // A well-formed charge id, unique per tag and in order within one.
+    let tag_hash = <sha2::Sha256 as sha2::Digest>::digest(tag.as_bytes());
+    let id = format!("chg_{}{i:016x}", hex::encode(&tag_hash[..8]));
     let job_type = JOB_TYPES[i % JOB_TYPES.len()];
     let account_type = if i.is_multiple_of(3) {
         "personal"
@@ -254,11 +273,14 @@ pub fn envelope(tag: &str, i: usize) -> Envelope {
     let payload = format!(
         concat!(
             r#"{{"specversion":"1.0","id":"{id}","source":"papercut/pc-test","type":"papercut.charge","#,
-            r#""subject":"Acme Design","time":"2026-11-20T09:14:03+11:00","#,
+            r#""subject":"Acme Design","time":"2026-11-20T09:14:03+11:00","datacontenttype":"application/json","#,
             r#""data":{{"user":"alice","account":"Acme Design","account_type":"{at}","amount":"1.20","#,
-            r#""currency":"AUD","job_type":"{jt}","pages":12,"color_pages":2,"device":"floor2-mfd"}}}}"#
+            r#""currency":"AUD","job_type":"{jt}","pages":12,"color_pages":2,"device":"floor2-mfd","#,
+            r#""origin":{{"file":"/var/log/papercut/tx.log","offset":{off},"line":{line}}}}}}}"#
         ),
         id = id,
+        off = i * 300,
+        line = i + 1,
         at = account_type,
         jt = job_type,
     );
@@ -386,7 +408,11 @@ pub async fn drain(url: &str, queue: &str) -> Vec<Delivery> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         match tokio::time::timeout(Duration::from_secs(20), consumer.next()).await {
-            Ok(Some(Ok(d))) => out.push(d),
+            Ok(Some(Ok(d))) => {
+                #[cfg(test)]
+                schema::check(&d.data);
+                out.push(d)
+            }
             Ok(other) => panic!("consumer ended after {} of {n}: {other:?}", out.len()),
             Err(_) => panic!("no delivery for 20 s after {} of {n}", out.len()),
         }

@@ -23,6 +23,11 @@ use tokio::net::TcpListener;
 
 use chargetail::sink::Envelope;
 
+// Also loaded by tests/support (a test using both compiles it twice).
+#[allow(clippy::duplicate_mod)]
+#[path = "../support/schema.rs"]
+pub mod schema;
+
 /// One request as the receiver saw it.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -95,12 +100,17 @@ pub struct Server {
     hits: Arc<Mutex<Vec<Hit>>>,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: Arc<AtomicUsize>,
+    /// Bodies that do not validate against docs/charge.schema.json.
+    invalid: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.task.abort();
+        if !std::thread::panicking() {
+            self.assert_valid();
+        }
     }
 }
 
@@ -112,10 +122,17 @@ impl Server {
         format!("https://{}{path}", self.addr)
     }
     pub fn hits(&self) -> Vec<Hit> {
+        self.assert_valid();
         self.hits.lock().unwrap().clone()
     }
     pub fn count(&self) -> usize {
+        self.assert_valid();
         self.hits.lock().unwrap().len()
+    }
+    /// Every message received so far validated against the schema.
+    pub fn assert_valid(&self) {
+        let invalid = self.invalid.lock().unwrap();
+        assert!(invalid.is_empty(), "{}", invalid.join("\n"));
     }
     pub fn max_in_flight(&self) -> usize {
         self.max_in_flight.load(Ordering::SeqCst)
@@ -140,11 +157,13 @@ async fn serve_with(decide: Arc<Decide>, tls: Option<tokio_rustls::TlsAcceptor>)
     let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
     let in_flight: Arc<AtomicUsize> = Arc::default();
     let max_in_flight: Arc<AtomicUsize> = Arc::default();
+    let invalid: Arc<Mutex<Vec<String>>> = Arc::default();
     let ctx = Ctx {
         decide,
         hits: hits.clone(),
         in_flight: in_flight.clone(),
         max_in_flight: max_in_flight.clone(),
+        invalid: invalid.clone(),
     };
     let task = tokio::spawn(async move {
         loop {
@@ -173,6 +192,7 @@ async fn serve_with(decide: Arc<Decide>, tls: Option<tokio_rustls::TlsAcceptor>)
         hits,
         in_flight,
         max_in_flight,
+        invalid,
         task,
     }
 }
@@ -183,6 +203,7 @@ struct Ctx {
     hits: Arc<Mutex<Vec<Hit>>>,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: Arc<AtomicUsize>,
+    invalid: Arc<Mutex<Vec<String>>>,
 }
 
 async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(io: S, ctx: Ctx) {
@@ -213,6 +234,16 @@ async fn answer(
         .await
         .map_err(std::io::Error::other)?
         .to_bytes();
+    if parts.method == hyper::Method::POST && !body.is_empty() {
+        let problems = schema::problems(&body);
+        if !problems.is_empty() {
+            ctx.invalid.lock().unwrap().push(format!(
+                "a webhook body does not validate against docs/charge.schema.json:\n  {}\nbody: {}",
+                problems.join("\n  "),
+                String::from_utf8_lossy(&body)
+            ));
+        }
+    }
     let mut hit = Hit {
         n: 0,
         method: parts.method.to_string(),
@@ -321,10 +352,12 @@ pub fn new_secret() -> String {
 
 /// A CloudEvents-shaped charge, as the outbox would hold it.
 pub fn envelope(seq: i64) -> Envelope {
-    let id = format!("chg_test{seq:08}");
+    // A well-formed charge id (the schema checks every body received).
+    let id = format!("chg_{:016x}{:016x}", 0x7e57u64, seq as u64);
     let payload = format!(
-        r#"{{"specversion":"1.0","id":"{id}","source":"papercut/pc-test","type":"papercut.charge","subject":"Acme Design","time":"2026-11-20T09:14:03+11:00","datacontenttype":"application/json","data":{{"user":"alice","account":"Acme Design","account_type":"shared","amount":"1.20","currency":"AUD","job_type":"print","pages":12,"color_pages":2,"copies":1,"duplex":true,"device":"floor2-mfd","document":"Q3 board pack.pdf","transaction_id":"tx-{seq}","origin":{{"file":"/var/log/papercut/tx.log","offset":{},"line":{seq}}}}}}}"#,
-        seq * 300
+        r#"{{"specversion":"1.0","id":"{id}","source":"papercut/pc-test","type":"papercut.charge","subject":"Acme Design","time":"2026-11-20T09:14:03+11:00","datacontenttype":"application/json","data":{{"user":"alice","account":"Acme Design","account_type":"shared","amount":"1.20","currency":"AUD","job_type":"print","pages":12,"color_pages":2,"copies":1,"duplex":true,"device":"floor2-mfd","document":"Q3 board pack.pdf","transaction_id":"tx-{seq}","origin":{{"file":"/var/log/papercut/tx.log","offset":{},"line":{}}}}}}}"#,
+        seq * 300,
+        seq + 1
     );
     Envelope {
         seq,

@@ -415,15 +415,22 @@ async fn latency_run(url: &str, ex: &str, q: &str, secs: u64, rate: u64) -> Resu
     let hist: Vec<(String, u64)> = metrics
         .lines()
         .filter_map(|l| {
-            let rest = l.strip_prefix("chargetail_delivery_latency_seconds_bucket{le=\"")?;
+            let rest = l.strip_prefix("chargetail_delivery_latency_seconds_bucket{")?;
+            let rest = &rest[rest.find("le=\"")? + 4..];
             let (le, n) = rest.split_once("\"} ")?;
             Some((le.to_string(), n.trim().parse().ok()?))
         })
         .collect();
     let get = |k: &str| {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(k)?.trim().parse::<f64>().ok())
+        metrics.lines().find_map(|l| {
+            let rest = l.strip_prefix(k)?;
+            // Past the labels, if any: `{source="…"} 1.5`.
+            let value = match rest.strip_prefix('{') {
+                Some(r) => r.split_once("} ")?.1,
+                None => rest,
+            };
+            value.trim().parse::<f64>().ok()
+        })
     };
     if let (Some(sum), Some(cnt)) = (
         get("chargetail_delivery_latency_seconds_sum"),

@@ -249,12 +249,10 @@ def print_log(rng):
 
 def print_logger(rng):
     jobs = [j for j in make_jobs(rng, 20, 24) if j["kind"] == "print"]
-    lines = [
-        "PaperCut Print Logger : http://www.papercut.com/",
-        "Time,User,Pages,Copies,Printer,Document Name,Client,Paper Size,"
-        "Language,Height,Width,Duplex,Grayscale,Size",
-    ]
+    lines = [PRINT_LOGGER_BANNER, PRINT_LOGGER_HEADER]
     for j in jobs:
+        # As the Print Logger writes a row: every value, then a comma (15
+        # fields under the 14-column header).
         lines.append(",".join(csv_field(v) for v in [
             j["time"],
             j["user"],
@@ -265,15 +263,139 @@ def print_logger(rng):
             j["client"],
             rng.choice(["A4", "A4", "A4", "A3", "Letter"]),
             rng.choice(["PCL6", "PostScript"]),
-            "297.0 mm",
-            "210.0 mm",
+            "",  # Height and Width: empty in the exports seen in the field
+            "",
             "DUPLEX" if j["duplex"] else "NOT DUPLEX",
             "NOT GRAYSCALE" if j["colour"] else "GRAYSCALE",
             f"{rng.randint(40, 4000)}kb",
-        ]))
+        ]) + ",")
     # Written on Windows: CRLF line ends.
     write("print-logger/papercut-print-log-2026-11-20.csv", lines, newline="\r\n")
     return {"print-logger/papercut-print-log-2026-11-20.csv": (len(lines) - 2, 0)}
+
+
+PRINT_LOGGER_BANNER = "PaperCut Print Logger - http://www.papercut.com/"
+PRINT_LOGGER_HEADER = ("Time,User,Pages,Copies,Printer,Document Name,Client,"
+                       "Paper Size,Language,Height,Width,Duplex,Grayscale,Size")
+# The header as a Spanish-language server writes it (same column order).
+PRINT_LOGGER_HEADER_ES = ("Hora,Usuario,Páginas,Copias,Impresora,Nombre Documento,"
+                          "Cliente,Formato Papel,Idioma,Altura,Anchura,"
+                          "Frente/reverso,Escala de grises,Formato")
+
+
+def print_logger_row(t, user, pages, copies, printer, doc, client, duplex, grey, kb):
+    return ",".join(csv_field(v) for v in [
+        t, user, str(pages), str(copies), printer, doc, client, "A4", "PCL6",
+        "", "", "DUPLEX" if duplex else "NOT DUPLEX",
+        "GRAYSCALE" if grey else "NOT GRAYSCALE", f"{kb}kb",
+    ]) + ","
+
+
+def print_logger_spanish():
+    """A Spanish server: translated header, ` : ` banner, Windows-1252."""
+    rows = [
+        ("2026-11-21 08:05:11", f"lucía.garcía@{DOMAIN}", 2, 1, "HW-L1-MFD",
+         "Presupuesto año 2027.xlsx", "LUCIA-PC", False, True, 19),
+        ("2026-11-21 08:17:42", f"josé.martínez@{DOMAIN}", 12, 2, "HW-L2-COLOR",
+         "Diseño, versión final.pdf", "JOSE-MAC", True, False, 1203),
+        ("2026-11-21 09:30:00", f"lucía.garcía@{DOMAIN}", 1, 1, "HW-L1-MFD",
+         "Carta a \"Señor\" Núñez.docx", "LUCIA-PC", False, True, 52),
+    ]
+    lines = ["PaperCut Print Logger : http://www.papercut.com/", PRINT_LOGGER_HEADER_ES]
+    lines += [print_logger_row(*r) for r in rows]
+    path = "print-logger/es/papercut-print-log-2026-11-21.csv"
+    write(path, lines, newline="\r\n", encoding="cp1252")
+    return {path: (len(rows), 0)}
+
+
+def print_logger_cyrillic():
+    """A Russian-language office: Cyrillic names in Windows-1251 (the
+    server's ANSI code page), the `.biz` banner."""
+    rows = [
+        ("2026-11-21 10:02:13", f"ivanov@{DOMAIN}", 3, 1, "Бухгалтерия-МФУ",
+         "Отчёт за ноябрь.docx", "BUH-01", False, True, 88),
+        ("2026-11-21 10:15:40", f"petrova@{DOMAIN}", 1, 2, "Бухгалтерия-МФУ",
+         "Счёт-фактура №17.pdf", "BUH-02", False, True, 21),
+        ("2026-11-21 11:47:05", f"smirnov@{DOMAIN}", 6, 1, "Приёмная",
+         "Договор аренды, редакция 2.pdf", "SEC-01", True, False, 640),
+    ]
+    lines = ["PaperCut Print Logger - http://www.papercut.biz/", PRINT_LOGGER_HEADER]
+    lines += [print_logger_row(*r) for r in rows]
+    path = "print-logger/ru/papercut-print-log-2026-11-21.csv"
+    write(path, lines, newline="\r\n", encoding="cp1251")
+    return {path: (len(rows), 0)}
+
+
+def print_logger_utf16():
+    """UTF-16LE with a byte order mark, CRLF: CJK names whose code units
+    hold 0x0A bytes (上 is U+4E0A)."""
+    rows = [
+        ("2026-11-21 13:00:00", f"yamada@{DOMAIN}", 2, 1, "受付プリンター",
+         "上期報告.pdf", "UKETSUKE-PC", False, True, 120),
+        ("2026-11-21 13:20:30", f"zhang@{DOMAIN}", 4, 1, "上海办公室",
+         "合同，最终版.docx", "SH-PC", True, True, 310),
+    ]
+    lines = ["\ufeffPaperCut Print Logger - http://www.papercut.com/", PRINT_LOGGER_HEADER]
+    lines += [print_logger_row(*r) for r in rows]
+    path = "print-logger/utf16/papercut-print-log-2026-11-21.csv"
+    write(path, lines, newline="\r\n", encoding="utf-16-le")
+    return {path: (len(rows), 0)}
+
+
+def job_details_manual():
+    """The shapes PaperCut's manual prints for `server-command process-job`
+    and `api.processJob`: the minimum (no time), a pair quoted whole because
+    it holds a comma, doubled quotes in a value, and the same for the user
+    and shared account (who pays)."""
+    lines = [
+        "user=maya.chen@harbourworks.com.au,server=pc-harbour,printer=Front Desk",
+        "user=maya.chen@harbourworks.com.au,server=pc-harbour,"
+        "\"printer=Library, rear\",cost=0.40,total-pages=4",
+        "user=liam.oconnor@harbourworks.com.au,server=pc-harbour,"
+        "printer=\"\"Harbour View\"\" Colour,cost=2.50,total-pages=5,"
+        "time=20261120T101500",
+        "\"user=sofia.rossi@harbourworks.com.au\",server=pc-harbour,printer=hw-l2-mono,"
+        "\"shared-account=Studio Nine, \"\"Events\"\"\",cost=0.30,time=20261120T111500",
+        "user=tom.nguyen@harbourworks.com.au,server=pc-harbour,printer=hw-l1-mfd,"
+        "shared-account=\"\"Koala\"\" Labs,cost=0.90,document-name=\"Q4, final.pdf\","
+        "time=20261120T121500",
+    ]
+    path = "job-details/jobs-manual-shapes.txt"
+    write(path, lines)
+    return {path: (len(lines), 0)}
+
+
+def papercut_export():
+    """A job log exported with PaperCut's own column names and job states:
+    refunded, cancelled, not printed and denied jobs are never billed."""
+    header = ["Usage Date", "User", "Charged To Account", "Usage Cost",
+              "Total Printed Pages", "Total Color Pages", "Copies", "Printer",
+              "Document Name", "Job Comment", "total_sheets", "Refunded",
+              "Cancelled", "Printed", "Usage Allowed"]
+    rows = [
+        ["2026-11-20 09:00:05", "maya.chen", "Acme Design", "1.20", "12", "2", "1",
+         "hw-l2-colour", "Q4 board pack.pdf", "client pitch", "6", "N", "N", "Y", "Y"],
+        ["2026-11-20 09:20:40", "liam.oconnor", "Studio Nine", "0.50", "5", "0", "1",
+         "hw-l2-mono", "Floor plan L2.pdf", "", "3", "Y", "N", "Y", "Y"],
+        ["2026-11-20 09:41:13", "zoe.martin", "zoe.martin", "0.80", "8", "0", "1",
+         "hw-l2-mono", "Client brief.docx", "", "4", "N", "Y", "N", "Y"],
+        ["2026-11-20 10:02:59", "tom.nguyen", "Koala Labs", "3.00", "6", "6", "1",
+         "hw-l2-colour", "Pitch deck - Harbour.pptx", "", "6", "N", "N", "N", "Y"],
+        ["2026-11-20 10:30:00", "noah.kim", "Studio Nine", "4.50", "9", "9", "1",
+         "hw-l2-colour", "Wireframes, round 2.pdf", "over budget", "9", "N", "N", "N", "N"],
+        ["2026-11-20 11:11:11", "priya.sharma", "priya.sharma", "0.20", "2", "0", "1",
+         "hw-l1-mfd", "Boarding pass.pdf", "", "1", "N", "N", "Y", "Y"],
+    ]
+    lines = [",".join(header)]
+    for r in rows:
+        r = list(r)
+        r[1] = f"{r[1]}@{DOMAIN}"
+        if "." in r[2]:
+            r[2] = f"{r[2]}@{DOMAIN}"
+        lines.append(",".join(csv_field(v) for v in r))
+    path = "exports/papercut-job-log-2026-11-20.csv"
+    write(path, lines, newline="\r\n")
+    return {path: (len(rows), 0)}
 
 
 def job_details(rng):
@@ -312,6 +434,11 @@ def main():
     summary.update(print_log(rng))
     summary.update(print_logger(rng))
     summary.update(job_details(rng))
+    summary.update(print_logger_spanish())
+    summary.update(print_logger_cyrillic())
+    summary.update(print_logger_utf16())
+    summary.update(job_details_manual())
+    summary.update(papercut_export())
     for path, (charges, errors) in sorted(summary.items()):
         print(f"{path}: {charges} charges, {errors} errors")
 

@@ -4,8 +4,8 @@
 #   scripts/bench.sh                    latency, memory (+ drain), replay
 #   scripts/bench.sh latency replay     only those
 #
-# Builds the release binary, then runs benches/pipeline.rs, which drives
-# target/release/chargetail as a user would (see its header for what each
+# Builds the daemon (bench profile), then runs benches/pipeline.rs, which
+# drives it (target/release/chargetail) as a user would (see its header for what each
 # benchmark does and the CT_* knobs). Every figure is one `FIGURE` line with
 # the load average at the time: the machine may be shared, so re-run a
 # figure taken under high load. Needs RabbitMQ on 127.0.0.1:5672 (started
@@ -19,8 +19,10 @@ need_build_tools
 need_broker
 command -v /usr/bin/time >/dev/null || apt_install time
 
-echo "== build (release)" >&2
-cargo build --release --quiet
+# The daemon the benchmarks drive is built by `cargo bench` with
+# [profile.bench]: release optimisations plus symbols (for CT_WRAP=perf);
+# the shipped release profile strips them.
+echo "== build (bench profile)" >&2
 cargo bench --bench pipeline --no-run --quiet 2>/dev/null
 
 echo "== $(uptime)"

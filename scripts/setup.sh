@@ -53,3 +53,51 @@ need_broker() {
 need_systemd_analyze() {
     command -v systemd-analyze >/dev/null || apt_install systemd
 }
+
+# cargo-deb builds the .deb (scripts/package.sh, tests/package.rs).
+need_cargo_deb() {
+    local missing=()
+    command -v strip >/dev/null || missing+=(binutils)
+    command -v file >/dev/null || missing+=(file)
+    command -v dpkg-deb >/dev/null || missing+=(dpkg)
+    if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
+    command -v cargo-deb >/dev/null && return 0
+    echo "setup: installing cargo-deb (a few minutes, once)" >&2
+    cargo install cargo-deb --locked --quiet
+}
+
+# PostgreSQL for tests/pg_consumer.rs (the consumer example): use the one on
+# 127.0.0.1:5432 if it answers (trust auth for user postgres on loopback);
+# otherwise install Debian's postgresql, let loopback in without a
+# password, and start the cluster.
+pg_up() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+need_postgres() {
+    if pg_up; then return 0; fi
+    if ! ls /etc/postgresql/*/main/pg_hba.conf >/dev/null 2>&1; then
+        echo "setup: installing postgresql" >&2
+        apt_install postgresql
+    fi
+    local hba
+    for hba in /etc/postgresql/*/main/pg_hba.conf; do
+        if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+            # First match wins in pg_hba.conf: put the loopback rules first.
+            $SUDO sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+        fi
+    done
+    local v
+    for v in $(ls /etc/postgresql/); do
+        echo "setup: starting PostgreSQL $v" >&2
+        $SUDO pg_ctlcluster "$v" main start >/dev/null 2>&1 || $SUDO pg_ctlcluster "$v" main reload >/dev/null 2>&1 || true
+    done
+    for _ in $(seq 1 30); do
+        if pg_up; then return 0; fi
+        sleep 1
+    done
+    echo "setup: PostgreSQL did not come up on 127.0.0.1:5432" >&2
+    return 1
+}
+
+# Headless Chromium for the status page test (tests/http_page.rs).
+need_chromium() {
+    command -v chromium >/dev/null || command -v chromium-browser >/dev/null || apt_install chromium
+}

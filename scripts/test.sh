@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, with its set-up: build tools, a RabbitMQ broker on
-# 127.0.0.1:5672 (installed and started if absent), systemd-analyze; then
+# 127.0.0.1:5672 and PostgreSQL on 127.0.0.1:5432 (installed and started if
+# absent), systemd-analyze, cargo-deb (tests/package.rs); then
 # formatting, lints and every test. Fault tests start brokers of their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,9 @@ cd "$(dirname "$0")/.."
 need_build_tools
 need_broker
 need_systemd_analyze
+need_postgres
+need_cargo_deb
+need_chromium
 command -v rustfmt >/dev/null && cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --no-fail-fast 2>&1 | tee target/test-output.txt

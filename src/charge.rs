@@ -68,6 +68,30 @@ impl AccountType {
     }
 }
 
+/// Whether a job is billed. A job the file marks refunded, cancelled
+/// (or not printed) or denied is never billed: its `amount` is 0 and its
+/// cost is kept in `cost`, so a consumer that sums amounts bills right.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Charged,
+    Refunded,
+    Cancelled,
+    Denied,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Charged => "charged",
+            Status::Refunded => "refunded",
+            Status::Cancelled => "cancelled",
+            Status::Denied => "denied",
+        }
+    }
+}
+
 /// One billable record. `amount` is what the account is billed: positive for a
 /// charge, negative for a refund or credit; `None` when the file carries no
 /// cost at all (Print Logger CSV): never invented.
@@ -79,6 +103,11 @@ pub struct Charge {
     pub account: String,
     pub account_type: AccountType,
     pub amount: Option<Decimal>,
+    /// Charged, or why not (then `amount` is 0).
+    pub status: Status,
+    /// The job's cost as the file gives it (sign-normalised like `amount`),
+    /// whatever the status; `None` when the file carries no cost.
+    pub cost: Option<Decimal>,
     pub currency: String,
     pub job_type: JobType,
     /// The raw job type when it is not one we know (`job_type == Other`).
@@ -98,6 +127,10 @@ pub struct Charge {
     pub balance_after: Option<Decimal>,
     pub extra: BTreeMap<String, String>,
     pub origin: Origin,
+    /// The record had no time of its own (a job-details line without
+    /// `time`): `time` is when chargetail first read it, fixed in the stored
+    /// message, and `data.time_source` is `"read"`.
+    pub time_read: bool,
 }
 
 #[derive(Serialize)]
@@ -119,6 +152,9 @@ struct Data<'a> {
     account: &'a str,
     account_type: AccountType,
     amount: Option<String>,
+    status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost: Option<String>,
     currency: &'a str,
     job_type: JobType,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,6 +174,8 @@ struct Data<'a> {
     balance_after: Option<String>,
     extra: &'a BTreeMap<String, String>,
     origin: &'a Origin,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time_source: Option<&'static str>,
 }
 
 impl Charge {
@@ -158,6 +196,8 @@ impl Charge {
                 account: &self.account,
                 account_type: self.account_type,
                 amount: self.amount.map(|a| a.to_string()),
+                status: self.status,
+                cost: self.cost.map(|c| c.to_string()),
                 currency: &self.currency,
                 job_type: self.job_type,
                 job_type_raw: self.job_type_raw.as_deref(),
@@ -176,6 +216,7 @@ impl Charge {
                 balance_after: self.balance_after.map(|b| b.to_string()),
                 extra: &self.extra,
                 origin: &self.origin,
+                time_source: self.time_read.then_some("read"),
             },
         };
         // Serializing plain structs of strings and numbers cannot fail.

@@ -87,9 +87,13 @@ pub enum Command {
     /// Write shell completions to stdout (for packaging).
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
-    /// Write the man page (roff) to stdout (for packaging).
+    /// Write the man page (roff) to stdout, or with --out every page (one per command) into a directory (for packaging).
     #[command(hide = true)]
-    Man,
+    Man {
+        /// Directory for chargetail.1, chargetail-run.1, … (every page the main page names).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,11 +182,22 @@ fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
+        Command::Man { out } => {
             use clap::CommandFactory;
-            clap_mangen::Man::new(Cli::command())
-                .render(&mut std::io::stdout())
-                .context("writing the man page")?;
+            // No `help` subcommand in the pages: the main page would name a
+            // chargetail-help(1) that is not worth shipping.
+            let cmd = Cli::command().disable_help_subcommand(true);
+            match out {
+                Some(dir) => {
+                    std::fs::create_dir_all(&dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                    clap_mangen::generate_to(cmd, &dir)
+                        .with_context(|| format!("writing the man pages into {}", dir.display()))?;
+                }
+                None => clap_mangen::Man::new(cmd)
+                    .render(&mut std::io::stdout())
+                    .context("writing the man page")?,
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

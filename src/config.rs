@@ -179,6 +179,10 @@ pub struct LogConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: String,
+    /// A file holding the bearer token `/`, `/status` and `/metrics` need
+    /// (`/healthz` never does). Relative to the config file.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_timezone() -> String {
@@ -240,6 +244,11 @@ impl Config {
         .unwrap_or(base);
         if cfg.state.path.is_relative() {
             cfg.state.path = base.join(&cfg.state.path);
+        }
+        if let Some(t) = cfg.http.as_mut().and_then(|h| h.token_file.as_mut()) {
+            if t.is_relative() {
+                *t = base.join(&*t);
+            }
         }
         if Path::new(&cfg.source.path).is_relative() {
             cfg.source.path = base.join(&cfg.source.path).to_string_lossy().into_owned();

@@ -17,13 +17,14 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::deliver::{DeliverSettings, Deliverer};
-use crate::format::{FormatSettings, LineParser, Parsed};
+use crate::format::{FormatSettings, LineParser};
+use crate::ingest::Batch;
 use crate::run_lock::RunLock;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
 use crate::source::{FollowOptions, Follower, Notice, SourceEvent};
 use crate::stats::Stats;
-use crate::store::{BadLine, NewCharge, Store};
+use crate::store::{BadLine, Store};
 
 /// WAL pages (4 MiB, SQLite's default) after which a commit of the daemon
 /// checkpoints. A checkpoint's fsync runs inside the committing thread's
@@ -31,23 +32,6 @@ use crate::store::{BadLine, NewCharge, Store};
 /// ~5 s at 200 lines/s, which was the whole p99 of line → broker latency;
 /// at 4 MiB it is a few ms, more often.
 const DAEMON_WAL_AUTOCHECKPOINT: u32 = 1000;
-
-/// Turn a parsed charge into its outbox row (rendering the message once).
-pub fn new_charge(charge: &crate::charge::Charge, source_name: &str) -> NewCharge {
-    NewCharge {
-        id: charge.id.clone(),
-        payload: charge.to_event_json(source_name),
-        job_type: charge.job_type.as_str().to_string(),
-        account_type: charge.account_type.as_str().to_string(),
-        account: charge.account.clone(),
-        amount: charge.amount.map(|a| a.to_string()),
-        currency: charge.currency.clone(),
-        file: charge.origin.file.clone(),
-        offset: charge.origin.offset,
-        line: charge.origin.line,
-        run: 0,
-    }
-}
 
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = RunLock::acquire(&cfg.state.path)?;
@@ -93,6 +77,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 stats,
                 reload: Some(reload_rx),
                 resume_seen: None,
+                head: None,
             };
             run_deliverer(d, shutdown).await
         })
@@ -112,14 +97,30 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let http = match &cfg.http {
         Some(h) => {
+            let token = match &h.token_file {
+                Some(f) => Some(crate::http::auth::read_token(f).map_err(|message| {
+                    crate::config::ConfigError::Invalid {
+                        path: cfg.file.clone(),
+                        message,
+                    }
+                })?),
+                None => None,
+            };
+            if token.is_none() && !crate::http::auth::is_loopback(&h.listen) {
+                tracing::warn!(
+                    listen = %h.listen,
+                    "[http] listens beyond this machine without a token_file: anyone who can reach it \
+                     reads the status page, /status and /metrics; set [http] token_file"
+                );
+            }
             let listener = runtime.block_on(crate::http::bind(&h.listen))?;
-            let state = Arc::new(crate::http::HttpState {
-                stats: stats.clone(),
-                store: std::sync::Mutex::new(Store::open_unchecked(&cfg.state.path)?),
-                cfg: cfg.clone(),
-                started_ms: crate::store::now_ms(),
-            });
-            tracing::info!(listen = %h.listen, "serving /healthz, /metrics, /status");
+            let state = Arc::new(crate::http::HttpState::new(
+                stats.clone(),
+                Store::open_unchecked(&cfg.state.path)?,
+                cfg.clone(),
+                token,
+            ));
+            tracing::info!(listen = %h.listen, token = state.token.is_some(), "serving /, /healthz, /metrics, /status");
             Some(runtime.spawn(crate::http::serve(listener, state, shutdown.clone())))
         }
         None => None,
@@ -369,36 +370,14 @@ fn source_loop(
                         }
                         continue;
                     }
-                    let mut charges = Vec::new();
-                    let mut bad = Vec::new();
+                    let mut batch = Batch::new(checkpoint.path.to_string_lossy().into_owned(), 0);
                     for line in &lines {
-                        match parser.parse(line) {
-                            Parsed::Skip => {}
-                            Parsed::Charge(c) => {
-                                charges.push(new_charge(&c, &settings.source_name))
-                            }
-                            Parsed::Error(reason) => {
-                                tracing::warn!(
-                                    file = %checkpoint.path.display(),
-                                    line = line.number,
-                                    offset = line.offset,
-                                    %reason,
-                                    "unparsable line: kept as a dead letter"
-                                );
-                                bad.push(BadLine {
-                                    file: checkpoint.path.to_string_lossy().into_owned(),
-                                    offset: line.offset,
-                                    line: line.number,
-                                    raw: line.bytes.clone(),
-                                    reason,
-                                })
-                            }
-                        }
+                        batch.push(parser, line, &settings.source_name);
                     }
                     // A failed commit stops reading: the error propagates and
                     // the daemon exits non-zero; nothing is skipped.
-                    let done = store
-                        .commit(Some(&checkpoint), &charges, &bad)
+                    let done = batch
+                        .commit(&mut store, Some(&checkpoint))
                         .inspect_err(|_| {
                             stats
                                 .store_failed
@@ -409,7 +388,7 @@ fn source_loop(
                     Stats::add(&stats.charges_read, done.inserted);
                     backlog_est += done.inserted;
                     Stats::add(&stats.duplicates_ignored, done.duplicates);
-                    Stats::add(&stats.bad_lines, bad.len() as u64);
+                    Stats::add(&stats.bad_lines, batch.bad.len() as u64);
                     if done.inserted > 0 {
                         wake.notify_one();
                     }

@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use crate::shutdown::Shutdown;
 use crate::sink::{Envelope, Outcome, Sink, SinkConfig};
 use crate::stats::Stats;
-use crate::store::{now_ms, RetrySchedule, Store, StoreError};
+use crate::store::{now_ms, Pending, Record, Store, StoreError};
 
 pub struct Deliverer<S: Sink> {
     pub store: Store,
@@ -30,6 +30,8 @@ pub struct Deliverer<S: Sink> {
     pub reload: Option<UnboundedReceiver<DeliverSettings>>,
     /// Last seen `resume_token` (see `Store::bump_resume_token`).
     pub resume_seen: Option<i64>,
+    /// The head's retry clock (`None`: made from the store when needed).
+    pub head: Option<HeadClock>,
 }
 
 /// What the deliver stage takes from the configuration: at start, and again
@@ -76,20 +78,6 @@ impl RetryPolicy {
     }
 }
 
-impl RetrySchedule for RetryPolicy {
-    fn next_delay(
-        &self,
-        attempts: u32,
-        failing_for: Duration,
-        retry_after: Option<Duration>,
-    ) -> Option<Duration> {
-        if self.give_up_after.is_some_and(|limit| failing_for >= limit) {
-            return None;
-        }
-        Some(retry_after.unwrap_or_else(|| self.delay(attempts)))
-    }
-}
-
 /// How long to idle when nothing is pending and nobody pokes us (a replay or
 /// `dead-letters retry` in another process may have added work).
 const IDLE: Duration = Duration::from_secs(1);
@@ -115,7 +103,9 @@ impl<S: Sink> Deliverer<S> {
                 Step::Sent => continue,
                 // Look at the resume token again in a while.
                 Step::Idle | Step::Paused => IDLE,
-                Step::WaitUntil(ms) => Duration::from_millis((ms - now_ms()).clamp(1, 1000) as u64),
+                Step::WaitUntil(at) => at
+                    .saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(1), IDLE),
             };
             let next_config = async {
                 match reload.as_mut() {
@@ -166,6 +156,7 @@ impl<S: Sink> Deliverer<S> {
     fn after_resume(&mut self, was_paused: bool) -> Result<(), StoreError> {
         if was_paused && !self.sink.is_paused() {
             let n = self.store.make_due_now()?;
+            self.head = None;
             tracing::info!(charges = n, "sink resumed: waiting charges are due now");
         }
         self.stats.set_sink_health(self.sink.health());
@@ -186,64 +177,153 @@ impl<S: Sink> Deliverer<S> {
         Ok(())
     }
 
-    /// One round: send the due prefix of the pending charges. Sends nothing
-    /// while the sink is paused.
+    /// The head's failure clock, in monotonic time: made from the stored
+    /// schedule when a charge first becomes the head in this process (the
+    /// stored next attempt capped by the policy's maximum, so a wall clock
+    /// stepped back cannot stall delivery), kept in memory after that.
+    fn head_clock(&mut self, head: &Pending) -> HeadClock {
+        if let Some(c) = &self.head {
+            if c.seq == head.envelope.seq {
+                return c.clone();
+            }
+        }
+        let (now, wall) = (Instant::now(), now_ms());
+        // Capped by the longest wait the policy or the endpoint asked for.
+        let cap = self
+            .policy
+            .max
+            .max(Duration::from_millis(head.wait_ms.max(0) as u64));
+        let wait = Duration::from_millis((head.next_ms - wall).max(0) as u64).min(cap);
+        let first_fail = head.first_fail_ms.map(|f| {
+            let ago = Duration::from_millis((wall - f).max(0) as u64);
+            now.checked_sub(ago).unwrap_or(now)
+        });
+        let c = HeadClock {
+            seq: head.envelope.seq,
+            next: now + wait,
+            first_fail,
+        };
+        self.head = Some(c.clone());
+        c
+    }
+
+    /// One round: send the pending charges from the head on, once the head
+    /// is due. Sends nothing while the sink is paused.
+    ///
+    /// Only the head of the outbox has a retry schedule. The charges behind
+    /// it wait for it without being attempted: a failure is charged to the
+    /// oldest charge the sink failed on, and every later charge the sink did
+    /// not deliver in that round is left as it was (no attempt counted, no
+    /// failure clock started), whatever the sink says about it. When the
+    /// head gives up it alone becomes a dead letter, and the next charge
+    /// starts its own schedule from its first real attempt.
     pub async fn step(&mut self) -> Result<Step, StoreError> {
         if self.sink.is_paused() {
             return Ok(Step::Paused);
         }
-        let t_fetch = std::time::Instant::now();
+        let t_fetch = Instant::now();
         let pending = self.store.pending(self.batch)?;
         let Some(head) = pending.first() else {
+            self.head = None;
             return Ok(Step::Idle);
         };
-        let now = now_ms();
-        if head.next_ms > now {
-            return Ok(Step::WaitUntil(head.next_ms));
+        let clock = self.head_clock(head);
+        if clock.next > Instant::now() {
+            return Ok(Step::WaitUntil(clock.next));
         }
-        let due: Vec<Envelope> = pending
-            .iter()
-            .take_while(|p| p.next_ms <= now)
-            .map(|p| p.envelope.clone())
-            .collect();
-        let t_send = std::time::Instant::now();
+        let due: Vec<Envelope> = pending.iter().map(|p| p.envelope.clone()).collect();
+        let t_send = Instant::now();
         let mut outcomes = self.sink.send(&due).await;
-        let t_record = std::time::Instant::now();
+        let t_record = Instant::now();
         // A sink that answers fewer outcomes than envelopes is a bug; treat
-        // the missing ones as not delivered rather than guessing.
-        outcomes.resize(
-            due.len(),
-            Outcome::Retry {
-                error: "sink returned no outcome".into(),
-                retry_after: None,
-            },
-        );
-        let retried = outcomes
-            .iter()
-            .filter(|o| matches!(o, Outcome::Retry { .. }))
-            .count() as u64;
-        if let Some(Outcome::Retry { error, .. }) =
-            outcomes.iter().find(|o| matches!(o, Outcome::Retry { .. }))
-        {
-            tracing::warn!(retrying = retried, error = %error, "delivery failed; will retry");
-        }
-        let rejected = outcomes
-            .iter()
-            .filter(|o| matches!(o, Outcome::Reject { .. }))
-            .count() as u64;
-        let now = now_ms();
-        for (p, o) in pending.iter().zip(&outcomes) {
-            if *o == Outcome::Delivered {
-                self.stats
-                    .latency
-                    .observe_ms((now - p.created_ms).max(0) as u64);
-                if p.envelope.attempts > 0 {
-                    Stats::add(&self.stats.redelivered, 1);
+        // the missing ones as not sent rather than guessing.
+        outcomes.resize(due.len(), Outcome::NotSent);
+        let (now, wall) = (Instant::now(), now_ms());
+        let mut records: Vec<(&Envelope, Record)> = Vec::with_capacity(due.len());
+        let mut failed: Option<(&Envelope, String)> = None;
+        let (mut retried, mut rejected) = (0u64, 0u64);
+        for (p, o) in pending.iter().zip(outcomes) {
+            let env = &p.envelope;
+            match o {
+                Outcome::Delivered => {
+                    self.stats
+                        .latency
+                        .observe_ms((wall - p.created_ms).max(0) as u64);
+                    if env.attempts > 0 {
+                        Stats::add(&self.stats.redelivered, 1);
+                    }
+                    records.push((env, Record::Delivered));
+                }
+                Outcome::Reject { error } => {
+                    rejected += 1;
+                    tracing::error!(charge = %env.id, error = %error, "charge rejected: now a dead letter");
+                    records.push((
+                        env,
+                        Record::Dead {
+                            error,
+                            first_fail_ms: p.first_fail_ms.unwrap_or(wall),
+                        },
+                    ));
+                }
+                // Behind the first failure: not this charge's fault.
+                Outcome::Retry { .. } | Outcome::NotSent if failed.is_some() => {}
+                Outcome::NotSent => {}
+                Outcome::Retry { error, retry_after } => {
+                    retried += 1;
+                    let first_fail = if env.seq == clock.seq {
+                        clock.first_fail.unwrap_or(now)
+                    } else {
+                        // Not the head when the round began: its first
+                        // failure (a charge that was never the head was
+                        // never failed on).
+                        now
+                    };
+                    let failing_for = now.saturating_duration_since(first_fail);
+                    let first_fail_ms = wall - failing_for.as_millis() as i64;
+                    if self
+                        .policy
+                        .give_up_after
+                        .is_some_and(|limit| failing_for >= limit)
+                    {
+                        let error = format!(
+                            "gave up after {}s of retries: {error}",
+                            failing_for.as_secs()
+                        );
+                        records.push((
+                            env,
+                            Record::Dead {
+                                error: error.clone(),
+                                first_fail_ms,
+                            },
+                        ));
+                        self.head = None;
+                        failed = Some((env, error));
+                    } else {
+                        let delay = retry_after.unwrap_or_else(|| self.policy.delay(env.attempts));
+                        records.push((
+                            env,
+                            Record::Retry {
+                                next_ms: wall + delay.as_millis() as i64,
+                                wait_ms: delay.as_millis() as i64,
+                                first_fail_ms,
+                                error: error.clone(),
+                            },
+                        ));
+                        self.head = Some(HeadClock {
+                            seq: env.seq,
+                            next: now + delay,
+                            first_fail: Some(first_fail),
+                        });
+                        failed = Some((env, error));
+                    }
                 }
             }
         }
-        let results: Vec<(&Envelope, Outcome)> = due.iter().zip(outcomes).collect();
-        let (delivered, dead) = self.store.record(&results, &self.policy)?;
+        if let Some((env, error)) = &failed {
+            let waiting = pending.iter().filter(|p| p.envelope.seq > env.seq).count();
+            tracing::warn!(charge = %env.id, attempts = env.attempts + 1, waiting, error = %error, "delivery failed; will retry");
+        }
+        let (delivered, dead) = self.store.record(&records)?;
         tracing::trace!(
             sent = due.len(),
             delivered,
@@ -252,11 +332,6 @@ impl<S: Sink> Deliverer<S> {
             record_us = t_record.elapsed().as_micros() as u64,
             "batch"
         );
-        for (env, o) in &results {
-            if let Outcome::Reject { error } = o {
-                tracing::error!(charge = %env.id, error = %error, "charge rejected: now a dead letter");
-            }
-        }
         if dead > 0 {
             tracing::error!(
                 count = dead,
@@ -277,11 +352,20 @@ impl<S: Sink> Deliverer<S> {
     }
 }
 
+/// When the head of the outbox is tried next, and since when it fails.
+#[derive(Debug, Clone)]
+pub struct HeadClock {
+    seq: i64,
+    next: Instant,
+    first_fail: Option<Instant>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Sent,
     Idle,
-    WaitUntil(i64),
+    /// The head's next attempt (monotonic).
+    WaitUntil(Instant),
     /// The sink paused itself (see [`Sink::is_paused`]): nothing is sent
     /// until it is resumed.
     Paused,

@@ -1,8 +1,15 @@
 //! `[http] listen`: `/healthz`, `/metrics` (Prometheus text) and `/status`
 //! (JSON modelled on PaperCut's System Health Monitoring API).
 //!
+//! `GET /` is the operator's status page (see [`page`]). With `[http]
+//! token_file`, all but `/healthz` need the bearer token (see [`auth`]).
+//!
 //! Handlers read the shared stats and query SQLite through their own
 //! connection on a blocking thread, so a slow query never stalls delivery.
+
+pub mod auth;
+pub mod page;
+pub mod rate;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -27,11 +34,28 @@ pub struct HttpState {
     pub store: Mutex<Store>,
     pub cfg: Config,
     pub started_ms: i64,
+    /// Charges delivered per minute (sampled from `stats.delivered`).
+    pub rate: rate::DeliveryRate,
+    /// `[http] token_file`'s token: needed by all but `/healthz`.
+    pub token: Option<Vec<u8>>,
+}
+
+impl HttpState {
+    pub fn new(stats: Arc<Stats>, store: Store, cfg: Config, token: Option<Vec<u8>>) -> HttpState {
+        HttpState {
+            stats,
+            store: Mutex::new(store),
+            cfg,
+            started_ms: now_ms(),
+            rate: rate::DeliveryRate::default(),
+            token,
+        }
+    }
 }
 
 /// The store connection, even if a handler panicked while holding it (the
 /// connection itself is fine; a poisoned lock must not fake an outage).
-fn lock(m: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
+pub(crate) fn lock(m: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -48,15 +72,37 @@ pub async fn serve(
     state: Arc<HttpState>,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let app = Router::new()
-        .route("/healthz", get(healthz))
+    let protected = Router::new()
+        .route("/", get(page))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
-        .with_state(state);
-    axum::serve(listener, app)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .with_state(state.clone());
+    // Feed the per-minute delivery chart.
+    let sampler = {
+        let (state, mut shutdown) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => state.rate.sample(Stats::get(&state.stats.delivered), now_ms()),
+                    _ = shutdown.wait() => break,
+                }
+            }
+        })
+    };
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
-        .context("HTTP server")
+        .context("HTTP server");
+    sampler.abort();
+    served
 }
 
 /// What is wrong, if anything: each entry a short reason.
@@ -65,7 +111,7 @@ pub struct Problems {
     pub minor: Vec<String>,
 }
 
-fn problems(s: &HttpState) -> Problems {
+pub(crate) fn problems(s: &HttpState) -> Problems {
     let mut p = Problems {
         major: Vec::new(),
         minor: Vec::new(),
@@ -146,10 +192,12 @@ fn esc(label: &str) -> String {
 fn render_metrics(s: &HttpState) -> String {
     let st = &s.stats;
     let mut out = String::new();
+    // Every series carries the source it belongs to.
+    let src = format!("source=\"{}\"", esc(&s.cfg.source.name));
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(
             out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{src}}} {v}"
         );
     };
     counter(
@@ -202,9 +250,9 @@ fn render_metrics(s: &HttpState) -> String {
     let _ = writeln!(
         out,
         "# HELP chargetail_dead_lettered_total Dead letters by reason.\n# TYPE chargetail_dead_lettered_total counter\n\
-         chargetail_dead_lettered_total{{reason=\"rejected\"}} {rejected}\n\
-         chargetail_dead_lettered_total{{reason=\"retries_exhausted\"}} {}\n\
-         chargetail_dead_lettered_total{{reason=\"unparsable\"}} {}",
+         chargetail_dead_lettered_total{{{src},reason=\"rejected\"}} {rejected}\n\
+         chargetail_dead_lettered_total{{{src},reason=\"retries_exhausted\"}} {}\n\
+         chargetail_dead_lettered_total{{{src},reason=\"unparsable\"}} {}",
         dead.saturating_sub(rejected),
         Stats::get(&st.bad_lines)
     );
@@ -217,7 +265,10 @@ fn render_metrics(s: &HttpState) -> String {
         )
     };
     let mut gauge = |name: &str, help: &str, v: String| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{src}}} {v}"
+        );
     };
     gauge(
         "chargetail_outbox_backlog",
@@ -263,7 +314,7 @@ fn render_metrics(s: &HttpState) -> String {
     for c in &live {
         let _ = writeln!(
             out,
-            "chargetail_file_position_bytes{{file=\"{}\"}} {}",
+            "chargetail_file_position_bytes{{{src},file=\"{}\"}} {}",
             esc(&c.path.to_string_lossy()),
             c.offset
         );
@@ -278,7 +329,7 @@ fn render_metrics(s: &HttpState) -> String {
             .unwrap_or(c.size);
         let _ = writeln!(
             out,
-            "chargetail_file_lag_bytes{{file=\"{}\"}} {}",
+            "chargetail_file_lag_bytes{{{src},file=\"{}\"}} {}",
             esc(&c.path.to_string_lossy()),
             size.saturating_sub(c.offset)
         );
@@ -291,12 +342,12 @@ fn render_metrics(s: &HttpState) -> String {
     for (le, n) in LATENCY_BUCKETS.iter().zip(buckets) {
         let _ = writeln!(
             out,
-            "chargetail_delivery_latency_seconds_bucket{{le=\"{le}\"}} {n}"
+            "chargetail_delivery_latency_seconds_bucket{{{src},le=\"{le}\"}} {n}"
         );
     }
     let _ = writeln!(
         out,
-        "chargetail_delivery_latency_seconds_bucket{{le=\"+Inf\"}} {count}\nchargetail_delivery_latency_seconds_sum {sum}\nchargetail_delivery_latency_seconds_count {count}"
+        "chargetail_delivery_latency_seconds_bucket{{{src},le=\"+Inf\"}} {count}\nchargetail_delivery_latency_seconds_sum{{{src}}} {sum}\nchargetail_delivery_latency_seconds_count{{{src}}} {count}"
     );
     out
 }
@@ -350,10 +401,9 @@ fn job_stats(store: &Store, since_ms: i64) -> serde_json::Value {
         .collect::<serde_json::Map<_, _>>())
 }
 
-fn render_status(s: &HttpState) -> serde_json::Value {
-    let p = problems(s);
-    let service_status = if p
-        .major
+/// PaperCut's System Health Monitoring vocabulary.
+pub(crate) fn service_status(p: &Problems) -> &'static str {
+    if p.major
         .iter()
         .any(|m| m.starts_with("state") || m.starts_with("source missing"))
     {
@@ -364,7 +414,12 @@ fn render_status(s: &HttpState) -> serde_json::Value {
         "degraded"
     } else {
         "operational"
-    };
+    }
+}
+
+fn render_status(s: &HttpState) -> serde_json::Value {
+    let p = problems(s);
+    let service_status = service_status(&p);
     let problems: Vec<_> = p
         .major
         .iter()
@@ -396,6 +451,25 @@ fn render_status(s: &HttpState) -> serde_json::Value {
 async fn status(State(state): State<Arc<HttpState>>) -> Response {
     match blocking(state, render_status).await {
         Ok(v) => axum::Json(v).into_response(),
+        Err(code) => code.into_response(),
+    }
+}
+
+async fn page(State(state): State<Arc<HttpState>>) -> Response {
+    match blocking(state, |s| page::render(&page::gather(s))).await {
+        Ok(html) => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    page::CONTENT_SECURITY_POLICY,
+                ),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            html,
+        )
+            .into_response(),
         Err(code) => code.into_response(),
     }
 }

@@ -4,7 +4,10 @@
 //! `source` (watch, read lines, file identity) → `format` (profile, parse to
 //! a `Charge`) → `store` (SQLite positions + outbox in one transaction) →
 //! `deliver` (outbox worker, retries, dead letters) → `sink` (amqp, webhook,
-//! stdout). `daemon` wires them; `cli` is the command line.
+//! stdout). `ingest` is the format → store step that `daemon` (following)
+//! and `replay` (historical files) share; `daemon` wires the stages; `cli`
+//! is the command line. Imports run one way, from the edges down; see
+//! ARCHITECTURE.md.
 
 pub mod charge;
 pub mod cli;
@@ -13,6 +16,7 @@ pub mod daemon;
 pub mod deliver;
 pub mod format;
 pub mod http;
+pub mod ingest;
 pub mod logging;
 pub mod replay;
 pub mod run_lock;

@@ -18,13 +18,13 @@ use serde::Serialize;
 
 use crate::charge::Totals;
 use crate::config::Config;
-use crate::daemon::new_charge;
 use crate::deliver::{Deliverer, Step};
 use crate::format::{FormatSettings, LineParser, Parsed};
+use crate::ingest::{Batch, Pushed};
 use crate::run_lock::RunLock;
 use crate::source::historical::read_lines;
 use crate::stats::Stats;
-use crate::store::{BadLine, NewCharge, Store};
+use crate::store::Store;
 
 pub struct ReplayOptions {
     pub dry_run: bool,
@@ -205,18 +205,14 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
         let name = canonical.to_string_lossy().into_owned();
         summary.files.push(name.clone());
         let mut parser = LineParser::new(settings.clone(), name.clone());
-        let mut charges: Vec<NewCharge> = Vec::new();
-        let mut bad: Vec<BadLine> = Vec::new();
+        let mut batch = Batch::new(name.clone(), run);
         let mut failure: Option<anyhow::Error> = None;
         let compressed_len = std::fs::metadata(&canonical).map(|m| m.len()).unwrap_or(0);
         let is_gz = crate::source::historical::is_gzip(&canonical);
-        let mut flush = |charges: &mut Vec<NewCharge>,
-                         bad: &mut Vec<BadLine>,
-                         summary: &mut Summary|
-         -> anyhow::Result<()> {
+        let mut flush = |batch: &mut Batch, summary: &mut Summary| -> anyhow::Result<()> {
             if let Some(store) = store.as_mut() {
                 if opts.dry_run {
-                    for c in charges.iter() {
+                    for c in batch.charges.iter() {
                         match store.known(&c.id)?.as_deref() {
                             Some("delivered") => summary.already_delivered += 1,
                             // A dead letter was never delivered: a replay
@@ -231,11 +227,11 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                     // say whether an ignored id was delivered or queued.
                     // Insert first; only the ids the outbox already had
                     // need a look at how they stand.
-                    let done = store.commit(None, charges, bad)?;
+                    let done = batch.commit(store, None)?;
                     summary.newly_queued += done.inserted;
                     let mut known = 0;
                     for &i in &done.ignored {
-                        let c = &charges[i];
+                        let c = &batch.charges[i];
                         match store.known(&c.id)?.as_deref() {
                             Some("delivered") => summary.already_delivered += 1,
                             Some("pending") => {
@@ -259,10 +255,9 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                     summary.repeated_in_input += done.duplicates.saturating_sub(known);
                 }
             } else {
-                summary.newly_queued += charges.len() as u64;
+                summary.newly_queued += batch.charges.len() as u64;
             }
-            charges.clear();
-            bad.clear();
+            batch.clear();
             Ok(())
         };
         read_lines(&canonical, max_line, |line, bytes| {
@@ -270,41 +265,32 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                 return;
             }
             summary.lines += 1;
-            match parser.parse(&line) {
-                Parsed::Skip => {}
-                Parsed::Charge(c) => {
+            match batch.push(&mut parser, &line, &settings.source_name) {
+                Pushed::Skip => {}
+                Pushed::Charge(c) => {
                     summary.charges_read += 1;
                     summary.totals_read.add(c.amount, &c.currency, &c.account);
-                    let mut nc = new_charge(&c, &settings.source_name);
-                    nc.run = run;
-                    charges.push(nc);
                 }
-                Parsed::Error(reason) => {
-                    summary.bad_lines += 1;
-                    tracing::warn!(file = %name, line = line.number, offset = line.offset, %reason, "unparsable line");
-                    bad.push(BadLine {
-                        file: name.clone(),
-                        offset: line.offset,
-                        line: line.number,
-                        raw: line.bytes,
-                        reason,
-                    });
-                }
+                Pushed::Bad => summary.bad_lines += 1,
             }
-            if charges.len() + bad.len() >= 1000 {
-                if let Err(e) = flush(&mut charges, &mut bad, &mut summary) {
+            if batch.len() >= 1000 {
+                if let Err(e) = flush(&mut batch, &mut summary) {
                     failure = Some(e);
                 }
             }
             // For a .gz file, scale uncompressed progress to its size.
-            let pos = if is_gz { bytes.min(compressed_len) } else { bytes };
+            let pos = if is_gz {
+                bytes.min(compressed_len)
+            } else {
+                bytes
+            };
             progress.update(done_bytes + pos, summary.charges_read);
         })
         .with_context(|| format!("reading {name}"))?;
         if let Some(e) = failure {
             return Err(e);
         }
-        flush(&mut charges, &mut bad, &mut summary)?;
+        flush(&mut batch, &mut summary)?;
         done_bytes += compressed_len;
     }
     progress.finish();
@@ -354,6 +340,7 @@ fn deliver_run(
             stats: Arc::new(Stats::default()),
             reload: None,
             resume_seen: None,
+            head: None,
         };
         rt.block_on(async {
             loop {
@@ -381,9 +368,11 @@ fn deliver_run(
                         );
                         break;
                     }
-                    Step::WaitUntil(ms) => {
-                        let wait = (ms - crate::store::now_ms()).clamp(1, 1000) as u64;
-                        tokio::time::sleep(Duration::from_millis(wait)).await;
+                    Step::WaitUntil(at) => {
+                        let wait = at
+                            .saturating_duration_since(std::time::Instant::now())
+                            .clamp(Duration::from_millis(1), Duration::from_secs(1));
+                        tokio::time::sleep(wait).await;
                     }
                 }
             }

@@ -111,6 +111,7 @@ async fn outage(quorum: bool) {
                     wait = Some(retry_after.unwrap_or(Duration::from_millis(20)));
                     keep.push(e);
                 }
+                Outcome::NotSent => keep.push(e),
                 Outcome::Reject { error } => panic!("reject: {error}"),
             }
         }

@@ -75,6 +75,8 @@ async fn password_never_appears_in_errors_logs_or_debug() {
                 assert_masked(error);
                 assert!(error.contains("guest:****@"), "{error}");
             }
+            // Behind the first failure: not attempted.
+            Outcome::NotSent => {}
             other => panic!("{other:?}"),
         }
     }

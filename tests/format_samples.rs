@@ -31,12 +31,35 @@ struct Outcome {
 }
 
 fn parse_as(profile: Profile, path: &Path, origin: &str) -> Outcome {
+    parse_with(settings(profile), path, origin)
+}
+
+/// The settings a sample needs beyond its profile (README.md says which).
+fn settings_for(profile: Profile, rel: &str) -> FormatSettings {
+    let mut s = settings(profile);
+    if rel.starts_with("print-logger/es/") {
+        s.encoding = "windows-1252".parse().unwrap();
+    }
+    if rel.starts_with("print-logger/ru/") {
+        // Detected from the file's first bytes.
+        s.encoding = chargetail::format::TextEncoding::Auto;
+    }
+    if rel.starts_with("exports/") {
+        // A report writes a job's cost positive.
+        s.amount_sign = chargetail::format::AmountSign::ChargePositive;
+    }
+    s
+}
+
+fn parse_with(settings: FormatSettings, path: &Path, origin: &str) -> Outcome {
+    let profile = settings.profile;
+    let _ = profile;
     let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut split = LineSplitter::new(65536, 0, 1);
     let mut lines = Vec::new();
     split.feed(&data, &mut lines);
     split.finish(&mut lines);
-    let mut p = LineParser::new(Arc::new(settings(profile)), origin.to_string());
+    let mut p = LineParser::new(Arc::new(settings), origin.to_string());
     let mut out = Outcome {
         charges: Vec::new(),
         errors: Vec::new(),
@@ -55,7 +78,7 @@ fn parse_as(profile: Profile, path: &Path, origin: &str) -> Outcome {
 fn parse(profile: Profile, rel: &str) -> Outcome {
     let path = sample(rel);
     let origin = path.to_string_lossy().into_owned();
-    parse_as(profile, &path, &origin)
+    parse_with(settings_for(profile, rel), &path, &origin)
 }
 
 const TRANSACTION_FILES: &[(&str, usize, usize)] = &[
@@ -92,6 +115,39 @@ fn every_sample_file_parses_with_the_expected_counts() {
         12,
         0,
     ));
+    all.extend([
+        (
+            Profile::PrintLoggerCsv,
+            "print-logger/es/papercut-print-log-2026-11-21.csv",
+            3,
+            0,
+        ),
+        (
+            Profile::JobDetails,
+            "job-details/jobs-manual-shapes.txt",
+            5,
+            0,
+        ),
+        (
+            Profile::PrintLoggerCsv,
+            "print-logger/ru/papercut-print-log-2026-11-21.csv",
+            3,
+            0,
+        ),
+        // UTF-16 with a BOM needs no setting: the BOM says it.
+        (
+            Profile::PrintLoggerCsv,
+            "print-logger/utf16/papercut-print-log-2026-11-21.csv",
+            2,
+            0,
+        ),
+        (
+            Profile::TransactionFile,
+            "exports/papercut-job-log-2026-11-20.csv",
+            6,
+            0,
+        ),
+    ]);
     let mut ids = HashSet::new();
     for (profile, file, charges, errors) in all {
         let out = parse(profile, file);
@@ -104,11 +160,13 @@ fn every_sample_file_parses_with_the_expected_counts() {
         for c in &out.charges {
             assert!(ids.insert(c.id.clone()), "{file}: duplicate id {}", c.id);
             assert_eq!(c.currency, "AUD");
-            assert_eq!(
-                c.time.offset().local_minus_utc(),
-                11 * 3600,
-                "{file}: {c:?}"
-            );
+            if !c.time_read {
+                assert_eq!(
+                    c.time.offset().local_minus_utc(),
+                    11 * 3600,
+                    "{file}: {c:?}"
+                );
+            }
             assert!(c.user.ends_with("@harbourworks.com.au"), "{file}: {c:?}");
             if c.account_type == AccountType::Personal {
                 assert_eq!(c.account, c.user);
@@ -274,4 +332,114 @@ fn job_details_sample() {
         assert!(c.amount.is_some() && c.server.is_some() && c.device.is_some());
         assert!(c.extra.contains_key("client-ip") && c.extra.contains_key("document-size-kb"));
     }
+}
+
+#[test]
+fn print_logger_sample_has_the_real_shape() {
+    let data = std::fs::read(sample("print-logger/papercut-print-log-2026-11-20.csv")).unwrap();
+    let text = String::from_utf8(data).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("PaperCut Print Logger - http://www.papercut.com/")
+    );
+    lines.next();
+    for l in lines {
+        assert!(l.ends_with("kb,"), "{l}");
+        assert!(l.contains(",,,"), "{l}: empty Height/Width");
+    }
+    let out = parse(
+        Profile::PrintLoggerCsv,
+        "print-logger/papercut-print-log-2026-11-20.csv",
+    );
+    assert!(out.errors.is_empty(), "{:?}", out.errors);
+    for c in &out.charges {
+        assert!(c.extra["Size"].ends_with("kb"));
+        assert!(!c.extra.contains_key("Height") && !c.extra.contains_key("field15"));
+    }
+}
+
+#[test]
+fn spanish_print_logger_in_windows_1252() {
+    let out = parse(
+        Profile::PrintLoggerCsv,
+        "print-logger/es/papercut-print-log-2026-11-21.csv",
+    );
+    assert_eq!(out.skipped, 2);
+    let c = &out.charges;
+    assert_eq!(c[0].user, "lucía.garcía@harbourworks.com.au");
+    assert_eq!(c[1].document.as_deref(), Some("Diseño, versión final.pdf"));
+    assert_eq!((c[1].pages, c[1].copies), (Some(12), Some(2)));
+    assert_eq!(
+        c[2].document.as_deref(),
+        Some("Carta a \"Señor\" Núñez.docx")
+    );
+    assert_eq!(c[0].extra["Size"], "19kb");
+}
+
+#[test]
+fn job_details_manual_shapes_sample() {
+    let out = parse(Profile::JobDetails, "job-details/jobs-manual-shapes.txt");
+    let c = &out.charges;
+    assert!(c[0].time_read && c[1].time_read && !c[2].time_read);
+    assert_eq!(c[0].device.as_deref(), Some("Front Desk"));
+    assert_eq!(c[1].device.as_deref(), Some("Library, rear"));
+    assert_eq!(c[2].device.as_deref(), Some("\"Harbour View\" Colour"));
+    assert_eq!(c[3].account, "Studio Nine, \"Events\"");
+    assert_eq!(c[4].account, "\"Koala\" Labs");
+    assert_eq!(c[4].document.as_deref(), Some("Q4, final.pdf"));
+}
+
+#[test]
+fn papercut_export_sample_bills_only_charged_jobs() {
+    use chargetail::charge::Status;
+    let out = parse(
+        Profile::TransactionFile,
+        "exports/papercut-job-log-2026-11-20.csv",
+    );
+    let st: Vec<Status> = out.charges.iter().map(|c| c.status).collect();
+    assert_eq!(
+        st,
+        [
+            Status::Charged,
+            Status::Refunded,
+            Status::Cancelled,
+            Status::Cancelled,
+            Status::Denied,
+            Status::Charged
+        ]
+    );
+    let billed: rust_decimal::Decimal = out.charges.iter().filter_map(|c| c.amount).sum();
+    assert_eq!(billed.to_string(), "1.40");
+    let cost: rust_decimal::Decimal = out.charges.iter().filter_map(|c| c.cost).sum();
+    assert_eq!(cost.to_string(), "10.20");
+    let c = &out.charges[0];
+    assert_eq!((c.account.as_str(), c.pages), ("Acme Design", Some(12)));
+    assert_eq!(c.comment.as_deref(), Some("client pitch"));
+    assert_eq!(c.extra["total_sheets"], "6");
+}
+
+#[test]
+fn cyrillic_and_utf16_print_loggers() {
+    let out = parse(
+        Profile::PrintLoggerCsv,
+        "print-logger/ru/papercut-print-log-2026-11-21.csv",
+    );
+    assert_eq!(out.charges[0].device.as_deref(), Some("Бухгалтерия-МФУ"));
+    assert_eq!(
+        out.charges[2].document.as_deref(),
+        Some("Договор аренды, редакция 2.pdf")
+    );
+    let rel = "print-logger/utf16/papercut-print-log-2026-11-21.csv";
+    let out = parse(Profile::PrintLoggerCsv, rel);
+    assert_eq!(out.skipped, 2);
+    let c = &out.charges;
+    assert_eq!(c[0].document.as_deref(), Some("上期報告.pdf"));
+    assert_eq!(c[1].device.as_deref(), Some("上海办公室"));
+    assert_eq!(c[1].document.as_deref(), Some("合同，最终版.docx"));
+    // Offsets are byte offsets of the file: each line starts there.
+    let data = std::fs::read(sample(rel)).unwrap();
+    let at = c[1].origin.offset as usize;
+    assert_eq!(&data[at..at + 4], &[b'2', 0, b'0', 0]);
+    assert_eq!(&data[at - 4..at], &[0x0D, 0, 0x0A, 0]);
 }

@@ -3,10 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chargetail::deliver::RetryPolicy;
-use chargetail::sink::Outcome;
 use chargetail::source::Checkpoint;
-use chargetail::store::{BadLine, NewCharge, Store, StoreError};
+use chargetail::store::{now_ms, BadLine, NewCharge, Record, Store, StoreError};
 
 fn charge(id: &str, line: u64) -> NewCharge {
     NewCharge {
@@ -36,14 +34,6 @@ fn checkpoint(offset: u64) -> Checkpoint {
         line: offset / 10,
         size: offset,
         finished: false,
-    }
-}
-
-fn policy() -> RetryPolicy {
-    RetryPolicy {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(10),
-        give_up_after: None,
     }
 }
 
@@ -88,30 +78,34 @@ fn outcomes_are_recorded_and_delivered_ids_stay_known() {
     )
     .unwrap();
     let p = s.pending(10).unwrap();
+    let now = now_ms();
     let results = vec![
-        (&p[0].envelope, Outcome::Delivered),
+        (&p[0].envelope, Record::Delivered),
         (
             &p[1].envelope,
-            Outcome::Retry {
+            Record::Retry {
                 error: "503".into(),
-                retry_after: Some(Duration::from_secs(30)),
+                next_ms: now + 30_000,
+                wait_ms: 30_000,
+                first_fail_ms: now,
             },
         ),
         (
             &p[2].envelope,
-            Outcome::Reject {
+            Record::Dead {
                 error: "400 bad".into(),
+                first_fail_ms: now,
             },
         ),
     ];
-    assert_eq!(s.record(&results, &policy()).unwrap(), (1, 1));
+    assert_eq!(s.record(&results).unwrap(), (1, 1));
     let p = s.pending(10).unwrap();
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].envelope.id, "chg_b");
     assert_eq!(p[0].envelope.attempts, 1);
-    // Retry-After is honoured: the next attempt is ~30 s away.
-    let wait = p[0].next_ms - chargetail::store::now_ms();
-    assert!((28_000..=30_500).contains(&wait), "{wait}");
+    // The schedule and the failure clock are kept for a restart.
+    assert_eq!(p[0].next_ms, now + 30_000);
+    assert_eq!(p[0].first_fail_ms, Some(now));
     assert_eq!(s.known("chg_a").unwrap().as_deref(), Some("delivered"));
     // A delivered id read again is not queued again.
     let done = s.commit(None, &[charge("chg_a", 1)], &[]).unwrap();
@@ -122,35 +116,6 @@ fn outcomes_are_recorded_and_delivered_ids_stay_known() {
     assert!(dead[0].reason.contains("400"));
     assert_eq!(s.retry_dead(&[]).unwrap(), 1);
     assert_eq!(s.pending(10).unwrap().len(), 2);
-}
-
-#[test]
-fn give_up_after_makes_a_dead_letter() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
-    s.commit(None, &[charge("chg_a", 1)], &[]).unwrap();
-    let pol = RetryPolicy {
-        give_up_after: Some(Duration::from_millis(50)),
-        ..policy()
-    };
-    let retry = Outcome::Retry {
-        error: "timeout".into(),
-        retry_after: None,
-    };
-    let p = s.pending(1).unwrap();
-    assert_eq!(
-        s.record(&[(&p[0].envelope, retry.clone())], &pol).unwrap(),
-        (0, 0)
-    );
-    std::thread::sleep(Duration::from_millis(80));
-    let p = s.pending(1).unwrap();
-    assert_eq!(s.record(&[(&p[0].envelope, retry)], &pol).unwrap(), (0, 1));
-    let dead = s.dead_letters().unwrap();
-    assert!(
-        dead[0].reason.contains("gave up") && dead[0].reason.contains("timeout"),
-        "{}",
-        dead[0].reason
-    );
 }
 
 #[test]
@@ -228,7 +193,11 @@ fn a_newer_schema_is_refused() {
 
 #[test]
 fn retry_backoff_is_capped_full_jitter() {
-    let p = policy();
+    let p = chargetail::deliver::RetryPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(10),
+        give_up_after: None,
+    };
     for attempts in 0..40 {
         let d = p.delay(attempts);
         let cap = (100u64 << attempts.min(20)).min(10_000);
@@ -247,11 +216,8 @@ fn prune_forgets_old_delivered_ids_in_chunks() {
     let charges: Vec<NewCharge> = (0..5).map(|i| charge(&format!("chg_{i}"), i)).collect();
     s.commit(None, &charges, &[]).unwrap();
     let p = s.pending(10).unwrap();
-    let results: Vec<_> = p
-        .iter()
-        .map(|p| (&p.envelope, Outcome::Delivered))
-        .collect();
-    s.record(&results, &policy()).unwrap();
+    let results: Vec<_> = p.iter().map(|p| (&p.envelope, Record::Delivered)).collect();
+    s.record(&results).unwrap();
     // Three were delivered long ago, two just now.
     let db = rusqlite::Connection::open(&path).unwrap();
     db.execute(

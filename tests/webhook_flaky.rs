@@ -106,6 +106,7 @@ async fn drive(sink: &mut WebhookSink, envs: Vec<Envelope>, batch: usize) -> usi
                     p.env.attempts += 1;
                     keep.push(p);
                 }
+                Outcome::NotSent => keep.push(p),
                 Outcome::Reject { error } => panic!("{}: rejected: {error}", p.env.id),
             }
         }

@@ -29,9 +29,15 @@ pub enum Field {
     Document,
     PaperSize,
     Comment,
+    Status,
+    Refunded,
+    Cancelled,
+    Printed,
+    UsageAllowed,
+    Denied,
 }
 
-pub const FIELD_COUNT: usize = 20;
+pub const FIELD_COUNT: usize = 26;
 
 impl Field {
     pub const ALL: [Field; FIELD_COUNT] = [
@@ -55,6 +61,12 @@ impl Field {
         Field::Document,
         Field::PaperSize,
         Field::Comment,
+        Field::Status,
+        Field::Refunded,
+        Field::Cancelled,
+        Field::Printed,
+        Field::UsageAllowed,
+        Field::Denied,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,12 +92,19 @@ impl Field {
             Field::Date => &[],
             Field::TransactionId => &["id", "txn id", "tx id", "job uid"],
             Field::User => &["user name", "transacted by"],
-            Field::Account => &["account name", "account charged", "shared account"],
+            Field::Account => &[
+                "account name",
+                "account charged",
+                "shared account",
+                // PaperCut's reports and exports.
+                "charged to account",
+                "charged account",
+            ],
             Field::AccountType => &[],
             Field::Amount => &["cost", "usage cost", "charge", "transaction amount"],
             Field::Balance => &["balance after"],
             Field::JobType => &["type", "transaction type"],
-            Field::Pages => &["total pages"],
+            Field::Pages => &["total pages", "total printed pages", "printed pages"],
             Field::ColorPages => &["total color pages", "colour pages", "total colour pages"],
             Field::Copies => &[],
             Field::Duplex => &[],
@@ -95,7 +114,21 @@ impl Field {
             Field::Client => &["client machine"],
             Field::Document => &["document name"],
             Field::PaperSize => &["paper size name"],
-            Field::Comment => &["comments"],
+            Field::Comment => &[
+                "comments",
+                "job comment",
+                "txn comment",
+                "transaction comment",
+            ],
+            // PaperCut's job states (`tbl_printer_usage_log` and the
+            // reports): a job refunded, cancelled, denied or not printed is
+            // never billed.
+            Field::Status => &["job status", "job state", "state", "usage status"],
+            Field::Refunded => &["is refunded", "job refunded"],
+            Field::Cancelled => &["canceled", "is cancelled", "job cancelled"],
+            Field::Printed => &["is printed", "job printed"],
+            Field::UsageAllowed => &["allowed", "usage allowed"],
+            Field::Denied => &["usage denied", "denied reason"],
         }
     }
 

@@ -392,6 +392,8 @@ fn ungroup(s: &str, group: char) -> Option<String> {
 pub enum BoolKind {
     Duplex,
     Grayscale,
+    /// A plain flag (`refunded`, `printed`…): no word of its own.
+    Flag,
 }
 
 pub fn parse_bool(raw: &str, kind: BoolKind) -> Result<bool, String> {
@@ -399,6 +401,7 @@ pub fn parse_bool(raw: &str, kind: BoolKind) -> Result<bool, String> {
     let words: &[&str] = match kind {
         BoolKind::Duplex => &["DUPLEX"],
         BoolKind::Grayscale => &["GRAYSCALE", "GREYSCALE", "GRAY SCALE", "GREY SCALE"],
+        BoolKind::Flag => &[],
     };
     match s.as_str() {
         "TRUE" | "Y" | "YES" | "1" => return Ok(true),
@@ -417,6 +420,25 @@ pub fn parse_bool(raw: &str, kind: BoolKind) -> Result<bool, String> {
         }
     }
     Err(format!("{:?} is not a yes/no value", raw.trim()))
+}
+
+/// A job state as PaperCut's reports and exports write it.
+pub fn parse_status(raw: &str) -> Result<crate::charge::Status, String> {
+    use crate::charge::Status;
+    let s = raw.trim().to_ascii_lowercase().replace(['_', '-'], " ");
+    Ok(match s.as_str() {
+        "charged" | "printed" | "ok" | "allowed" | "usage allowed" | "completed" | "complete"
+        | "success" => Status::Charged,
+        "refunded" | "refund" => Status::Refunded,
+        "cancelled" | "canceled" | "cancel" | "not printed" => Status::Cancelled,
+        "denied" | "usage denied" | "not allowed" | "rejected" | "blocked" => Status::Denied,
+        _ => {
+            return Err(format!(
+                "{:?} is not a job status (charged, printed, refunded, cancelled, denied)",
+                raw.trim()
+            ))
+        }
+    })
 }
 
 /// A count (pages, copies): digits only, 0..=4294967295.

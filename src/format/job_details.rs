@@ -1,25 +1,126 @@
 //! `job-details`: the `name=value,...` job format of PaperCut's Web Services
-//! `processJob` call and `server-command process-job`. One job per line; a
-//! pair holding a comma is quoted whole (`"document-name=a, b"`), a quote
-//! inside doubled. Names are matched like column headers (`total-pages` is
-//! `pages`, `printer` is `device`, `shared-account` is `account`…).
+//! `processJob` call and `server-command process-job`. One job per line.
+//! Quoting as PaperCut's manual ("Import print job details") prints it:
+//! a pair holding a comma is quoted whole (`"printer=Library, rear"`), a
+//! quote inside a value is doubled, quoted pair or not
+//! (`printer=""John Smith"" Library` is the printer `"John Smith" Library`).
+//! A value quoted on its own (`document-name="a, b"`) is taken too. Names are
+//! matched like column headers (`total-pages` is `pages`, `printer` is
+//! `device`, `shared-account` is `account`…). `time` is optional, as in the
+//! manual: a job without one takes the time it was read.
 
 use std::collections::BTreeMap;
 
-use super::columns::{self, field_for_name, Field};
+use super::columns::{field_for_name, Field};
 use super::record::{Defaults, Record};
 use super::{ColumnRef, FormatSettings};
 
-/// The names PaperCut requires in a job (`time` is ours: without it the
-/// charge has no time, and the time of reading would be an invention).
-const REQUIRED: &[&str] = &["user", "server", "printer", "time"];
+/// The names PaperCut requires in a job.
+const REQUIRED: &[&str] = &["user", "server", "printer"];
+
+/// Split a job line into its pairs (unquoted as PaperCut reads them).
+pub fn split_pairs(text: &str, delimiter: char) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    let mut n = 1;
+    loop {
+        let mut cell = String::new();
+        // Leading spaces before a quoted pair do not make it unquoted.
+        while chars.peek() == Some(&' ') {
+            chars.next();
+            cell.push(' ');
+        }
+        if chars.peek() == Some(&'"') && !cell_starts_doubled(&chars) {
+            chars.next();
+            cell.clear();
+            quoted(&mut chars, &mut cell).map_err(|()| unclosed(n))?;
+            // After the closing quote: up to the delimiter (kept as is).
+            let mut ended = true;
+            for c in chars.by_ref() {
+                if c == delimiter {
+                    ended = false;
+                    break;
+                }
+                cell.push(c);
+            }
+            out.push(cell);
+            if ended {
+                return Ok(out);
+            }
+            n += 1;
+            continue;
+        }
+        // Unquoted pair: a doubled quote is one quote; a value opening with
+        // a single quote is quoted on its own.
+        let mut after_eq = false;
+        let mut ended = true;
+        while let Some(c) = chars.next() {
+            if c == delimiter {
+                ended = false;
+                break;
+            }
+            if c == '"' {
+                if chars.peek() == Some(&'"') {
+                    chars.next();
+                    cell.push('"');
+                } else if after_eq && cell.ends_with('=') {
+                    quoted(&mut chars, &mut cell).map_err(|()| unclosed(n))?;
+                } else {
+                    cell.push('"');
+                }
+            } else {
+                cell.push(c);
+            }
+            if c == '=' {
+                after_eq = true;
+            }
+        }
+        out.push(cell);
+        if ended {
+            return Ok(out);
+        }
+        n += 1;
+    }
+}
+
+fn unclosed(n: usize) -> String {
+    format!("pair {n} opens a quote that does not close on this line")
+}
+
+fn cell_starts_doubled(chars: &std::iter::Peekable<std::str::Chars<'_>>) -> bool {
+    let mut c = chars.clone();
+    c.next();
+    c.peek() == Some(&'"')
+}
+
+/// Read a quoted run up to its closing quote (a doubled quote is one).
+fn quoted(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    cell: &mut String,
+) -> Result<(), ()> {
+    while let Some(c) = chars.next() {
+        if c == '"' {
+            if chars.peek() == Some(&'"') {
+                chars.next();
+                cell.push('"');
+            } else {
+                return Ok(());
+            }
+        } else {
+            cell.push(c);
+        }
+    }
+    Err(())
+}
 
 pub fn step(
     s: &FormatSettings,
     text: &str,
     defaults: Defaults,
 ) -> Result<(Record<'static>, Defaults), String> {
-    let cells = columns::split_line(text, s.delimiter.unwrap_or(b','))?;
+    let delimiter = char::from(s.delimiter.unwrap_or(b','));
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    let cells = split_pairs(text, delimiter)?;
     let mut pairs: Vec<(String, String)> = Vec::new();
     for (i, cell) in cells.iter().enumerate() {
         if cell.trim().is_empty() {
@@ -45,7 +146,7 @@ pub fn step(
         match given {
             None => {
                 return Err(format!(
-                    "missing {req:?} (a job needs user, server, printer and time)"
+                    "missing {req:?} (a job needs user, server and printer)"
                 ))
             }
             Some("") => return Err(format!("field {req:?}: empty")),
@@ -94,7 +195,7 @@ pub fn step(
     let mut shared = false;
     for ((name, value), field) in pairs.into_iter().zip(chosen) {
         match field {
-            Some(Field::Account) => shared = columns::normalize(&name) == "sharedaccount",
+            Some(Field::Account) => shared = super::columns::normalize(&name) == "sharedaccount",
             Some(_) => {}
             None => {
                 rec.extra.insert(name, value);

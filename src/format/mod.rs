@@ -29,12 +29,12 @@
 //!   `cat`) is ignored when splitting fields but stays in the content.
 
 mod columns;
+pub mod encoding;
 mod fields;
 mod job_details;
 mod record;
 mod tabular;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -71,14 +71,7 @@ impl Profile {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub enum TextEncoding {
-    #[default]
-    #[serde(rename = "utf-8", alias = "utf8", alias = "UTF-8")]
-    Utf8,
-    #[serde(rename = "windows-1252", alias = "cp1252", alias = "Windows-1252")]
-    Windows1252,
-}
+pub use encoding::TextEncoding;
 
 /// How the file writes a charge's sign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -121,6 +114,12 @@ pub const FIELD_NAMES: &[&str] = &[
     "document",
     "paper_size",
     "comment",
+    "status",
+    "refunded",
+    "cancelled",
+    "printed",
+    "usage_allowed",
+    "denied",
 ];
 
 /// `"\t"`, `"tab"`, `","`, `";"`, `"|"` … → the byte.
@@ -172,7 +171,7 @@ impl FormatSettings {
                 Profile::PrintLog | Profile::JobDetails => false,
             },
             columns: BTreeMap::new(),
-            encoding: TextEncoding::Utf8,
+            encoding: TextEncoding::default(),
             amount_sign: match profile {
                 Profile::TransactionFile => AmountSign::DebitNegative,
                 _ => AmountSign::ChargePositive,
@@ -202,19 +201,25 @@ pub struct LineParser {
     ordinals: OrdinalCounter,
     /// Header/banner/column state of the delimited profiles.
     table: tabular::Tabular,
+    decoder: encoding::Decoder,
 }
-
-const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl LineParser {
     /// `file` is the canonical path written into each charge's origin.
     pub fn new(settings: Arc<FormatSettings>, file: String) -> LineParser {
         LineParser {
-            settings,
             file,
             ordinals: OrdinalCounter::default(),
             table: tabular::Tabular::new(),
+            decoder: encoding::Decoder::new(settings.encoding),
+            settings,
         }
+    }
+
+    /// The encoding this file is read in (`None`: `auto` has seen only
+    /// ASCII so far, which reads the same in every encoding).
+    pub fn encoding(&self) -> Option<&'static encoding_rs::Encoding> {
+        self.decoder.encoding()
     }
 
     /// One line of the file (never panics, whatever the bytes).
@@ -228,11 +233,16 @@ impl LineParser {
             self.table.unreadable_line(&s, line.number, &why);
             return Parsed::Error(why);
         }
-        let content = match line.bytes.strip_prefix(BOM) {
-            Some(rest) if line.offset == 0 => rest,
-            _ => &line.bytes[..],
-        };
-        let text = match decode(content, s.encoding) {
+        let (content, text, newly) = self.decoder.decode(&line.bytes, line.offset == 0);
+        if newly {
+            tracing::info!(
+                file = %self.file,
+                line = line.number,
+                encoding = self.decoder.encoding().map_or("?", |e| e.name()),
+                "encoding detected (source.encoding = \"auto\")"
+            );
+        }
+        let text = match text {
             Ok(t) => t,
             Err(why) => {
                 self.table.unreadable_line(&s, line.number, &why);
@@ -246,14 +256,15 @@ impl LineParser {
             return Parsed::Skip;
         }
         let defaults = tabular::defaults(s.profile);
+        let now = || read_time(s.timezone);
         let built = match s.profile {
             Profile::JobDetails => {
-                job_details::step(&s, text, defaults).and_then(|(rec, d)| rec.build(&s, d))
+                job_details::step(&s, text, defaults).and_then(|(rec, d)| rec.build(&s, d, now))
             }
             _ => match self.table.step(&s, text, line.number) {
                 tabular::Step::Skip => return Parsed::Skip,
                 tabular::Step::Error(e) => return Parsed::Error(e),
-                tabular::Step::Record(rec) => rec.build(&s, defaults),
+                tabular::Step::Record(rec) => rec.build(&s, defaults, now),
             },
         };
         let f = match built {
@@ -276,6 +287,8 @@ impl LineParser {
             account: f.account,
             account_type: f.account_type,
             amount: f.amount,
+            status: f.status,
+            cost: f.cost,
             currency: s.currency.clone(),
             job_type: f.job_type,
             job_type_raw: f.job_type_raw,
@@ -298,28 +311,21 @@ impl LineParser {
                 offset: line.offset,
                 line: line.number,
             },
+            time_read: f.time_read,
         }))
     }
 }
 
-/// The line's text. Invalid UTF-8 is an error naming the byte (not replaced:
-/// a mangled name would bill the wrong account).
-fn decode(bytes: &[u8], encoding: TextEncoding) -> Result<Cow<'_, str>, String> {
-    match encoding {
-        TextEncoding::Utf8 => std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|e| {
-            let at = e.valid_up_to();
-            format!(
-                "invalid UTF-8 at byte {} of the line (0x{:02X}); if the file is \
-                 Windows-1252, set encoding = \"windows-1252\"",
-                at + 1,
-                bytes.get(at).copied().unwrap_or(0)
-            )
-        }),
-        // Every byte is a character in Windows-1252: this cannot fail.
-        TextEncoding::Windows1252 => Ok(encoding_rs::WINDOWS_1252
-            .decode_without_bom_handling(bytes)
-            .0),
-    }
+/// The time of reading, for a record without a time of its own: whole
+/// seconds in the source's zone. It is taken once, when the line is parsed;
+/// the message rendered from it is stored and every redelivery sends those
+/// bytes. The charge id never depends on it.
+fn read_time(tz: chrono_tz::Tz) -> chrono::DateTime<chrono::FixedOffset> {
+    use chrono::{SubsecRound, Utc};
+    Utc::now()
+        .trunc_subsecs(0)
+        .with_timezone(&tz)
+        .fixed_offset()
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use super::columns::{Field, FIELD_COUNT};
 use super::fields::{self, BoolKind};
 use super::{AmountSign, FormatSettings};
-use crate::charge::{AccountType, JobType};
+use crate::charge::{AccountType, JobType, Status};
 
 /// One raw value and how to name it in an error. Both usually borrow: the
 /// text from the line, the label from the column mapping (no allocation
@@ -43,6 +43,10 @@ pub struct Defaults {
     /// (job-details' `shared-account`), instead of being compared with the
     /// user.
     pub account_is_shared: bool,
+    /// Whether a record may lack a time (job details, where PaperCut's
+    /// default is the time the job is processed): it then takes the time it
+    /// was read.
+    pub time_optional: bool,
 }
 
 /// Everything of a charge that a line determines (the id and origin are
@@ -50,6 +54,12 @@ pub struct Defaults {
 #[derive(Debug)]
 pub struct Fields {
     pub time: DateTime<FixedOffset>,
+    /// `time` is the time of reading (the record had none).
+    pub time_read: bool,
+    pub status: Status,
+    /// The cost as written (sign-normalised); `amount` is 0 when the job is
+    /// not billed.
+    pub cost: Option<Decimal>,
     pub user: String,
     pub account: String,
     pub account_type: AccountType,
@@ -117,8 +127,23 @@ impl<'a> Record<'a> {
         }
     }
 
-    pub fn build(self, s: &FormatSettings, d: Defaults) -> Result<Fields, String> {
-        let time = self.time(s)?;
+    /// `now` gives the time of reading, asked only for a record without a
+    /// time where the profile allows one.
+    pub fn build(
+        self,
+        s: &FormatSettings,
+        d: Defaults,
+        now: impl FnOnce() -> DateTime<FixedOffset>,
+    ) -> Result<Fields, String> {
+        let no_time = match self.get(Field::Time) {
+            None => true,
+            Some(v) => v.text.trim().is_empty(),
+        };
+        let (time, time_read) = if d.time_optional && no_time {
+            (now(), true)
+        } else {
+            (self.time(s)?, false)
+        };
         let user = match self.get(Field::User) {
             None => return Err("no user column: a charge needs a user".into()),
             Some(v) if v.text.trim().is_empty() => {
@@ -141,6 +166,12 @@ impl<'a> Record<'a> {
                 }))
             }
         };
+        let status = self.status()?;
+        let cost = amount;
+        let amount = match status {
+            Status::Charged => cost,
+            _ => Some(Decimal::ZERO),
+        };
         let balance_after = self.parsed(Field::Balance, |t| {
             fields::parse_amount(t, s.decimal_comma, &s.currency)
         })?;
@@ -153,6 +184,9 @@ impl<'a> Record<'a> {
         };
         Ok(Fields {
             time,
+            time_read,
+            status,
+            cost,
             user,
             account,
             account_type,
@@ -183,6 +217,39 @@ impl<'a> Record<'a> {
                 })
                 .collect(),
         })
+    }
+
+    /// Billed, or why not: a status column (`refunded`, `cancelled`,
+    /// `denied`, `printed`…) or PaperCut's job flags (`refunded`,
+    /// `cancelled`, `printed`, `usage_allowed`, `denied`). Refunded wins over
+    /// cancelled, then denied; a job not printed
+    /// (and not denied) is cancelled.
+    fn status(&self) -> Result<Status, String> {
+        let flag = |f: Field| self.parsed(f, |t| fields::parse_bool(t, BoolKind::Flag));
+        let text = self.parsed(Field::Status, fields::parse_status)?;
+        let refunded = flag(Field::Refunded)?;
+        let cancelled = flag(Field::Cancelled)?;
+        let printed = flag(Field::Printed)?;
+        let allowed = flag(Field::UsageAllowed)?;
+        // A yes/no, or a reason (`denied_reason`): any text but "no" denies.
+        let denied = self
+            .text(Field::Denied)
+            .map(|(t, _)| fields::parse_bool(t, BoolKind::Flag).unwrap_or(true));
+        Ok(
+            if refunded == Some(true) || text == Some(Status::Refunded) {
+                Status::Refunded
+            } else if cancelled == Some(true) || text == Some(Status::Cancelled) {
+                Status::Cancelled
+            } else if allowed == Some(false) || denied == Some(true) || text == Some(Status::Denied)
+            {
+                Status::Denied
+            } else if printed == Some(false) {
+                // Not printed (and not denied): it never came out.
+                Status::Cancelled
+            } else {
+                Status::Charged
+            },
+        )
     }
 
     /// The time from one value, or from a date and a time of day in two

@@ -7,8 +7,20 @@ use super::record::{Defaults, Record};
 use super::{FormatSettings, Profile};
 use crate::charge::JobType;
 
-/// How the Print Logger's first line starts.
+/// How the Print Logger's first line starts, in each of its forms
+/// (`PaperCut Print Logger - http://www.papercut.com/`, `… : …`, `….biz/`).
 const PRINT_LOGGER_BANNER: &str = "papercut print logger";
+
+/// A Print Logger header or record has at least the documented columns up
+/// to Paper Size; a shorter line before the first record is a banner.
+const PRINT_LOGGER_MIN_FIELDS: usize = 8;
+
+fn is_print_logger_banner(text: &str) -> bool {
+    let t = text.trim_start_matches(['\u{FEFF}', ' ', '"']);
+    t.len() >= PRINT_LOGGER_BANNER.len()
+        && t.is_char_boundary(PRINT_LOGGER_BANNER.len())
+        && t[..PRINT_LOGGER_BANNER.len()].eq_ignore_ascii_case(PRINT_LOGGER_BANNER)
+}
 
 /// The contract's example order, for a transaction file without a header.
 const TRANSACTION_POSITIONS: &[(Field, usize, &str, bool)] = &[
@@ -72,12 +84,22 @@ pub fn defaults(profile: Profile) -> Defaults {
             job_type: None,
             amount_required: true,
             account_is_shared: false,
+            time_optional: false,
         },
         // These files log printing only.
-        Profile::PrintLog | Profile::PrintLoggerCsv | Profile::JobDetails => Defaults {
+        Profile::PrintLog | Profile::PrintLoggerCsv => Defaults {
             job_type: Some(JobType::Print),
             amount_required: false,
             account_is_shared: false,
+            time_optional: false,
+        },
+        // PaperCut's `time` is optional here (its default: the time the job
+        // is processed).
+        Profile::JobDetails => Defaults {
+            job_type: Some(JobType::Print),
+            amount_required: false,
+            account_is_shared: false,
+            time_optional: true,
         },
     }
 }
@@ -138,33 +160,37 @@ impl Tabular {
 
     /// One non-blank decoded line.
     pub fn step<'a>(&'a mut self, s: &FormatSettings, text: &'a str, line_no: u64) -> Step<'a> {
-        if s.profile == Profile::PrintLoggerCsv
-            && text
-                .trim_start()
-                .to_ascii_lowercase()
-                .starts_with(PRINT_LOGGER_BANNER)
-        {
+        if s.profile == Profile::PrintLoggerCsv && is_print_logger_banner(text) {
             return Step::Skip;
         }
+        // Leave the start state first (the record returned below borrows the
+        // mapping, so the state cannot change after it is taken).
         if let State::Start { banner_skipped } = self.state {
             let delimiter = s.delimiter.unwrap_or_else(|| detect_delimiter(text));
-            if s.header {
-                return self.start_with_header(s, text, line_no, delimiter, banner_skipped);
-            }
-            match positions(s) {
-                Ok(mapping) => {
-                    self.state = State::Ready {
-                        delimiter,
-                        mapping,
-                        header: None,
-                    };
-                    // This line is the first record: read on.
+            let started = if s.profile == Profile::PrintLoggerCsv {
+                self.start_print_logger(s, text, line_no, delimiter, banner_skipped)
+            } else if s.header {
+                Some(self.start_with_header(s, text, line_no, delimiter))
+            } else {
+                match positions(s) {
+                    Ok(mapping) => {
+                        self.state = State::Ready {
+                            delimiter,
+                            mapping,
+                            header: None,
+                        };
+                        None
+                    }
+                    Err(e) => {
+                        self.state = State::Broken(e.clone());
+                        Some(Step::Error(format!("no usable column layout: {e}")))
+                    }
                 }
-                Err(e) => {
-                    self.state = State::Broken(e.clone());
-                    return Step::Error(format!("no usable column layout: {e}"));
-                }
+            };
+            if let Some(step) = started {
+                return step;
             }
+            // Otherwise this line is the first record: read on.
         }
         match &self.state {
             State::Broken(reason) => Step::Error(format!("no usable column layout: {reason}")),
@@ -186,13 +212,74 @@ impl Tabular {
         }
     }
 
-    fn start_with_header(
+    /// The Print Logger's column order is fixed, whatever language its
+    /// header is written in: it is read by position. Before the first
+    /// record come its banner (`PaperCut Print Logger - http://…`, in any of
+    /// its forms) and its header; a line whose first field is a time is a
+    /// record, never taken for either.
+    fn start_print_logger(
         &mut self,
         s: &FormatSettings,
         text: &str,
         line_no: u64,
         delimiter: u8,
         banner_skipped: bool,
+    ) -> Option<Step<'static>> {
+        let cells = columns::split_line(text, delimiter).ok();
+        let is_record = !s.header
+            || cells.as_ref().is_some_and(|c| {
+                c.first()
+                    .is_some_and(|f| super::fields::parse_datetime(f, s.timezone).is_ok())
+            });
+        let header = match (is_record, cells) {
+            (true, _) => None,
+            // Too few fields for the documented columns: another banner
+            // (a translated one, a tool's title line), skipped once.
+            (false, Some(c)) if c.len() < PRINT_LOGGER_MIN_FIELDS && !banner_skipped => {
+                self.state = State::Start {
+                    banner_skipped: true,
+                };
+                return Some(Step::Skip);
+            }
+            (false, Some(c)) if c.len() >= PRINT_LOGGER_MIN_FIELDS => Some(c),
+            (false, None) if !banner_skipped => {
+                self.state = State::Start {
+                    banner_skipped: true,
+                };
+                return Some(Step::Skip);
+            }
+            (false, _) => {
+                let why = format!(
+                    "line {line_no} is neither the Print Logger's header nor a record \
+                     (its first field is not a time)"
+                );
+                self.state = State::Broken(why.clone());
+                return Some(Step::Error(why));
+            }
+        };
+        let mapping = match print_logger_positions(s, header.as_deref()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.state = State::Broken(e.clone());
+                return Some(Step::Error(format!("no usable column layout: {e}")));
+            }
+        };
+        let is_header = header.is_some();
+        self.state = State::Ready {
+            delimiter,
+            mapping,
+            header: is_header.then(|| text.to_string()),
+        };
+        // A record: the caller reads it, now that the state is ready.
+        is_header.then_some(Step::Skip)
+    }
+
+    fn start_with_header(
+        &mut self,
+        s: &FormatSettings,
+        text: &str,
+        line_no: u64,
+        delimiter: u8,
     ) -> Step<'static> {
         let result = columns::split_line(text, delimiter)
             .and_then(|cells| Ok((Mapping::from_header(&cells, &s.columns)?, cells)));
@@ -202,18 +289,6 @@ impl Tabular {
                 .copied()
                 .find(|f| !m.slots.contains_key(f))
         };
-        // The Print Logger's first line is a banner: anything before a line
-        // that names the columns is taken as one (just once, so a file with
-        // no header at all is not skipped line after line).
-        if s.profile == Profile::PrintLoggerCsv && !banner_skipped {
-            let header_like = matches!(&result, Ok((m, _)) if missing(m).is_none());
-            if !header_like {
-                self.state = State::Start {
-                    banner_skipped: true,
-                };
-                return Step::Skip;
-            }
-        }
         let mapping = match result {
             Ok((m, cells)) => match missing(&m) {
                 None => m,
@@ -273,15 +348,7 @@ fn positions(s: &FormatSettings) -> Result<Mapping, String> {
         Profile::TransactionFile => Mapping::from_positions(TRANSACTION_POSITIONS, &s.columns)?,
         // Documented layouts: the config moves single fields.
         Profile::PrintLog => Mapping::from_positions(PRINT_LOG_POSITIONS, &s.columns)?,
-        Profile::PrintLoggerCsv => {
-            let mut m = Mapping::from_positions(PRINT_LOGGER_POSITIONS, &s.columns)?;
-            for &(pos, name) in PRINT_LOGGER_EXTRA {
-                if !m.slots.values().any(|sl| sl.index == pos - 1) {
-                    m.extra.insert(pos - 1, name.to_string());
-                }
-            }
-            m
-        }
+        Profile::PrintLoggerCsv => return print_logger_positions(s, None),
         Profile::JobDetails => return Err("job-details has no columns".into()),
     };
     if let Some(f) = required(s.profile)
@@ -301,6 +368,22 @@ fn positions(s: &FormatSettings) -> Result<Mapping, String> {
 fn row<'a>(text: &'a str, delimiter: u8, mapping: &'a Mapping) -> Result<Record<'a>, String> {
     let mut cells = columns::split_line(text, delimiter)?;
     if let Some(w) = mapping.width {
+        // Trailing empty fields beyond the header are no data: the Print
+        // Logger ends every row with a delimiter.
+        if cells.len() > w && cells[w..].iter().all(|c| c.trim().is_empty()) {
+            cells.truncate(w);
+        }
+        if cells.len() > w {
+            return Err(format!(
+                "{} fields, header has {w} (and field {} is not empty)",
+                cells.len(),
+                w + 1
+                    + cells[w..]
+                        .iter()
+                        .position(|c| !c.trim().is_empty())
+                        .unwrap_or(0)
+            ));
+        }
         if cells.len() != w {
             return Err(format!("{} fields, header has {w}", cells.len()));
         }
@@ -336,4 +419,54 @@ fn row<'a>(text: &'a str, delimiter: u8, mapping: &'a Mapping) -> Result<Record<
         rec.extra.insert(key, v.into_owned());
     }
     Ok(rec)
+}
+
+/// The Print Logger's fixed columns, named in errors by the file's own
+/// header when there is one (whatever its language), with the config's
+/// `columns` by position, or by a name of that header.
+fn print_logger_positions(
+    s: &FormatSettings,
+    header: Option<&[std::borrow::Cow<'_, str>]>,
+) -> Result<Mapping, String> {
+    let mut overrides = s.columns.clone();
+    if let Some(h) = header {
+        for (key, r) in overrides.iter_mut() {
+            if let super::ColumnRef::Name(name) = r {
+                let n = columns::normalize(name);
+                let i = h
+                    .iter()
+                    .position(|c| c.trim() == name.trim())
+                    .or_else(|| h.iter().position(|c| columns::normalize(c) == n))
+                    .ok_or_else(|| {
+                        format!("columns.{key} = {name:?}: the header has no such column")
+                    })?;
+                *r = super::ColumnRef::Position(i + 1);
+            }
+        }
+    }
+    let mut m = Mapping::from_positions(PRINT_LOGGER_POSITIONS, &overrides)?;
+    if let Some(h) = header {
+        for slot in m.slots.values_mut() {
+            if let Some(name) = h
+                .get(slot.index)
+                .map(|n| n.trim())
+                .filter(|n| !n.is_empty())
+            {
+                slot.label = columns::label(name, slot.index + 1);
+            }
+        }
+    }
+    for &(pos, name) in PRINT_LOGGER_EXTRA {
+        if !m.slots.values().any(|sl| sl.index == pos - 1) {
+            m.extra.insert(pos - 1, name.to_string());
+        }
+    }
+    if let Some(f) = required(s.profile)
+        .iter()
+        .find(|f| !m.slots.contains_key(f))
+    {
+        return Err(format!("columns: no position for {:?}", f.name()));
+    }
+    m.width = header.map(<[_]>::len);
+    Ok(m)
 }

@@ -169,7 +169,7 @@ fn windows_1252_and_invalid_utf8() {
         }
     }
     let mut s = settings(Profile::TransactionFile);
-    s.encoding = TextEncoding::Windows1252;
+    s.encoding = "windows-1252".parse().unwrap();
     let c = charges(&run_file(&s, "f", &data));
     assert_eq!(c[0].document.as_deref(), Some("Résumé.pdf"));
     // Read as UTF-8, the same bytes are an error naming the byte.
@@ -490,7 +490,9 @@ fn missing_user_bad_time_wrong_field_count_too_long() {
     let e = err(&s, &tx("2026-11-20 09:14:03\ttx-1\talice"));
     assert_eq!(e, "3 fields, header has 13");
     let e = err(&s, &tx(&format!("{ROW}\tmore")));
-    assert_eq!(e, "14 fields, header has 13");
+    assert_eq!(e, "14 fields, header has 13 (and field 14 is not empty)");
+    let e = err(&s, &tx(&format!("{ROW}\t\t\tmore")));
+    assert_eq!(e, "16 fields, header has 13 (and field 16 is not empty)");
     // An over-long line (as the splitter marks it) is an error; reading goes on.
     let mut p = LineParser::new(Arc::new(s), "f".into());
     let mut ls = lines(tx(ROW).as_bytes());
@@ -752,8 +754,13 @@ fn print_logger_without_banner_or_with_any_banner() {
         &format!("Print Logger v1.7 export\n{PLC_HEADER}\n{PLC_ROW}\n"),
     );
     assert_eq!(c.origin.line, 3);
-    // Only one banner: a file with no header at all is not skipped silently.
+    // A record is never taken for a banner or a header: a file with neither
+    // is read by position from its first line.
     let out = run(&s, &format!("{PLC_ROW}\n{PLC_ROW}\n{PLC_ROW}\n"));
+    assert_eq!(charges(&out).len(), 3, "{out:?}");
+    assert!(errors(&out).is_empty(), "{out:?}");
+    // Only one unknown banner: then a short line is an error, not skipped.
+    let out = run(&s, &format!("title\nanother\n{PLC_ROW}\n"));
     assert_eq!(out[0], Parsed::Skip);
     assert_eq!(errors(&out).len(), 2, "{out:?}");
     // Without a header, the documented columns by position.
@@ -838,8 +845,6 @@ fn job_details_errors() {
     assert!(e.starts_with("missing \"server\""), "{e}");
     let e = err(&s, "server=s,printer=p,time=20261120T100000\n");
     assert!(e.starts_with("missing \"user\""), "{e}");
-    let e = err(&s, "user=kai,server=s,printer=p\n");
-    assert!(e.starts_with("missing \"time\""), "{e}");
     let e = err(&s, "user=,server=s,printer=p,time=20261120T100000\n");
     assert_eq!(e, "field \"user\": empty");
     let e = err(
@@ -951,4 +956,260 @@ fn arbitrary_bytes_never_panic() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------- field shapes (issue: real files)
+
+/// A Print Logger row as the real exports write it: a trailing comma (15
+/// fields under 14 columns), empty Height/Width, a size like `19kb`.
+const PLC_REAL_ROW: &str = "2026-11-20 17:50:10,noah.kim,4,3,HW-MFD01,\"Seating plan - Notepad\",NOAH-PC,LETTER,PCL6,,,NOT DUPLEX,GRAYSCALE,19kb,";
+
+#[test]
+fn print_logger_real_shape_every_banner_variant() {
+    let s = settings(Profile::PrintLoggerCsv);
+    for banner in [
+        "PaperCut Print Logger - http://www.papercut.com/",
+        "PaperCut Print Logger : http://www.papercut.com/",
+        "PaperCut Print Logger - http://www.papercut.biz/",
+    ] {
+        let data = format!("{banner}\r\n{PLC_HEADER}\r\n{PLC_REAL_ROW}\r\n{PLC_REAL_ROW}\r\n");
+        let out = run(&s, &data);
+        assert_eq!(&out[..2], &[Parsed::Skip, Parsed::Skip], "{banner}");
+        let c = charges(&out);
+        assert_eq!(c.len(), 2, "{banner}: {out:?}");
+        assert!(errors(&out).is_empty(), "{out:?}");
+        assert_eq!((c[0].pages, c[0].copies), (Some(4), Some(3)));
+        assert_eq!(c[0].document.as_deref(), Some("Seating plan - Notepad"));
+        assert_eq!(c[0].extra["Size"], "19kb");
+        assert!(!c[0].extra.contains_key("Height"), "{:?}", c[0].extra);
+        assert_eq!((c[0].duplex, c[0].grayscale), (Some(false), Some(true)));
+        assert_eq!(c[0].status, crate::charge::Status::Charged);
+        assert_ne!(c[0].id, c[1].id);
+    }
+    // A row with more non-empty fields than the header is still an error.
+    let e = err(&s, &format!("{PLC_HEADER}\n{PLC_REAL_ROW}oops\n"));
+    assert_eq!(e, "15 fields, header has 14 (and field 15 is not empty)");
+}
+
+#[test]
+fn print_logger_header_in_any_language_is_read_by_position() {
+    let s = settings(Profile::PrintLoggerCsv);
+    let es = "Hora,Usuario,Páginas,Copias,Impresora,Nombre Documento,Cliente,Formato Papel,Idioma,Altura,Anchura,Frente/reverso,Escala de grises,Formato";
+    let data = format!("PaperCut Print Logger - http://www.papercut.com/\n{es}\n{PLC_REAL_ROW}\n");
+    let c = one(&s, &data);
+    assert_eq!(c.user, "noah.kim");
+    assert_eq!((c.pages, c.copies), (Some(4), Some(3)));
+    assert_eq!(c.device.as_deref(), Some("HW-MFD01"));
+    assert_eq!(c.paper_size.as_deref(), Some("LETTER"));
+    // Extra keys are the documented names, whatever the header says.
+    assert_eq!(c.extra["Language"], "PCL6");
+    assert_eq!(c.extra["Size"], "19kb");
+    // Errors name the column as the file's header does.
+    let e = err(
+        &s,
+        &format!("{es}\n{}\n", PLC_REAL_ROW.replace(",4,3,", ",cuatro,3,")),
+    );
+    assert_eq!(
+        e,
+        "column \"Páginas\" (3): \"cuatro\" is not a whole number"
+    );
+    // Without any header or banner: positions from the first line.
+    let c = one(&s, &format!("{PLC_REAL_ROW}\n"));
+    assert_eq!(c.origin.line, 1);
+}
+
+#[test]
+fn trailing_empty_fields_in_every_header_profile() {
+    let s = settings(Profile::TransactionFile);
+    let c = one(&s, &tx(&format!("{ROW}\t\t")));
+    assert_eq!(c.amount, dec("1.20"));
+    let mut csv = settings(Profile::TransactionFile);
+    csv.delimiter = Some(b',');
+    let c = one(&csv, "time,user,amount\n2026-11-20 09:14:03,alice,-1.20,\n");
+    assert_eq!(c.amount, dec("1.20"));
+    let e = err(
+        &csv,
+        "time,user,amount\n2026-11-20 09:14:03,alice,-1.20,,x\n",
+    );
+    assert!(e.starts_with("5 fields, header has 3"), "{e}");
+    // A header profile given with header = true (print log with a header).
+    let mut pl = settings(Profile::PrintLog);
+    pl.header = true;
+    let c = one(
+        &pl,
+        "date\ttime\tuser\tprinter\n2026-11-20\t9:14:03 AM\tkai\tp1\t\t\n",
+    );
+    assert_eq!(c.user, "kai");
+}
+
+#[test]
+fn job_details_as_the_manual_prints_them() {
+    let s = settings(Profile::JobDetails);
+    // The minimum: user, server, printer; no time.
+    let before = chrono::Utc::now().timestamp();
+    let c = one(&s, "user=maya,server=pc-harbour,printer=Front Desk\n");
+    let after = chrono::Utc::now().timestamp();
+    assert!(c.time_read);
+    assert!((before..=after).contains(&c.time.timestamp()), "{}", c.time);
+    assert_eq!(c.time.offset().local_minus_utc() % 1800, 0);
+    assert_eq!(c.device.as_deref(), Some("Front Desk"));
+    let json: serde_json::Value = serde_json::from_slice(&c.to_event_json("pc")).unwrap();
+    assert_eq!(json["data"]["time_source"], "read");
+    // The id does not depend on the time of reading: read again later, same id.
+    let again = one(&s, "user=maya,server=pc-harbour,printer=Front Desk\n");
+    assert_eq!(c.id, again.id);
+    // A pair holding a comma is quoted whole.
+    let c = one(
+        &s,
+        "user=maya,server=pc-harbour,\"printer=Library, rear\"\n",
+    );
+    assert_eq!(c.device.as_deref(), Some("Library, rear"));
+    // Doubled quotes in an unquoted pair are one quote.
+    let c = one(
+        &s,
+        "user=maya,server=pc-harbour,printer=\"\"Front Desk\"\" Colour\n",
+    );
+    assert_eq!(c.device.as_deref(), Some("\"Front Desk\" Colour"));
+    // The same for who pays: user and shared-account.
+    let c = one(
+        &s,
+        "\"user=o'brien, sam\",server=s,printer=p,\"shared-account=Acme, \"\"Design\"\"\"\n",
+    );
+    assert_eq!(c.user, "o'brien, sam");
+    assert_eq!(c.account, "Acme, \"Design\"");
+    assert_eq!(c.account_type, AccountType::Shared);
+    let c = one(
+        &s,
+        "user=\"\"sam\"\",server=s,printer=p,shared-account=\"\"Acme\"\" Labs\n",
+    );
+    assert_eq!(
+        (c.user.as_str(), c.account.as_str()),
+        ("\"sam\"", "\"Acme\" Labs")
+    );
+    // A value quoted on its own.
+    let c = one(
+        &s,
+        "user=sam,server=s,printer=p,document-name=\"a, b.pdf\"\n",
+    );
+    assert_eq!(c.document.as_deref(), Some("a, b.pdf"));
+    // With a time, it is the job's own.
+    let c = one(&s, "user=sam,server=s,printer=p,time=20261120T091403\n");
+    assert!(!c.time_read);
+    let json: serde_json::Value = serde_json::from_slice(&c.to_event_json("pc")).unwrap();
+    assert!(json["data"].get("time_source").is_none());
+    let e = err(&s, "user=sam,server=s,\"printer=open\n");
+    assert!(e.contains("does not close"), "{e}");
+}
+
+#[test]
+fn papercut_column_names_and_job_states() {
+    use crate::charge::Status;
+    let s = settings(Profile::TransactionFile);
+    let h = "Usage Date\tUser\tCharged To Account\tUsage Cost\tTotal Printed Pages\tJob Comment\ttotal_sheets\tRefunded\tCancelled\tPrinted\tUsage Allowed";
+    let row =
+        |flags: &str| format!("{h}\n2026-11-20 09:14:03\tkai\tAcme\t-1.50\t6\tpitch\t3\t{flags}\n");
+    let c = one(&s, &row("N\tN\tY\tY"));
+    assert_eq!(c.account, "Acme");
+    assert_eq!(c.pages, Some(6));
+    assert_eq!(c.comment.as_deref(), Some("pitch"));
+    assert_eq!(c.extra["total_sheets"], "3");
+    assert_eq!(
+        (c.status, c.amount, c.cost),
+        (Status::Charged, dec("1.50"), dec("1.50"))
+    );
+    for (flags, status) in [
+        ("Y\tN\tY\tY", Status::Refunded),
+        ("N\tY\tY\tY", Status::Cancelled),
+        ("N\tN\tN\tY", Status::Cancelled),
+        ("N\tN\tY\tN", Status::Denied),
+    ] {
+        let c = one(&s, &row(flags));
+        assert_eq!(c.status, status, "{flags}");
+        assert_eq!(c.amount, Some(Decimal::ZERO), "{flags}");
+        assert_eq!(c.cost, dec("1.50"), "{flags}");
+        let json: serde_json::Value = serde_json::from_slice(&c.to_event_json("pc")).unwrap();
+        assert_eq!(json["data"]["amount"], "0");
+        assert_eq!(json["data"]["cost"], "1.50");
+        assert_eq!(json["data"]["status"], status.as_str());
+    }
+    // A status column in words; the snake_case names of the database.
+    let h2 = "time\tuser\tcharged_to_account\tamount\ttxn_comment\tstatus";
+    for (word, status) in [
+        ("printed", Status::Charged),
+        ("REFUNDED", Status::Refunded),
+        ("canceled", Status::Cancelled),
+        ("usage_denied", Status::Denied),
+    ] {
+        let c = one(
+            &s,
+            &format!("{h2}\n2026-11-20 09:14:03\tkai\tAcme\t-0.20\tx\t{word}\n"),
+        );
+        assert_eq!((c.status, c.account.as_str()), (status, "Acme"), "{word}");
+        assert_eq!(c.comment.as_deref(), Some("x"));
+    }
+    let e = err(
+        &s,
+        &format!("{h2}\n2026-11-20 09:14:03\tkai\tAcme\t-0.20\tx\tmaybe\n"),
+    );
+    assert!(
+        e.starts_with("column \"status\" (6): \"maybe\" is not a job status"),
+        "{e}"
+    );
+    // Every message says its status; a plain charge has its cost too.
+    let c = one(&s, &tx(ROW));
+    let json: serde_json::Value = serde_json::from_slice(&c.to_event_json("pc")).unwrap();
+    assert_eq!(json["data"]["status"], "charged");
+    assert_eq!(json["data"]["cost"], "1.20");
+    // Job details: a denied job.
+    let j = settings(Profile::JobDetails);
+    let c = one(
+        &j,
+        "user=k,server=s,printer=p,cost=0.40,denied-reason=over quota\n",
+    );
+    assert_eq!(
+        (c.status, c.amount, c.cost),
+        (Status::Denied, Some(Decimal::ZERO), dec("0.40"))
+    );
+}
+
+#[test]
+fn encodings_through_the_parser() {
+    // A Cyrillic Print Logger file in Windows-1251, read with `auto`.
+    let text = format!(
+        "PaperCut Print Logger - http://www.papercut.biz/\r\n{PLC_HEADER}\r\n\
+         2026-11-20 09:00:00,Иванов,3,1,Бухгалтерия,Отчёт за ноябрь.docx,PC-01,A4,PCL6,,,NOT DUPLEX,GRAYSCALE,19kb,\r\n\
+         2026-11-20 09:05:00,Петрова,1,1,Бухгалтерия,Счёт-фактура №17.pdf,PC-02,A4,PCL6,,,NOT DUPLEX,GRAYSCALE,20kb,\r\n"
+    );
+    let (bytes, _, _) = encoding_rs::WINDOWS_1251.encode(&text);
+    let mut s = settings(Profile::PrintLoggerCsv);
+    s.encoding = TextEncoding::Auto;
+    let mut p = LineParser::new(Arc::new(s.clone()), "f".into());
+    let out: Vec<Parsed> = lines(&bytes).iter().map(|l| p.parse(l)).collect();
+    assert_eq!(p.encoding(), Some(encoding_rs::WINDOWS_1251));
+    let c = charges(&out);
+    assert_eq!(c.len(), 2, "{out:?}");
+    assert_eq!(c[0].user, "Иванов");
+    assert_eq!(c[1].document.as_deref(), Some("Счёт-фактура №17.pdf"));
+    // Configured, the same.
+    s.encoding = "windows-1251".parse().unwrap();
+    let c = charges(&run_file(&s, "f", &bytes));
+    assert_eq!(c[0].user, "Иванов");
+    // Read as UTF-8 (the default), every record is an error, not garbled.
+    let u = settings(Profile::PrintLoggerCsv);
+    let out = run_file(&u, "f", &bytes);
+    assert_eq!((charges(&out).len(), errors(&out).len()), (0, 2), "{out:?}");
+    assert!(errors(&out)[0].contains("\"auto\""), "{out:?}");
+    // Shift_JIS and GBK job details.
+    let mut j = settings(Profile::JobDetails);
+    j.encoding = "shift_jis".parse().unwrap();
+    let (b, _, _) = encoding_rs::SHIFT_JIS.encode("user=山田,server=s,printer=受付\n");
+    let c = charges(&run_file(&j, "f", &b));
+    assert_eq!(
+        (c[0].user.as_str(), c[0].device.as_deref()),
+        ("山田", Some("受付"))
+    );
+    j.encoding = "gbk".parse().unwrap();
+    let (b, _, _) = encoding_rs::GBK.encode("user=张伟,server=s,printer=前台\n");
+    let c = charges(&run_file(&j, "f", &b));
+    assert_eq!(c[0].user, "张伟");
 }

@@ -63,6 +63,9 @@ pub enum Outcome {
     },
     /// Will never be accepted as it is: becomes a dead letter.
     Reject { error: String },
+    /// Not attempted (held back behind an older charge that failed in the
+    /// same round, or not reached): no attempt is counted for it.
+    NotSent,
 }
 
 /// The sink's view of its endpoint, for health and metrics.

@@ -34,13 +34,16 @@ impl Sink for StdoutSink {
             Err(e) => {
                 let error = format!("writing to stdout: {e}");
                 self.failed = Some(error.clone());
-                vec![
-                    Outcome::Retry {
+                // One failed attempt, charged to the first charge; the
+                // rest were not delivered because of it.
+                let mut out = vec![Outcome::NotSent; batch.len()];
+                if let Some(first) = out.first_mut() {
+                    *first = Outcome::Retry {
                         error,
-                        retry_after: None
+                        retry_after: None,
                     };
-                    batch.len()
-                ]
+                }
+                out
             }
         }
     }

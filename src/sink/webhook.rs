@@ -550,8 +550,8 @@ enum Answer {
 struct State {
     /// Set by 410/401/403: why.
     paused: Option<String>,
-    /// 4xx answers per charge id (not the worker's `attempts`, which also
-    /// counts rounds a charge was held back behind a failing older one).
+    /// 4xx answers per charge id (the worker's `attempts` also counts
+    /// 5xx and transport failures).
     four_xx: HashMap<String, u32>,
     last_error: Option<String>,
     connected: bool,
@@ -872,13 +872,9 @@ impl WebhookSink {
         env: &Envelope,
         stop: &Mutex<Option<Outcome>>,
     ) -> Outcome {
-        let held = stop
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(held_back);
-        if let Some(o) = held {
-            return o;
+        // Held back behind a failure: not attempted.
+        if stop.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
+            return Outcome::NotSent;
         }
         let o = self.attempt(env).await;
         if matches!(o, Outcome::Retry { .. }) {
@@ -888,17 +884,6 @@ impl WebhookSink {
             }
         }
         o
-    }
-}
-
-/// Outcome given to the charges of a batch held back behind a failure.
-fn held_back(first: &Outcome) -> Outcome {
-    match first {
-        Outcome::Retry { error, retry_after } => Outcome::Retry {
-            error: format!("not sent: an older charge failed ({error})"),
-            retry_after: *retry_after,
-        },
-        other => other.clone(),
     }
 }
 
@@ -915,11 +900,7 @@ impl Sink for WebhookSink {
                     break;
                 }
             }
-            if let Some(last) = out.last().cloned() {
-                while out.len() < batch.len() {
-                    out.push(held_back(&last));
-                }
-            }
+            out.resize(batch.len(), Outcome::NotSent);
             return out;
         }
         // Up to N in flight. After a failure, charges not yet started are

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use follower::Follower;
-pub use lines::{Line, LineSplitter};
+pub use lines::{Line, LineSplitter, LineUnit};
 
 /// The persisted position of one *generation* of a file: a file as identified
 /// by device, inode and its first bytes. A truncated or replaced file is a

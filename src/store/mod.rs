@@ -23,7 +23,7 @@ mod schema;
 
 pub use commit::{BadLine, Committed, NewCharge};
 pub use dead::DeadLetter;
-pub use outbox::Pending;
+pub use outbox::{Pending, Record};
 pub use reports::Totals;
 
 use std::path::{Path, PathBuf};
@@ -69,21 +69,6 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// When a charge whose delivery failed is tried again. The deliver stage
-/// owns the policy (`deliver::RetryPolicy`); the store only asks it, inside
-/// the transaction that records the outcome.
-pub trait RetrySchedule {
-    /// The delay before the next attempt after `attempts` earlier ones, the
-    /// charge failing for `failing_for` since its first failure, the
-    /// endpoint asking for `retry_after`; `None`: give up (a dead letter).
-    fn next_delay(
-        &self,
-        attempts: u32,
-        failing_for: Duration,
-        retry_after: Option<Duration>,
-    ) -> Option<Duration>;
 }
 
 pub struct Store {

@@ -1,18 +1,41 @@
 //! The outbox as the deliver stage sees it: pending charges oldest first,
 //! outcomes recorded, replay runs adopting charges, the resume token.
 
-use std::time::Duration;
-
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{classify_with, now_ms, RetrySchedule, Store, StoreError};
-use crate::sink::{Envelope, Outcome};
+use super::{classify_with, now_ms, Store, StoreError};
+use crate::sink::Envelope;
+
+/// What to write for one attempted charge (decided by the deliver stage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Delivered,
+    /// Failed; try again at `next_ms` (wall clock, for restarts: read back
+    /// capped by the policy's maximum). `first_fail_ms` starts the give-up
+    /// clock.
+    Retry {
+        next_ms: i64,
+        /// The delay asked for (`next_ms` minus now).
+        wait_ms: i64,
+        first_fail_ms: i64,
+        error: String,
+    },
+    /// Rejected, or retried for longer than the policy allows.
+    Dead {
+        error: String,
+        first_fail_ms: i64,
+    },
+}
 
 /// A pending charge as the deliver stage needs it.
 #[derive(Debug, Clone)]
 pub struct Pending {
     pub envelope: Envelope,
     pub next_ms: i64,
+    /// When its first failed attempt was (its give-up clock), if any.
+    pub first_fail_ms: Option<i64>,
+    /// The delay asked for at its last failure.
+    pub wait_ms: i64,
     /// When the line was committed to the outbox (for delivery latency).
     pub created_ms: i64,
 }
@@ -59,7 +82,7 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT seq, id, payload, job_type, account_type, attempts, next_ms, created_ms
+                "SELECT seq, id, payload, job_type, account_type, attempts, next_ms, created_ms, first_fail_ms, wait_ms
                  FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?1",
             )
             .map_err(|e| self.err(e))?;
@@ -76,6 +99,8 @@ impl Store {
                     },
                     next_ms: r.get(6)?,
                     created_ms: r.get(7)?,
+                    first_fail_ms: r.get(8)?,
+                    wait_ms: r.get(9)?,
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -83,13 +108,11 @@ impl Store {
         rows
     }
 
-    /// Record what the sink said, in one transaction. Returns how many were
-    /// delivered and how many became dead letters.
-    pub fn record(
-        &mut self,
-        results: &[(&Envelope, Outcome)],
-        policy: &impl RetrySchedule,
-    ) -> Result<(u64, u64), StoreError> {
+    /// Record what became of the charges attempted, in one transaction
+    /// (the deliver stage decides; charges it did not attempt are not
+    /// listed and stay as they are). Returns how many were delivered and
+    /// how many became dead letters.
+    pub fn record(&mut self, results: &[(&Envelope, Record)]) -> Result<(u64, u64), StoreError> {
         let now = now_ms();
         let tx = self
             .conn
@@ -106,54 +129,39 @@ impl Store {
             let mut retry = tx
                 .prepare_cached(
                     "UPDATE outbox SET attempts = attempts + 1, next_ms = ?2, last_error = ?3,
-                     first_fail_ms = COALESCE(first_fail_ms, ?4) WHERE seq = ?1 AND state = 'pending'",
+                     first_fail_ms = ?4, wait_ms = ?5 WHERE seq = ?1 AND state = 'pending'",
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
             let mut kill = tx
                 .prepare_cached(
                     "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?2,
-                     first_fail_ms = COALESCE(first_fail_ms, ?3), next_ms = ?3 WHERE seq = ?1 AND state = 'pending'",
+                     first_fail_ms = ?3, next_ms = ?4 WHERE seq = ?1 AND state = 'pending'",
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
-            let mut first_fail = tx
-                .prepare_cached("SELECT first_fail_ms FROM outbox WHERE seq = ?1")
-                .map_err(|e| classify_with(&self.path, e))?;
-            for (env, outcome) in results {
-                match outcome {
-                    Outcome::Delivered => {
+            for (env, rec) in results {
+                match rec {
+                    Record::Delivered => {
                         delivered += ok
                             .execute(params![env.seq, now])
                             .map_err(|e| classify_with(&self.path, e))?
                             as u64;
                     }
-                    Outcome::Retry { error, retry_after } => {
-                        let since: Option<i64> = first_fail
-                            .query_row([env.seq], |r| r.get(0))
+                    Record::Retry {
+                        next_ms,
+                        wait_ms,
+                        first_fail_ms,
+                        error,
+                    } => {
+                        retry
+                            .execute(params![env.seq, next_ms, error, first_fail_ms, wait_ms])
                             .map_err(|e| classify_with(&self.path, e))?;
-                        let failing_for =
-                            Duration::from_millis((now - since.unwrap_or(now)).max(0) as u64);
-                        match policy.next_delay(env.attempts, failing_for, *retry_after) {
-                            None => {
-                                let msg = format!(
-                                    "gave up after {}s of retries: {error}",
-                                    failing_for.as_secs()
-                                );
-                                dead += kill
-                                    .execute(params![env.seq, msg, now])
-                                    .map_err(|e| classify_with(&self.path, e))?
-                                    as u64;
-                            }
-                            Some(delay) => {
-                                let next = now + delay.as_millis() as i64;
-                                retry
-                                    .execute(params![env.seq, next, error, now])
-                                    .map_err(|e| classify_with(&self.path, e))?;
-                            }
-                        }
                     }
-                    Outcome::Reject { error } => {
+                    Record::Dead {
+                        error,
+                        first_fail_ms,
+                    } => {
                         dead += kill
-                            .execute(params![env.seq, error, now])
+                            .execute(params![env.seq, error, first_fail_ms, now])
                             .map_err(|e| classify_with(&self.path, e))?
                             as u64;
                     }

@@ -1,10 +1,11 @@
 //! The database schema: migrations applied in order.
 
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migrations, applied in order; `user_version` records how many ran. Never
 /// edit a released one: add a new one.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE files (
     generation  INTEGER PRIMARY KEY,
     path        TEXT NOT NULL,
@@ -63,4 +64,10 @@ CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    // 2: the delay asked for at the last failure (an endpoint's Retry-After
+    // may exceed retry_max_ms): a stored next attempt is read back capped
+    // by the larger of the two, so a wall clock stepped back cannot stall
+    // delivery for longer than was asked.
+    "ALTER TABLE outbox ADD COLUMN wait_ms INTEGER NOT NULL DEFAULT 0;",
+];

@@ -909,9 +909,16 @@ impl Sink for AmqpSink {
             }
             stop_error = Some((s.error.clone(), s.retry_after));
         }
+        // The interruption is charged to the first charge it left
+        // unresolved; the ones after it are not attempted (the deliver
+        // stage retries them behind it without counting an attempt).
+        let mut blamed = false;
         out.into_iter()
             .map(|o| {
                 o.unwrap_or_else(|| {
+                    if std::mem::replace(&mut blamed, true) {
+                        return Outcome::NotSent;
+                    }
                     let (error, retry_after) = stop_error
                         .clone()
                         .unwrap_or_else(|| ("not published".into(), None));

@@ -1,0 +1,121 @@
+//! packaging/grafana/chargetail.json queries only metrics (and labels) a
+//! running daemon exports on /metrics.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::*;
+
+fn get(port: u16, path: &str) -> String {
+    for _ in 0..100 {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).unwrap();
+            return buf;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("nothing listens on {port}");
+}
+
+/// Every `expr` and template query in the dashboard.
+fn queries(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr" | "definition", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => queries(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| queries(v, out)),
+        _ => {}
+    }
+}
+
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("chargetail_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_alphanumeric() || bytes[end] == b'_') {
+            end += 1;
+        }
+        names.insert(text[start..end].to_string());
+        i = end;
+    }
+    names
+}
+
+#[test]
+fn every_metric_the_dashboard_queries_is_exported() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/grafana/chargetail.json"
+    ))
+    .unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut qs = Vec::new();
+    queries(&dash, &mut qs);
+    assert!(qs.len() >= 10, "{qs:?}");
+    let wanted: BTreeSet<String> = qs.iter().flat_map(|q| metric_names(q)).collect();
+    // What the issue asks the dashboard to show.
+    for m in [
+        "chargetail_file_lag_bytes",
+        "chargetail_outbox_oldest_pending_age_seconds",
+        "chargetail_delivered_total",
+        "chargetail_delivery_latency_seconds_bucket",
+        "chargetail_dead_lettered_total",
+        "chargetail_sink_connected",
+    ] {
+        assert!(wanted.contains(m), "dashboard does not show {m}");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    append(&file, &tx_line(1));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = write_config(
+        dir.path(),
+        "tx*.log",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(1, Duration::from_secs(30)), 1);
+    let metrics = get(port, "/metrics");
+    // Series names as exported: each sample line's name, and that each
+    // carries the `source` label the dashboard filters on.
+    let mut exported = BTreeSet::new();
+    for l in metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let name_end = l.find(['{', ' ']).unwrap_or(l.len());
+        let name = &l[..name_end];
+        if name.starts_with("chargetail_") {
+            assert!(l.contains("source=\"test\""), "no source label: {l}");
+            exported.insert(name.to_string());
+        }
+    }
+    let missing: Vec<_> = wanted.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "queried but not exported: {missing:?}\n{metrics}"
+    );
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+}

@@ -2,7 +2,8 @@
 # The main job on the embedded default: follow sample-data/ with SQLite state
 # and the stdout sink. Charges go to stdout as CloudEvents JSON lines; when
 # every sample file is read and delivered, the daemon is stopped with
-# SIGTERM (as systemd would) and `chargetail status` is shown.
+# SIGTERM (as systemd would), `chargetail status` is shown, and the demo
+# ends with the `chargetail reconcile` table (totals per account).
 # Usage: scripts/demo.sh            (fresh state each time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,3 +33,7 @@ wait $PID
 trap - EXIT
 "$BIN" status --config "$CONFIG" >&2
 "$BIN" dead-letters --config "$CONFIG" list >&2
+# Totals per account, read vs delivered, to the cent (exit 1 if anything
+# read is not delivered).
+echo >&2
+"$BIN" reconcile --config "$CONFIG" --by account

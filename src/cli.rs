@@ -84,6 +84,29 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Charges read over a period, grouped, against what was delivered, to the cent; exit 0 only if all were delivered.
+    Reconcile {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// First local day (YYYY-MM-DD, the source's zone), inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last local day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, value_enum, default_value_t = crate::reconcile::GroupBy::Account)]
+        by: crate::reconcile::GroupBy,
+        /// A PaperCut CSV export of the same period to compare with.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Charges held back for want of an account mapping (`[billing] unmapped = "hold"`).
+    Held {
+        #[command(subcommand)]
+        action: HeldAction,
+    },
     /// Write shell completions to stdout (for packaging).
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -93,6 +116,17 @@ pub enum Command {
         /// Directory for chargetail.1, chargetail-run.1, … (every page the main page names).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HeldAction {
+    /// List held charges (oldest first).
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -123,18 +157,25 @@ pub enum DeadAction {
 /// or config, 1: runtime failure).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_on_closed_stdout();
+    // Under JSON logs or journald an error is a log record; else one line.
+    let as_log = matches!(cli.log_format, crate::logging::LogFormat::Json)
+        || std::env::var_os("JOURNAL_STREAM").is_some();
     crate::logging::init(cli.log_format);
     match dispatch(cli.command) {
         Ok(code) => code,
+        Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let usage = e.chain().any(|c| {
                 c.downcast_ref::<ConfigError>().is_some()
                     || c.downcast_ref::<UsageError>().is_some()
             });
-            tracing::error!("{e:#}");
-            // Also plainly on stderr, for people running it by hand with
-            // logging filtered.
-            eprintln!("chargetail: {e:#}");
+            // Said once: as a log record, or as one plain line.
+            if as_log {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("chargetail: {e:#}");
+            }
             if usage {
                 ExitCode::from(2)
             } else {
@@ -142,6 +183,34 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The reader of our stdout went away (`chargetail parse … | head`): not an
+/// error of ours.
+fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `println!` (and clap's writers) panic when stdout is a closed pipe; such
+/// a panic ends the command quietly with status 0 instead (every other panic
+/// is reported as usual).
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") || msg.contains("BrokenPipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// A usage error discovered after argument parsing (exit 2).
@@ -172,6 +241,38 @@ fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Status { config, json } => status(&Config::load(&config)?, json),
         Command::DeadLetters { config, action } => dead_letters(&Config::load(&config)?, action),
         Command::Check { config } => check(&Config::load(&config)?),
+        Command::Reconcile {
+            config,
+            from,
+            to,
+            by,
+            against,
+            json,
+        } => {
+            let cfg = Config::load(&config)?;
+            for d in [&from, &to].into_iter().flatten() {
+                if chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err() {
+                    return Err(UsageError(format!("{d:?} is not a date like 2026-11-20")).into());
+                }
+            }
+            let period = crate::reconcile::Period { from, to };
+            let report =
+                crate::reconcile::reconcile(&cfg.state.path, &period, by, against.as_deref())?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let _ = writeln!(out, "{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let _ = crate::reconcile::print_table(&report, &mut out);
+            }
+            Ok(if report.complete() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Held {
+            action: HeldAction::List { config, json },
+        } => held_list(&Config::load(&config)?, json),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(
@@ -233,7 +334,10 @@ pub fn expand(paths: &[String]) -> anyhow::Result<Vec<PathBuf>> {
 fn default_source() -> crate::config::SourceConfig {
     let text = "name = \"papercut\"\npath = \"-\"\n";
     // A constant that parses: only the defaults are filled in.
-    toml::from_str(text).unwrap_or_else(|_| unreachable!("constant source config parses"))
+    let mut src: crate::config::SourceConfig =
+        toml::from_str(text).unwrap_or_else(|_| unreachable!("constant source config parses"));
+    src.timezone_from_system = true;
+    src
 }
 
 fn parse(
@@ -252,6 +356,10 @@ fn parse(
     let profile = profile.unwrap_or(src.profile);
     let settings = Arc::new(src.format_settings_as(profile).map_err(UsageError)?);
     let files = expand(paths)?;
+    eprintln!(
+        "chargetail: local times are read in {}",
+        crate::config::describe_timezone(&src)
+    );
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut bad = 0u64;
@@ -366,11 +474,18 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
+    let held = match crate::billing::Ledger::open_existing(&cfg.state.path)? {
+        Some(l) => l.held_count()?,
+        None => 0,
+    };
     if json {
         let v = serde_json::json!({
             "daemon_running": running,
+            "timezone": cfg.source.timezone,
+            "timezone_from_system": cfg.source.timezone_from_system,
             "files": files,
             "outbox": totals,
+            "held": held,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -380,6 +495,10 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         if running { "running" } else { "not running" }
     );
     println!("state:         {}", cfg.state.path.display());
+    println!(
+        "time zone:     {}",
+        crate::config::describe_timezone(&cfg.source)
+    );
     println!("files:");
     if files.is_empty() {
         println!("  (none followed yet)");
@@ -407,8 +526,59 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         "dead letters:  {} charges, {} unparsable lines",
         totals.dead_charges, totals.bad_lines
     );
+    if held > 0 {
+        println!(
+            "held:          {held} charges without an account mapping (`chargetail held list`)"
+        );
+    }
     if let Some(e) = totals.last_error {
         println!("last error:    {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let ledger = match crate::billing::Ledger::open_existing(&cfg.state.path)? {
+        Some(l) => l,
+        None => {
+            println!("no held charges");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let held = ledger.held(0, usize::MAX >> 1)?;
+    if json {
+        let v: Vec<_> = held
+            .iter()
+            .map(|(_, h)| {
+                serde_json::json!({
+                    "id": h.charge.id, "user": h.user, "account": h.charge.account,
+                    "account_type": h.charge.account_type, "amount": h.charge.amount,
+                    "currency": h.charge.currency, "file": h.charge.file, "line": h.charge.line,
+                    "held_ms": h.created_ms,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if held.is_empty() {
+        println!("no held charges");
+    } else {
+        for (_, h) in &held {
+            println!(
+                "{}\t{}\t{} ({})\t{} {}\t{}:{}",
+                h.charge.id,
+                h.user,
+                h.charge.account,
+                h.charge.account_type,
+                h.charge.amount.as_deref().unwrap_or("-"),
+                h.charge.currency,
+                h.charge.file,
+                h.charge.line
+            );
+        }
+        println!(
+            "{} held: add their accounts to the mapping file",
+            held.len()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -456,6 +626,9 @@ fn dead_letters(cfg: &Config, action: DeadAction) -> anyhow::Result<ExitCode> {
 
 fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
     println!("config {}: ok", cfg.file.display());
+    if let Some(w) = source_path_warning(&cfg.source.path) {
+        println!("warning: {w}");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -465,4 +638,27 @@ fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
     })?;
     println!("{report}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[source] path` matching nothing in a directory that does not exist is
+/// most likely a typo (the daemon would wait for it forever).
+fn source_path_warning(pattern: &str) -> Option<String> {
+    let matched = glob::glob(pattern).ok()?.filter_map(Result::ok).next();
+    if matched.is_some() {
+        return None;
+    }
+    // The directory part before the first glob character.
+    let cut = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    let dir = Path::new(&pattern[..cut]);
+    let dir = if pattern[..cut].ends_with('/') {
+        dir
+    } else {
+        dir.parent().unwrap_or(Path::new("/"))
+    };
+    (!dir.is_dir()).then(|| {
+        format!(
+            "[source] path {pattern:?} matches no file and its directory {} does not exist",
+            dir.display()
+        )
+    })
 }

@@ -48,7 +48,14 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let shutdown = Shutdown::new();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
-    install_signal_handlers(shutdown.clone(), cfg.clone(), reload_tx)?;
+    let billing = crate::billing::Billing::open(cfg.billing.as_ref(), &cfg.state.path)
+        .map_err(|e| anyhow!("[billing]: {e}"))?;
+    install_signal_handlers(
+        shutdown.clone(),
+        cfg.clone(),
+        reload_tx,
+        billing.reload_flag(),
+    )?;
 
     let stats = Arc::new(Stats::default());
     let wake = Arc::new(Notify::new());
@@ -131,6 +138,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         path = %cfg.source.path,
         profile = cfg.source.profile.as_str(),
         state = %cfg.state.path.display(),
+        timezone = %crate::config::describe_timezone(&cfg.source),
         "chargetail running"
     );
     let source_result = {
@@ -138,7 +146,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
         std::thread::Builder::new()
             .name("chargetail-source".into())
-            .spawn(move || source_loop(&cfg, store, settings, stats, wake, shutdown))
+            .spawn(move || source_loop(&cfg, store, billing, settings, stats, wake, shutdown))
             .context("starting the source thread")?
             .join()
             .map_err(|_| anyhow!("the source thread panicked"))?
@@ -177,6 +185,7 @@ fn install_signal_handlers(
     shutdown: Shutdown,
     current: Config,
     reload: UnboundedSender<DeliverSettings>,
+    billing_reload: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
@@ -187,6 +196,7 @@ fn install_signal_handlers(
             let mut current = current;
             for sig in signals.forever() {
                 if sig == SIGHUP {
+                    billing_reload.store(true, std::sync::atomic::Ordering::Relaxed);
                     if let Some(next) = reload_config(&current) {
                         let _ = reload.send(next.deliver_settings());
                         current = next;
@@ -253,6 +263,7 @@ fn reload_config(current: &Config) -> Option<Config> {
 fn source_loop(
     cfg: &Config,
     mut store: Store,
+    mut billing: crate::billing::Billing,
     settings: Arc<FormatSettings>,
     stats: Arc<Stats>,
     wake: Arc<Notify>,
@@ -280,8 +291,33 @@ fn source_loop(
     let mut last_prune = Instant::now() - Duration::from_secs(86_400);
     let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
 
+    let mut last_statements = Instant::now() - Duration::from_secs(3600);
+    let mut statements_cursor = crate::billing::statements::Cursor::default();
     while !shutdown.is_triggered() {
         watchdog.tick(&stats);
+        // The mapping file changed or SIGHUP: reload; release held charges
+        // a new mapping covers; queue the daily statements that are due.
+        if billing.tick(&mut store).context("releasing held charges")? > 0 {
+            wake.notify_one();
+        }
+        if let Some(b) = billing.config().filter(|b| b.statements) {
+            if last_statements.elapsed() >= Duration::from_secs(5) {
+                let n = crate::billing::statements::queue_due(
+                    &billing.ledger,
+                    &mut statements_cursor,
+                    &mut store,
+                    &settings.source_name,
+                    cfg.timezone(),
+                    b.statement_grace_secs,
+                    chrono::Utc::now(),
+                )
+                .context("queueing daily statements")?;
+                if n > 0 {
+                    wake.notify_one();
+                }
+                last_statements = Instant::now();
+            }
+        }
         if last_source_check.elapsed() >= cfg.poll_interval() {
             check_source(&cfg.source.path, &stats);
             last_source_check = Instant::now();
@@ -374,6 +410,11 @@ fn source_loop(
                     for line in &lines {
                         batch.push(parser, line, &settings.source_name);
                     }
+                    // Billing (ledger, data.billing, held charges) comes
+                    // before the commit: the bytes are fixed from here on.
+                    batch
+                        .bill(&mut billing, &store, &settings.source_name)
+                        .context("billing the charges read")?;
                     // A failed commit stops reading: the error propagates and
                     // the daemon exits non-zero; nothing is skipped.
                     let done = batch

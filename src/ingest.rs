@@ -95,6 +95,19 @@ impl Batch {
         self.len() == 0
     }
 
+    /// The billing step (ledger entries, `data.billing`, held charges; see
+    /// `billing`): run it before `commit`, since the outbox row's bytes are
+    /// what every delivery attempt sends. Held charges leave the batch.
+    pub fn bill(
+        &mut self,
+        billing: &mut crate::billing::Billing,
+        store: &Store,
+        source_name: &str,
+    ) -> Result<(), crate::billing::BillingError> {
+        self.charges = billing.prepare(store, source_name, std::mem::take(&mut self.charges))?;
+        Ok(())
+    }
+
     /// Commit the batch, and `position` (when following) in the same
     /// transaction: a charge is never recorded without the position after
     /// it, nor the position without the charge. Known ids are ignored (see

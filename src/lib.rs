@@ -9,6 +9,7 @@
 //! is the command line. Imports run one way, from the edges down; see
 //! ARCHITECTURE.md.
 
+pub mod billing;
 pub mod charge;
 pub mod cli;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod format;
 pub mod http;
 pub mod ingest;
 pub mod logging;
+pub mod reconcile;
 pub mod replay;
 pub mod run_lock;
 pub mod shutdown;

@@ -187,6 +187,15 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
     } else {
         Some(Store::open(&cfg.state.path)?)
     };
+    // Replayed charges are billed like the daemon's (ledger, data.billing,
+    // held when unmapped) before they reach the outbox.
+    let mut billing = match (&store, opts.dry_run) {
+        (Some(_), false) => Some(
+            crate::billing::Billing::open(cfg.billing.as_ref(), &cfg.state.path)
+                .map_err(|e| anyhow::anyhow!("[billing]: {e}"))?,
+        ),
+        _ => None,
+    };
     let run: i64 = rand::random_range(1..i64::MAX);
     let mut summary = Summary {
         dry_run: opts.dry_run,
@@ -227,6 +236,9 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                     // say whether an ignored id was delivered or queued.
                     // Insert first; only the ids the outbox already had
                     // need a look at how they stand.
+                    if let Some(b) = billing.as_mut() {
+                        batch.bill(b, store, &settings.source_name)?;
+                    }
                     let done = batch.commit(store, None)?;
                     summary.newly_queued += done.inserted;
                     let mut known = 0;

@@ -112,7 +112,7 @@ fn valid() -> Value {
         "datacontenttype": "application/json",
         "data": {
             "user": "alice", "account": "Acme Design", "account_type": "shared",
-            "amount": "1.20", "currency": "AUD", "job_type": "print",
+            "amount": "1.20", "status": "charged", "currency": "AUD", "job_type": "print",
             "pages": 12, "color_pages": 2, "copies": 1, "duplex": true, "grayscale": null,
             "device": "floor2-mfd", "server": null, "client": null,
             "document": "Q3 board pack.pdf", "paper_size": null, "comment": null,
@@ -180,6 +180,12 @@ fn the_schema_catches_mistakes() {
             "no origin",
             Box::new(|v| {
                 v["data"].as_object_mut().unwrap().remove("origin");
+            }),
+        ),
+        (
+            "no status",
+            Box::new(|v| {
+                v["data"].as_object_mut().unwrap().remove("status");
             }),
         ),
         (

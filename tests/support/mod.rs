@@ -64,12 +64,19 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
+        // The daemon's log goes to a file beside its config (appended across
+        // restarts), not to the test output.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.with_file_name("daemon.log"))
+            .expect("daemon log file");
         let mut child = Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
             .env("CHARGETAIL_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("start chargetail");
         let stdout = child.stdout.take().unwrap();
@@ -274,7 +281,7 @@ pub fn envelope(tag: &str, i: usize) -> Envelope {
         concat!(
             r#"{{"specversion":"1.0","id":"{id}","source":"papercut/pc-test","type":"papercut.charge","#,
             r#""subject":"Acme Design","time":"2026-11-20T09:14:03+11:00","datacontenttype":"application/json","#,
-            r#""data":{{"user":"alice","account":"Acme Design","account_type":"{at}","amount":"1.20","#,
+            r#""data":{{"user":"alice","account":"Acme Design","account_type":"{at}","amount":"1.20","status":"charged","#,
             r#""currency":"AUD","job_type":"{jt}","pages":12,"color_pages":2,"device":"floor2-mfd","#,
             r#""origin":{{"file":"/var/log/papercut/tx.log","offset":{off},"line":{line}}}}}}}"#
         ),

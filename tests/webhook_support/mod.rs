@@ -355,7 +355,7 @@ pub fn envelope(seq: i64) -> Envelope {
     // A well-formed charge id (the schema checks every body received).
     let id = format!("chg_{:016x}{:016x}", 0x7e57u64, seq as u64);
     let payload = format!(
-        r#"{{"specversion":"1.0","id":"{id}","source":"papercut/pc-test","type":"papercut.charge","subject":"Acme Design","time":"2026-11-20T09:14:03+11:00","datacontenttype":"application/json","data":{{"user":"alice","account":"Acme Design","account_type":"shared","amount":"1.20","currency":"AUD","job_type":"print","pages":12,"color_pages":2,"copies":1,"duplex":true,"device":"floor2-mfd","document":"Q3 board pack.pdf","transaction_id":"tx-{seq}","origin":{{"file":"/var/log/papercut/tx.log","offset":{},"line":{}}}}}}}"#,
+        r#"{{"specversion":"1.0","id":"{id}","source":"papercut/pc-test","type":"papercut.charge","subject":"Acme Design","time":"2026-11-20T09:14:03+11:00","datacontenttype":"application/json","data":{{"user":"alice","account":"Acme Design","account_type":"shared","amount":"1.20","status":"charged","currency":"AUD","job_type":"print","pages":12,"color_pages":2,"copies":1,"duplex":true,"device":"floor2-mfd","document":"Q3 board pack.pdf","transaction_id":"tx-{seq}","origin":{{"file":"/var/log/papercut/tx.log","offset":{},"line":{}}}}}}}"#,
         seq * 300,
         seq + 1
     );

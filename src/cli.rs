@@ -157,18 +157,25 @@ pub enum DeadAction {
 /// or config, 1: runtime failure).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_on_closed_stdout();
+    // Under JSON logs or journald an error is a log record; else one line.
+    let as_log = matches!(cli.log_format, crate::logging::LogFormat::Json)
+        || std::env::var_os("JOURNAL_STREAM").is_some();
     crate::logging::init(cli.log_format);
     match dispatch(cli.command) {
         Ok(code) => code,
+        Err(e) if is_closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let usage = e.chain().any(|c| {
                 c.downcast_ref::<ConfigError>().is_some()
                     || c.downcast_ref::<UsageError>().is_some()
             });
-            tracing::error!("{e:#}");
-            // Also plainly on stderr, for people running it by hand with
-            // logging filtered.
-            eprintln!("chargetail: {e:#}");
+            // Said once: as a log record, or as one plain line.
+            if as_log {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("chargetail: {e:#}");
+            }
             if usage {
                 ExitCode::from(2)
             } else {
@@ -176,6 +183,34 @@ pub fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The reader of our stdout went away (`chargetail parse … | head`): not an
+/// error of ours.
+fn is_closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// `println!` (and clap's writers) panic when stdout is a closed pipe; such
+/// a panic ends the command quietly with status 0 instead (every other panic
+/// is reported as usual).
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") || msg.contains("BrokenPipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// A usage error discovered after argument parsing (exit 2).
@@ -299,7 +334,10 @@ pub fn expand(paths: &[String]) -> anyhow::Result<Vec<PathBuf>> {
 fn default_source() -> crate::config::SourceConfig {
     let text = "name = \"papercut\"\npath = \"-\"\n";
     // A constant that parses: only the defaults are filled in.
-    toml::from_str(text).unwrap_or_else(|_| unreachable!("constant source config parses"))
+    let mut src: crate::config::SourceConfig =
+        toml::from_str(text).unwrap_or_else(|_| unreachable!("constant source config parses"));
+    src.timezone_from_system = true;
+    src
 }
 
 fn parse(
@@ -318,6 +356,10 @@ fn parse(
     let profile = profile.unwrap_or(src.profile);
     let settings = Arc::new(src.format_settings_as(profile).map_err(UsageError)?);
     let files = expand(paths)?;
+    eprintln!(
+        "chargetail: local times are read in {}",
+        crate::config::describe_timezone(&src)
+    );
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut bad = 0u64;
@@ -439,6 +481,8 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         let v = serde_json::json!({
             "daemon_running": running,
+            "timezone": cfg.source.timezone,
+            "timezone_from_system": cfg.source.timezone_from_system,
             "files": files,
             "outbox": totals,
             "held": held,
@@ -451,6 +495,10 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         if running { "running" } else { "not running" }
     );
     println!("state:         {}", cfg.state.path.display());
+    println!(
+        "time zone:     {}",
+        crate::config::describe_timezone(&cfg.source)
+    );
     println!("files:");
     if files.is_empty() {
         println!("  (none followed yet)");
@@ -578,6 +626,9 @@ fn dead_letters(cfg: &Config, action: DeadAction) -> anyhow::Result<ExitCode> {
 
 fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
     println!("config {}: ok", cfg.file.display());
+    if let Some(w) = source_path_warning(&cfg.source.path) {
+        println!("warning: {w}");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -593,4 +644,27 @@ fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
         println!("papercut {}: token accepted", p.url);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[source] path` matching nothing in a directory that does not exist is
+/// most likely a typo (the daemon would wait for it forever).
+fn source_path_warning(pattern: &str) -> Option<String> {
+    let matched = glob::glob(pattern).ok()?.filter_map(Result::ok).next();
+    if matched.is_some() {
+        return None;
+    }
+    // The directory part before the first glob character.
+    let cut = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    let dir = Path::new(&pattern[..cut]);
+    let dir = if pattern[..cut].ends_with('/') {
+        dir
+    } else {
+        dir.parent().unwrap_or(Path::new("/"))
+    };
+    (!dir.is_dir()).then(|| {
+        format!(
+            "[source] path {pattern:?} matches no file and its directory {} does not exist",
+            dir.display()
+        )
+    })
 }

@@ -57,8 +57,13 @@ pub struct SourceConfig {
     pub path: String,
     #[serde(default)]
     pub profile: Profile,
+    /// Default: the system's zone (`TZ`, else `/etc/localtime`), since
+    /// PaperCut writes the server's local time.
     #[serde(default = "default_timezone")]
     pub timezone: String,
+    /// `timezone` was not in the config: it is the system's.
+    #[serde(skip)]
+    pub timezone_from_system: bool,
     #[serde(default = "default_currency")]
     pub currency: String,
     /// Overrides of the profile's defaults.
@@ -190,7 +195,35 @@ pub struct HttpConfig {
 }
 
 fn default_timezone() -> String {
-    "UTC".into()
+    system_timezone()
+}
+
+/// The system's IANA zone: `TZ` (`Europe/Madrid` or `:Europe/Madrid`), else
+/// what `/etc/localtime` names; UTC when neither names a known zone.
+pub fn system_timezone() -> String {
+    let known = |z: &str| z.parse::<chrono_tz::Tz>().is_ok();
+    if let Ok(tz) = std::env::var("TZ") {
+        let tz = tz.trim_start_matches(':').to_string();
+        if known(&tz) {
+            return tz;
+        }
+    }
+    match iana_time_zone::get_timezone() {
+        Ok(z) if known(&z) => z,
+        _ => "UTC".into(),
+    }
+}
+
+/// How a source's zone is described to the operator, once at start.
+pub fn describe_timezone(src: &SourceConfig) -> String {
+    if src.timezone_from_system {
+        format!(
+            "{} (the system's zone; set [source] timezone to read the files in another)",
+            src.timezone
+        )
+    } else {
+        format!("{} (from the config)", src.timezone)
+    }
 }
 fn default_currency() -> String {
     "USD".into()
@@ -236,6 +269,11 @@ impl Config {
         };
         let mut cfg: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         cfg.file = path.to_path_buf();
+        cfg.source.timezone_from_system = text
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| t.get("source")?.get("timezone").cloned())
+            .is_none();
         // Relative paths are relative to the config file, not to the cwd,
         // so a unit file and a shell run the same config the same way; made
         // absolute so that charge origins and positions name real places.

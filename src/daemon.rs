@@ -139,6 +139,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         path = %cfg.source.path,
         profile = cfg.source.profile.as_str(),
         state = %cfg.state.path.display(),
+        timezone = %crate::config::describe_timezone(&cfg.source),
         "chargetail running"
     );
     let source_result = {

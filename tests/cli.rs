@@ -133,3 +133,94 @@ fn log_formats_json_and_journald() {
         "no colours under journald: {first:?}"
     );
 }
+
+/// Runs `chargetail ARGS` with stdout a pipe whose reader closes after the
+/// first line (what `| head -1` does).
+fn run_into_closed_pipe(args: &[&str]) -> std::process::Output {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut r = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        r.read_line(&mut first).unwrap();
+    } // the reader is dropped: the pipe is closed
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_commands_quietly_with_status_0() {
+    // Big enough to outgrow the pipe buffer after the reader is gone.
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = String::from("time\tuser\tamount\n");
+    for i in 0..20_000 {
+        data.push_str(&format!("2026-11-20 09:14:03\tu{i}\t-1.20\n"));
+    }
+    let f = dir.path().join("tx.log");
+    std::fs::write(&f, data).unwrap();
+    let out = run_into_closed_pipe(&["parse", f.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("rror"),
+        "{stderr}"
+    );
+    // `println!` commands too (`completions` prints far more than a pipe holds).
+    let out = run_into_closed_pipe(&["completions", "bash"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn errors_are_said_once_and_check_warns_of_a_path_in_no_directory() {
+    let out = run_cli(&["status", "--config", "/nonexistent/chargetail.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("/nonexistent/chargetail.toml").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("No such file"), "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[source]\nname='pc'\npath='/nonexistent-dir/papercut/*.log'\ntimezone='UTC'\n[state]\npath='s.db'\n",
+    )
+    .unwrap();
+    let out = run_cli(&["check", "--config", cfg.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warning: [source] path") && stdout.contains("/nonexistent-dir/papercut"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn parse_says_the_time_zone_once() {
+    let out = std::process::Command::new(bin())
+        .args(["parse", &sample("transactions/tx-2026-11-21.log")])
+        .env("TZ", "Europe/Madrid")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("Europe/Madrid (the system's zone").count(),
+        1,
+        "{stderr}"
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert!(
+        first["time"].as_str().unwrap().ends_with("+01:00"),
+        "{first}"
+    );
+}

@@ -64,12 +64,19 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &Path) -> Daemon {
+        // The daemon's log goes to a file beside its config (appended across
+        // restarts), not to the test output.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.with_file_name("daemon.log"))
+            .expect("daemon log file");
         let mut child = Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
             .env("CHARGETAIL_LOG", "info")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("start chargetail");
         let stdout = child.stdout.take().unwrap();

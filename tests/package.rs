@@ -116,6 +116,8 @@ fn the_package_holds_a_stripped_binary_every_man_page_the_unit_and_the_config() 
     for f in [
         "/usr/bin/chargetail",
         "/usr/lib/systemd/system/chargetail.service",
+        "/usr/lib/systemd/system/chargetail@.service",
+        "/usr/share/doc/chargetail/grafana/chargetail.json",
         "/usr/lib/sysusers.d/chargetail.conf",
         "/usr/lib/tmpfiles.d/chargetail.conf",
         "/etc/chargetail/config.toml",

@@ -117,7 +117,7 @@ pub fn step(
     s: &FormatSettings,
     text: &str,
     defaults: Defaults,
-) -> Result<(Record, Defaults), String> {
+) -> Result<(Record<'static>, Defaults), String> {
     let delimiter = char::from(s.delimiter.unwrap_or(b','));
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let cells = split_pairs(text, delimiter)?;

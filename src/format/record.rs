@@ -2,6 +2,7 @@
 //! fields of a `Charge`. Shared by every profile so that a value means the
 //! same thing whichever file it was read from.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset};
@@ -12,18 +13,20 @@ use super::fields::{self, BoolKind};
 use super::{AmountSign, FormatSettings};
 use crate::charge::{AccountType, JobType, Status};
 
-/// One raw value and how to name it in an error.
+/// One raw value and how to name it in an error. Both usually borrow: the
+/// text from the line, the label from the column mapping (no allocation
+/// per field).
 #[derive(Debug, Clone)]
-pub struct Value {
-    pub text: String,
+pub struct Value<'a> {
+    pub text: Cow<'a, str>,
     /// `column "Cost" (5)`, `"cost"`…
-    pub label: String,
+    pub label: Cow<'a, str>,
 }
 
 /// A record's values by field, plus the values of columns that are no field.
 #[derive(Debug, Default)]
-pub struct Record {
-    values: [Option<Value>; FIELD_COUNT],
+pub struct Record<'a> {
+    values: [Option<Value<'a>>; FIELD_COUNT],
     pub extra: BTreeMap<String, String>,
 }
 
@@ -79,9 +82,17 @@ pub struct Fields {
     pub extra: BTreeMap<String, String>,
 }
 
-impl Record {
-    pub fn set(&mut self, field: Field, text: String, label: String) {
-        self.values[field as usize] = Some(Value { text, label });
+impl<'a> Record<'a> {
+    pub fn set(
+        &mut self,
+        field: Field,
+        text: impl Into<Cow<'a, str>>,
+        label: impl Into<Cow<'a, str>>,
+    ) {
+        self.values[field as usize] = Some(Value {
+            text: text.into(),
+            label: label.into(),
+        });
     }
 
     pub fn has(&self, field: Field) -> bool {
@@ -89,7 +100,7 @@ impl Record {
     }
 
     /// Whether the record has the field's column at all.
-    fn get(&self, field: Field) -> Option<&Value> {
+    fn get(&self, field: Field) -> Option<&Value<'a>> {
         self.values[field as usize].as_ref()
     }
 
@@ -97,7 +108,7 @@ impl Record {
     /// value, never an invented one.
     fn text(&self, field: Field) -> Option<(&str, &str)> {
         self.get(field)
-            .map(|v| (v.text.trim(), v.label.as_str()))
+            .map(|v| (v.text.trim(), &*v.label))
             .filter(|(t, _)| !t.is_empty())
     }
 

@@ -128,9 +128,9 @@ enum State {
     Broken(String),
 }
 
-pub enum Step {
+pub enum Step<'a> {
     Skip,
-    Record(Box<Record>),
+    Record(Box<Record<'a>>),
     Error(String),
 }
 
@@ -159,36 +159,43 @@ impl Tabular {
     }
 
     /// One non-blank decoded line.
-    pub fn step(&mut self, s: &FormatSettings, text: &str, line_no: u64) -> Step {
+    pub fn step<'a>(&'a mut self, s: &FormatSettings, text: &'a str, line_no: u64) -> Step<'a> {
         if s.profile == Profile::PrintLoggerCsv && is_print_logger_banner(text) {
             return Step::Skip;
         }
-        match &self.state {
-            State::Broken(reason) => Step::Error(format!("no usable column layout: {reason}")),
-            State::Start { banner_skipped } => {
-                let banner_skipped = *banner_skipped;
-                let delimiter = s.delimiter.unwrap_or_else(|| detect_delimiter(text));
-                if s.profile == Profile::PrintLoggerCsv {
-                    self.start_print_logger(s, text, line_no, delimiter, banner_skipped)
-                } else if s.header {
-                    self.start_with_header(s, text, line_no, delimiter)
-                } else {
-                    match positions(s) {
-                        Ok(mapping) => {
-                            self.state = State::Ready {
-                                delimiter,
-                                mapping,
-                                header: None,
-                            };
-                            self.step(s, text, line_no)
-                        }
-                        Err(e) => {
-                            self.state = State::Broken(e.clone());
-                            Step::Error(format!("no usable column layout: {e}"))
-                        }
+        // Leave the start state first (the record returned below borrows the
+        // mapping, so the state cannot change after it is taken).
+        if let State::Start { banner_skipped } = self.state {
+            let delimiter = s.delimiter.unwrap_or_else(|| detect_delimiter(text));
+            let started = if s.profile == Profile::PrintLoggerCsv {
+                self.start_print_logger(s, text, line_no, delimiter, banner_skipped)
+            } else if s.header {
+                Some(self.start_with_header(s, text, line_no, delimiter))
+            } else {
+                match positions(s) {
+                    Ok(mapping) => {
+                        self.state = State::Ready {
+                            delimiter,
+                            mapping,
+                            header: None,
+                        };
+                        None
+                    }
+                    Err(e) => {
+                        self.state = State::Broken(e.clone());
+                        Some(Step::Error(format!("no usable column layout: {e}")))
                     }
                 }
+            };
+            if let Some(step) = started {
+                return step;
             }
+            // Otherwise this line is the first record: read on.
+        }
+        match &self.state {
+            State::Broken(reason) => Step::Error(format!("no usable column layout: {reason}")),
+            // Left just above.
+            State::Start { .. } => Step::Skip,
             State::Ready {
                 delimiter,
                 mapping,
@@ -217,7 +224,7 @@ impl Tabular {
         line_no: u64,
         delimiter: u8,
         banner_skipped: bool,
-    ) -> Step {
+    ) -> Option<Step<'static>> {
         let cells = columns::split_line(text, delimiter).ok();
         let is_record = !s.header
             || cells.as_ref().is_some_and(|c| {
@@ -232,14 +239,14 @@ impl Tabular {
                 self.state = State::Start {
                     banner_skipped: true,
                 };
-                return Step::Skip;
+                return Some(Step::Skip);
             }
             (false, Some(c)) if c.len() >= PRINT_LOGGER_MIN_FIELDS => Some(c),
             (false, None) if !banner_skipped => {
                 self.state = State::Start {
                     banner_skipped: true,
                 };
-                return Step::Skip;
+                return Some(Step::Skip);
             }
             (false, _) => {
                 let why = format!(
@@ -247,14 +254,14 @@ impl Tabular {
                      (its first field is not a time)"
                 );
                 self.state = State::Broken(why.clone());
-                return Step::Error(why);
+                return Some(Step::Error(why));
             }
         };
         let mapping = match print_logger_positions(s, header.as_deref()) {
             Ok(m) => m,
             Err(e) => {
                 self.state = State::Broken(e.clone());
-                return Step::Error(format!("no usable column layout: {e}"));
+                return Some(Step::Error(format!("no usable column layout: {e}")));
             }
         };
         let is_header = header.is_some();
@@ -263,11 +270,8 @@ impl Tabular {
             mapping,
             header: is_header.then(|| text.to_string()),
         };
-        if is_header {
-            Step::Skip
-        } else {
-            self.step(s, text, line_no)
-        }
+        // A record: the caller reads it, now that the state is ready.
+        is_header.then_some(Step::Skip)
     }
 
     fn start_with_header(
@@ -276,7 +280,7 @@ impl Tabular {
         text: &str,
         line_no: u64,
         delimiter: u8,
-    ) -> Step {
+    ) -> Step<'static> {
         let result = columns::split_line(text, delimiter)
             .and_then(|cells| Ok((Mapping::from_header(&cells, &s.columns)?, cells)));
         let missing = |m: &Mapping| {
@@ -361,7 +365,7 @@ fn positions(s: &FormatSettings) -> Result<Mapping, String> {
 }
 
 /// Split a row and pick its values by the mapping.
-fn row(text: &str, delimiter: u8, mapping: &Mapping) -> Result<Record, String> {
+fn row<'a>(text: &'a str, delimiter: u8, mapping: &'a Mapping) -> Result<Record<'a>, String> {
     let mut cells = columns::split_line(text, delimiter)?;
     if let Some(w) = mapping.width {
         // Trailing empty fields beyond the header are no data: the Print
@@ -387,7 +391,11 @@ fn row(text: &str, delimiter: u8, mapping: &Mapping) -> Result<Record, String> {
     let mut rec = Record::default();
     for (field, slot) in &mapping.slots {
         match cells.get(slot.index) {
-            Some(v) => rec.set(*field, v.clone(), slot.label.clone()),
+            Some(_) => rec.set(
+                *field,
+                std::mem::take(&mut cells[slot.index]),
+                slot.label.as_str(),
+            ),
             None if slot.must_exist => {
                 return Err(format!(
                     "{} fields, no {} for {:?}",
@@ -408,7 +416,7 @@ fn row(text: &str, delimiter: u8, mapping: &Mapping) -> Result<Record, String> {
             .get(&i)
             .cloned()
             .unwrap_or_else(|| format!("field{}", i + 1));
-        rec.extra.insert(key, v);
+        rec.extra.insert(key, v.into_owned());
     }
     Ok(rec)
 }
@@ -418,7 +426,7 @@ fn row(text: &str, delimiter: u8, mapping: &Mapping) -> Result<Record, String> {
 /// `columns` by position, or by a name of that header.
 fn print_logger_positions(
     s: &FormatSettings,
-    header: Option<&[String]>,
+    header: Option<&[std::borrow::Cow<'_, str>]>,
 ) -> Result<Mapping, String> {
     let mut overrides = s.columns.clone();
     if let Some(h) = header {
@@ -459,6 +467,6 @@ fn print_logger_positions(
     {
         return Err(format!("columns: no position for {:?}", f.name()));
     }
-    m.width = header.map(<[String]>::len);
+    m.width = header.map(<[_]>::len);
     Ok(m)
 }

@@ -23,7 +23,13 @@ pub const PASSWORD_ENV: &str = "CHARGETAIL_AMQP_PASSWORD";
 pub struct AmqpConfig {
     /// `amqp://user:pass@host:port/vhost` or `amqps://…`; lapin's query
     /// parameters (`heartbeat`, `frame_max`, …) pass through.
+    #[serde(default)]
     pub url: String,
+    /// The nodes of a RabbitMQ cluster, instead of `url`: on a lost
+    /// connection the sink goes on with the next one (in list order, round
+    /// and round, with the reconnect backoff between attempts).
+    #[serde(default)]
+    pub urls: Vec<String>,
     /// Exchange to publish to (`""` is the default exchange).
     pub exchange: String,
     /// Template over `{job_type}`, `{account_type}`, `{source}`.
@@ -115,6 +121,7 @@ impl AmqpConfig {
     pub fn new(url: impl Into<String>, exchange: impl Into<String>) -> AmqpConfig {
         AmqpConfig {
             url: url.into(),
+            urls: Vec::new(),
             exchange: exchange.into(),
             routing_key: default_routing_key(),
             password_file: None,
@@ -145,6 +152,10 @@ impl fmt::Debug for AmqpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpConfig")
             .field("url", &mask_url(&self.url))
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| mask_url(u)).collect::<Vec<_>>(),
+            )
             .field("exchange", &self.exchange)
             .field("routing_key", &self.routing_key)
             .field("password_file", &self.password_file)
@@ -315,8 +326,39 @@ pub struct Resolved {
     pub template: RoutingTemplate,
 }
 
-pub fn resolve(cfg: &AmqpConfig) -> Result<Resolved, AmqpError> {
-    resolve_with(cfg, std::env::var(PASSWORD_ENV).ok())
+impl AmqpConfig {
+    /// The broker URLs: `urls`, or the one `url`.
+    pub fn nodes(&self) -> Result<Vec<String>, AmqpError> {
+        match (self.url.is_empty(), self.urls.is_empty()) {
+            (false, true) => Ok(vec![self.url.clone()]),
+            (true, false) => Ok(self.urls.clone()),
+            (true, true) => Err(AmqpError::Config(
+                "url (one broker) or urls (the nodes of a cluster) is needed".into(),
+            )),
+            (false, false) => Err(AmqpError::Config("give url or urls, not both".into())),
+        }
+    }
+}
+
+/// The first node resolved (tests).
+#[cfg(test)]
+fn resolve(cfg: &AmqpConfig) -> Result<Resolved, AmqpError> {
+    let mut all = resolve_all(cfg)?;
+    Ok(all.remove(0))
+}
+
+/// One [`Resolved`] per node, in the configured order (at least one).
+pub fn resolve_all(cfg: &AmqpConfig) -> Result<Vec<Resolved>, AmqpError> {
+    let env = std::env::var(PASSWORD_ENV).ok();
+    cfg.nodes()?
+        .into_iter()
+        .map(|url| {
+            let mut one = cfg.clone();
+            one.url = url;
+            one.urls.clear();
+            resolve_with(&one, env.clone())
+        })
+        .collect()
 }
 
 /// `resolve` with the environment's password passed in (for tests).

@@ -207,7 +207,13 @@ fn as_text(v: &Option<serde_json::Value>) -> Option<&str> {
 pub struct AmqpSink {
     cfg: AmqpConfig,
     source: String,
+    /// The node connected to (or tried next).
     res: Resolved,
+    /// The other nodes of `urls`, in the order they are tried after `res`.
+    spare: std::collections::VecDeque<Resolved>,
+    /// Whether the connection on `res` was established (then, once lost,
+    /// the next node is tried first).
+    was_live: bool,
     exchange: ShortString,
     timeout: Duration,
     live: Option<Live>,
@@ -271,13 +277,18 @@ impl AmqpSink {
     /// Validates the config and reads the password/TLS files; connects
     /// lazily on the first `send` or `check`.
     pub fn new(cfg: AmqpConfig, source_name: String) -> Result<AmqpSink, AmqpError> {
-        let res = config::resolve(&cfg)?;
+        let mut nodes: std::collections::VecDeque<Resolved> = config::resolve_all(&cfg)?.into();
+        let res = nodes
+            .pop_front()
+            .ok_or_else(|| AmqpError::Config("no broker URL".into()))?;
         Ok(AmqpSink {
             exchange: cfg.exchange.clone().into(),
             timeout: cfg.timeout(),
             cfg,
             source: source_name,
             res,
+            spare: nodes,
+            was_live: false,
             live: None,
             backoff: Backoff::default(),
             last_error: None,
@@ -337,10 +348,22 @@ impl AmqpSink {
                 });
             }
         }
-        match self.connect().await {
+        // A cluster: a lost node is tried last; each node once per round.
+        if std::mem::take(&mut self.was_live) {
+            self.next_node();
+        }
+        let mut result = self.connect().await;
+        for _ in 0..self.spare.len() {
+            let Err(e) = &result else { break };
+            tracing::warn!(url = %self.res.shown_url, error = %e, "AMQP node unreachable; trying the next");
+            self.next_node();
+            result = self.connect().await;
+        }
+        match result {
             Ok(live) => {
                 tracing::info!(url = %self.res.shown_url, exchange = %self.cfg.exchange, "AMQP connected");
                 self.live = Some(live);
+                self.was_live = true;
                 self.last_error = None;
                 // A fixed auth/TLS/topology problem clears its alert; an
                 // unroutable alert waits for a clean batch.
@@ -366,6 +389,14 @@ impl AmqpSink {
                 self.last_error = Some(text);
                 Err(e)
             }
+        }
+    }
+
+    /// Make the next node of `urls` the current one.
+    fn next_node(&mut self) {
+        if let Some(next) = self.spare.pop_front() {
+            let prev = std::mem::replace(&mut self.res, next);
+            self.spare.push_back(prev);
         }
     }
 

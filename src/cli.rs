@@ -637,6 +637,12 @@ fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
         cfg.make_sink()?.check().await
     })?;
     println!("{report}");
+    if let Some(p) = &cfg.papercut {
+        // api.isUserExists: PaperCut answers only a valid token from an
+        // allowed address.
+        crate::billing::enrich::check(p).map_err(|e| anyhow::anyhow!("[papercut] {e}"))?;
+        println!("papercut {}: token accepted", p.url);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

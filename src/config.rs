@@ -40,6 +40,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub billing: Option<crate::billing::BillingConfig>,
+    #[serde(default)]
+    pub papercut: Option<crate::billing::enrich::PapercutConfig>,
     /// Where the config was read from (relative paths in it resolve against
     /// its directory).
     #[serde(skip)]
@@ -295,6 +297,9 @@ impl Config {
         }
         if let Some(b) = cfg.billing.as_mut() {
             b.resolve(&base).map_err(invalid)?;
+        }
+        if let Some(p) = cfg.papercut.as_mut() {
+            p.resolve(&base).map_err(invalid)?;
         }
         cfg.validate().map_err(invalid)?;
         Ok(cfg)

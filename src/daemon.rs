@@ -49,6 +49,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let billing = crate::billing::Billing::open(cfg.billing.as_ref(), &cfg.state.path)
+        .and_then(|b| b.with_papercut(cfg.papercut.as_ref(), &cfg.state.path))
         .map_err(|e| anyhow!("[billing]: {e}"))?;
     install_signal_handlers(
         shutdown.clone(),

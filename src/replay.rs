@@ -192,6 +192,7 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
     let mut billing = match (&store, opts.dry_run) {
         (Some(_), false) => Some(
             crate::billing::Billing::open(cfg.billing.as_ref(), &cfg.state.path)
+                .and_then(|b| b.with_papercut(cfg.papercut.as_ref(), &cfg.state.path))
                 .map_err(|e| anyhow::anyhow!("[billing]: {e}"))?,
         ),
         _ => None,

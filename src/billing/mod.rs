@@ -15,6 +15,7 @@
 //! status, amounts, customer) is written for every charge read, configured
 //! or not, because delivered outbox rows drop their message.
 
+pub mod enrich;
 pub mod ledger;
 pub mod mapping;
 pub mod statements;
@@ -85,6 +86,8 @@ pub enum BillingError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    #[error(transparent)]
+    Enrich(#[from] enrich::EnrichError),
     #[error("charge {id}: its message is not the JSON chargetail renders: {reason}")]
     Message { id: String, reason: String },
 }
@@ -98,6 +101,16 @@ pub struct BillingStats {
     pub mapping_reloads: AtomicU64,
     pub mapping_errors: AtomicU64,
     pub mapping_entries: AtomicU64,
+    /// `[papercut]`: answers taken from the cache, calls made, their total
+    /// time (µs), failed calls and waits past the bound, 1 while PaperCut
+    /// is being left alone after a failure.
+    pub papercut_cache_hits: AtomicU64,
+    pub papercut_calls: AtomicU64,
+    pub papercut_call_us: AtomicU64,
+    pub papercut_errors: AtomicU64,
+    pub papercut_down: AtomicU64,
+    /// Charges delivered with `data.enrichment` other than "ok".
+    pub papercut_unenriched: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +144,7 @@ pub struct Billing {
     released_generation: u64,
     pub ledger: Ledger,
     pub stats: Arc<BillingStats>,
+    enricher: Option<enrich::Enricher>,
 }
 
 /// What `data.billing` says.
@@ -189,6 +203,7 @@ impl Billing {
         let held = ledger.held_count()?;
         stats.held.store(held, Ordering::Relaxed);
         Ok(Billing {
+            enricher: None,
             cfg: cfg.cloned(),
             mapping,
             stamp: st,
@@ -201,13 +216,25 @@ impl Billing {
         })
     }
 
+    /// Turn on enrichment from PaperCut's Web Services API (`[papercut]`).
+    pub fn with_papercut(
+        mut self,
+        cfg: Option<&enrich::PapercutConfig>,
+        state: &Path,
+    ) -> Result<Billing, BillingError> {
+        if let Some(c) = cfg {
+            self.enricher = Some(enrich::Enricher::open(c, state, self.stats.clone())?);
+        }
+        Ok(self)
+    }
+
     /// Set it (from a SIGHUP handler) to reload the mapping file.
     pub fn reload_flag(&self) -> Arc<AtomicBool> {
         self.reload.clone()
     }
 
     pub fn configured(&self) -> bool {
-        self.cfg.is_some()
+        self.cfg.is_some() || self.enricher.is_some()
     }
 
     pub fn config(&self) -> Option<&BillingConfig> {
@@ -243,6 +270,15 @@ impl Billing {
             .cfg
             .as_ref()
             .is_some_and(|c| c.unmapped == Unmapped::Hold);
+        // Enrichment first, for the batch's users at once (bounded wait).
+        let outcomes = match self.enricher.as_mut() {
+            Some(e) => {
+                let users: Vec<String> = charges.iter().map(|c| user_of(&c.payload)).collect();
+                Some(e.lookup(&users)?)
+            }
+            None => None,
+        };
+        let billed = self.configured();
         for mut c in charges {
             let mut event: Value =
                 serde_json::from_slice(&c.payload).map_err(|e| BillingError::Message {
@@ -250,8 +286,29 @@ impl Billing {
                     reason: e.to_string(),
                 })?;
             let mut entry = entry_of(&c, &event, source)?;
-            if self.cfg.is_some() {
-                let customer = self.lookup(&entry.account, &entry.account_type, &entry.user);
+            if billed {
+                let mut customer = self.lookup(&entry.account, &entry.account_type, &entry.user);
+                let mut via = customer.as_ref().map(|_| "mapping");
+                if let Some(outcome) = outcomes.as_ref().and_then(|o| o.get(&entry.user)) {
+                    set_enrichment(&mut event, outcome);
+                    if !matches!(outcome, enrich::Outcome::Ok(_)) {
+                        crate::stats::Stats::add(&self.stats.papercut_unenriched, 1);
+                    }
+                    if customer.is_none() {
+                        if let (enrich::Outcome::Ok(p), Some(key)) = (
+                            outcome,
+                            self.enricher.as_ref().and_then(|e| e.customer_property()),
+                        ) {
+                            if let Some(v) = p.get(key).filter(|v| !v.trim().is_empty()) {
+                                customer = Some(Customer {
+                                    customer_id: v.clone(),
+                                    team_id: None,
+                                });
+                                via = Some("papercut");
+                            }
+                        }
+                    }
+                }
                 if customer.is_none() && hold && store.known(&c.id)?.is_none() {
                     // Kept back, unbilled. Already queued/sent ids go on to
                     // the outbox, where they are ignored as duplicates.
@@ -266,10 +323,7 @@ impl Billing {
                 if customer.is_none() {
                     crate::stats::Stats::add(&self.stats.unmapped_delivered, 1);
                 }
-                let info = BillingInfo {
-                    via: customer.as_ref().map(|_| "mapping"),
-                    customer,
-                };
+                let info = BillingInfo { via, customer };
                 entry.customer_id = info.customer.as_ref().map(|c| c.customer_id.clone());
                 entry.team_id = info.customer.as_ref().and_then(|c| c.team_id.clone());
                 set_billing(&mut event, &info);
@@ -398,6 +452,32 @@ impl Billing {
             .held
             .store(self.ledger.held_count()?, Ordering::Relaxed);
         Ok(total)
+    }
+}
+
+/// The user named in a rendered message (`data.user`).
+fn user_of(payload: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Ev {
+        data: Data,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        #[serde(default)]
+        user: String,
+    }
+    serde_json::from_slice::<Ev>(payload)
+        .map(|e| e.data.user)
+        .unwrap_or_default()
+}
+
+/// Put `data.enrichment` (and `data.papercut` when read) in the event.
+fn set_enrichment(event: &mut Value, outcome: &enrich::Outcome) {
+    if let Some(data) = event.get_mut("data").and_then(Value::as_object_mut) {
+        data.insert("enrichment".into(), Value::String(outcome.label().into()));
+        if let Some(p) = outcome.properties() {
+            data.insert("papercut".into(), p);
+        }
     }
 }
 

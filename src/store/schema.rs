@@ -70,4 +70,17 @@ CREATE TABLE meta (
     // by the larger of the two, so a wall clock stepped back cannot stall
     // delivery for longer than was asked.
     "ALTER TABLE outbox ADD COLUMN wait_ms INTEGER NOT NULL DEFAULT 0;",
+    // 3: answers of PaperCut's Web Services API ([papercut]), kept for
+    // cache_ttl_secs. `props` is a JSON object of the properties read, NULL
+    // when PaperCut knows no such name; `props_key` the property list asked.
+    r#"
+CREATE TABLE papercut_cache (
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    props_key  TEXT NOT NULL,
+    props      TEXT,
+    fetched_ms INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"#,
 ];

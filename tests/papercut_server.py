@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""A stand-in for PaperCut's Web Services API (XML-RPC), written with
+Python's standard xmlrpc.server, for tests/papercut.rs.
+
+    papercut_server.py TOKEN USERS_JSON CONTROL_DIR
+
+USERS_JSON: {"username": {"full-name": ..., "email": ..., ...}, ...}.
+Semantics as PaperCut documents them: the first argument of every call is
+the auth token; a wrong one is a fault, and so is an unknown user or
+account. CONTROL_DIR/mode (if present) switches the server: "normal", or
+"slow N" (sleep N seconds before answering). Every call is counted in
+CONTROL_DIR/calls.json ({"method user": n}). Prints the port it listens on
+(loopback, chosen by the system), then serves until killed.
+"""
+import json
+import os
+import sys
+import threading
+import time
+from socketserver import ThreadingMixIn
+from xmlrpc.client import Fault
+from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
+
+TOKEN, USERS_FILE, CONTROL = sys.argv[1], sys.argv[2], sys.argv[3]
+with open(USERS_FILE) as f:
+    USERS = json.load(f)
+SHARED = {"Acme Design": {"balance": "0.0", "comment-option": "NO_COMMENT"}}
+LOCK = threading.Lock()
+CALLS = {}
+
+
+class Server(ThreadingMixIn, SimpleXMLRPCServer):
+    daemon_threads = True
+
+
+class Handler(SimpleXMLRPCRequestHandler):
+    rpc_paths = ("/rpc/api/xmlrpc",)
+
+    def log_message(self, *args):
+        pass
+
+
+def count(method, name):
+    with LOCK:
+        key = method + " " + name
+        CALLS[key] = CALLS.get(key, 0) + 1
+        tmp = os.path.join(CONTROL, "calls.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(CALLS, f)
+        os.replace(tmp, os.path.join(CONTROL, "calls.json"))
+
+
+def behave(token):
+    try:
+        with open(os.path.join(CONTROL, "mode")) as f:
+            mode = f.read().split()
+    except FileNotFoundError:
+        mode = ["normal"]
+    if mode and mode[0] == "slow":
+        time.sleep(float(mode[1]))
+    if token != TOKEN:
+        # What PaperCut answers to a wrong auth token.
+        raise Fault(1, "Invalid authentication token")
+
+
+def get_user_properties(token, user, props):
+    count("api.getUserProperties", user)
+    behave(token)
+    if user not in USERS:
+        raise Fault(1, "User does not exist: %s" % user)
+    return [str(USERS[user].get(p, "")) for p in props]
+
+
+def get_shared_account_properties(token, account, props):
+    count("api.getSharedAccountProperties", account)
+    behave(token)
+    if account not in SHARED:
+        raise Fault(1, "Shared account does not exist: %s" % account)
+    return [str(SHARED[account].get(p, "")) for p in props]
+
+
+def is_user_exists(token, user):
+    count("api.isUserExists", user)
+    behave(token)
+    return user in USERS
+
+
+server = Server(("127.0.0.1", 0), requestHandler=Handler, logRequests=False, allow_none=False)
+server.register_function(get_user_properties, "api.getUserProperties")
+server.register_function(get_shared_account_properties, "api.getSharedAccountProperties")
+server.register_function(is_user_exists, "api.isUserExists")
+print(server.server_address[1], flush=True)
+server.serve_forever()

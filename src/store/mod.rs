@@ -130,23 +130,9 @@ impl Store {
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
                  PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 8192;",
             )
-            .map_err(|e| store.classify(e))?;
+            .map_err(|e| store.err(e))?;
         store.migrate()?;
         Ok(store)
-    }
-
-    fn classify(&self, e: rusqlite::Error) -> StoreError {
-        use rusqlite::ErrorCode::*;
-        match e.sqlite_error_code() {
-            Some(DatabaseCorrupt) | Some(NotADatabase) => StoreError::Corrupt {
-                path: self.path.clone(),
-                detail: e.to_string(),
-            },
-            _ => StoreError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            },
-        }
     }
 
     fn check_integrity(&self) -> Result<(), StoreError> {
@@ -157,7 +143,7 @@ impl Store {
                 path: self.path.clone(),
                 detail: s,
             }),
-            Err(e) => Err(self.classify(e)),
+            Err(e) => Err(self.err(e)),
         }
     }
 
@@ -165,7 +151,7 @@ impl Store {
         let version: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| self.classify(e))?;
+            .map_err(|e| self.err(e))?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::TooNew {
                 path: self.path.clone(),
@@ -214,8 +200,9 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// The one mapping of SQLite errors for this database (see [`classify_with`]).
     fn err(&self, source: rusqlite::Error) -> StoreError {
-        self.classify(source)
+        classify_with(&self.path, source)
     }
 
     /// Every known file generation (finished ones too: they are never read
@@ -249,6 +236,8 @@ impl Store {
     }
 }
 
+/// A damaged file is `Corrupt` (the daemon refuses to start rather than
+/// reset it); anything else is a plain SQLite error naming the database.
 fn classify_with(path: &Path, e: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode::*;
     match e.sqlite_error_code() {

@@ -207,6 +207,39 @@ impl<S: Sink> Deliverer<S> {
         c
     }
 
+    /// Deliver until nothing is pending (a replay's way to run the worker):
+    /// the same rounds as [`Deliverer::run`], ending when the outbox is empty,
+    /// when the sink pauses itself, or when nothing was delivered or
+    /// dead-lettered for `stall` (the charges then stay in the outbox).
+    pub async fn drain(&mut self, stall: Duration) -> Result<Drained, StoreError> {
+        // Progress comes from the worker's own counters: asking the database
+        // how things stand after every round would scan the outbox each time.
+        let mut last_done = u64::MAX;
+        let mut last_progress = Instant::now();
+        let end = loop {
+            let done = Stats::get(&self.stats.delivered) + Stats::get(&self.stats.dead_lettered);
+            if done != last_done {
+                last_done = done;
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > stall {
+                break Drained::Stalled;
+            }
+            match self.step().await? {
+                Step::Sent => {}
+                Step::Idle => break Drained::Empty,
+                Step::Paused => break Drained::Paused,
+                Step::WaitUntil(at) => {
+                    let wait = at
+                        .saturating_duration_since(Instant::now())
+                        .clamp(Duration::from_millis(1), Duration::from_secs(1));
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        };
+        self.sink.close().await;
+        Ok(end)
+    }
+
     /// One round: send the pending charges from the head on, once the head
     /// is due. Sends nothing while the sink is paused.
     ///
@@ -369,4 +402,15 @@ pub enum Step {
     /// The sink paused itself (see [`Sink::is_paused`]): nothing is sent
     /// until it is resumed.
     Paused,
+}
+
+/// How [`Deliverer::drain`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Nothing is pending any more.
+    Empty,
+    /// The sink paused itself (an endpoint refusing us); the rest waits.
+    Paused,
+    /// No progress for the stall bound; the rest waits in the outbox.
+    Stalled,
 }

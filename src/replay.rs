@@ -18,10 +18,11 @@ use serde::Serialize;
 
 use crate::charge::Totals;
 use crate::config::Config;
-use crate::deliver::{Deliverer, Step};
+use crate::deliver::{Deliverer, Drained};
 use crate::format::{FormatSettings, LineParser, Parsed};
 use crate::ingest::{Batch, Pushed};
 use crate::run_lock::RunLock;
+use crate::sink::Sink;
 use crate::source::historical::read_lines;
 use crate::stats::Stats;
 use crate::store::Store;
@@ -355,44 +356,16 @@ fn deliver_run(
             resume_seen: None,
             head: None,
         };
-        rt.block_on(async {
-            loop {
-                // Progress comes from the worker's own counters: asking the
-                // database how the run stands after every batch would scan
-                // the whole run each time.
-                let done = Stats::get(&d.stats.delivered) + Stats::get(&d.stats.dead_lettered);
-                if done != last_done {
-                    last_done = done;
-                    last_progress = Instant::now();
-                } else if last_progress.elapsed() > opts.give_up_after {
-                    tracing::error!(
-                        "no delivery progress; giving up (the charges stay in the outbox)"
-                    );
-                    break;
-                }
-                match d.step().await? {
-                    Step::Sent => {}
-                    // Nothing pending at all: this run's charges are through.
-                    Step::Idle => break,
-                    Step::Paused => {
-                        tracing::error!(
-                            alert = ?d.sink.health().alert,
-                            "the endpoint refused us and delivery is paused; the charges stay in the outbox"
-                        );
-                        break;
-                    }
-                    Step::WaitUntil(at) => {
-                        let wait = at
-                            .saturating_duration_since(std::time::Instant::now())
-                            .clamp(Duration::from_millis(1), Duration::from_secs(1));
-                        tokio::time::sleep(wait).await;
-                    }
-                }
+        match rt.block_on(d.drain(opts.give_up_after))? {
+            Drained::Empty => {}
+            Drained::Stalled => {
+                tracing::error!("no delivery progress; giving up (the charges stay in the outbox)")
             }
-            use crate::sink::Sink;
-            d.sink.close().await;
-            anyhow::Ok(())
-        })?;
+            Drained::Paused => tracing::error!(
+                alert = ?d.sink.health().alert,
+                "the endpoint refused us and delivery is paused; the charges stay in the outbox"
+            ),
+        }
         let store = &d.store;
         tally(store, run, summary)?;
     } else {

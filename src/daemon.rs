@@ -122,12 +122,15 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 );
             }
             let listener = runtime.block_on(crate::http::bind(&h.listen))?;
-            let state = Arc::new(crate::http::HttpState::new(
-                stats.clone(),
-                Store::open_unchecked(&cfg.state.path)?,
-                cfg.clone(),
-                token,
-            ));
+            let state = Arc::new(
+                crate::http::HttpState::new(
+                    stats.clone(),
+                    Store::open_unchecked(&cfg.state.path)?,
+                    cfg.clone(),
+                    token,
+                )
+                .with_billing(billing.stats.clone()),
+            );
             tracing::info!(listen = %h.listen, token = state.token.is_some(), "serving /, /healthz, /metrics, /status");
             Some(runtime.spawn(crate::http::serve(listener, state, shutdown.clone())))
         }

@@ -8,6 +8,7 @@
 //! connection on a blocking thread, so a slow query never stalls delivery.
 
 pub mod auth;
+mod billing;
 pub mod page;
 pub mod rate;
 
@@ -38,6 +39,8 @@ pub struct HttpState {
     pub rate: rate::DeliveryRate,
     /// `[http] token_file`'s token: needed by all but `/healthz`.
     pub token: Option<Vec<u8>>,
+    /// The billing step's counters (held charges, PaperCut enrichment).
+    pub billing: Option<Arc<crate::billing::BillingStats>>,
 }
 
 impl HttpState {
@@ -49,7 +52,14 @@ impl HttpState {
             started_ms: now_ms(),
             rate: rate::DeliveryRate::default(),
             token,
+            billing: None,
         }
+    }
+
+    /// Export the billing step's counters too.
+    pub fn with_billing(mut self, stats: Arc<crate::billing::BillingStats>) -> HttpState {
+        self.billing = Some(stats);
+        self
     }
 }
 
@@ -349,6 +359,9 @@ fn render_metrics(s: &HttpState) -> String {
         out,
         "chargetail_delivery_latency_seconds_bucket{{{src},le=\"+Inf\"}} {count}\nchargetail_delivery_latency_seconds_sum{{{src}}} {sum}\nchargetail_delivery_latency_seconds_count{{{src}}} {count}"
     );
+    if let Some(b) = &s.billing {
+        billing::render(&mut out, &src, b, s.cfg.papercut.is_some());
+    }
     out
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
-use support::{bin, wait_timeout};
+use support::{bin, free_http_port, http_get, metric, wait_timeout};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/billing-week");
 
@@ -443,9 +443,10 @@ fn charges(seen: &[serde_json::Value]) -> Vec<&serde_json::Value> {
 #[test]
 fn unmapped_charges_are_held_until_a_mapping_names_them() {
     let raw = raw_lines();
+    let port = free_http_port();
     let (dir, cfg) = setup(
         "papercut,customer_id\nAcme Design,cus_acme\n",
-        "[sink]\nkind = \"stdout\"",
+        &format!("[sink]\nkind = \"stdout\"\n\n[http]\nlisten = \"127.0.0.1:{port}\""),
         "unmapped = \"hold\"",
     );
     let acme = raw.iter().filter(|r| r.account == "Acme Design").count();
@@ -477,6 +478,19 @@ fn unmapped_charges_are_held_until_a_mapping_names_them() {
     let (code, rep) = reconcile(dir.path(), &cfg, &[]);
     assert_eq!(code, 1);
     assert_eq!(rep["totals"]["held"], (raw.len() - acme) as u64);
+    // ...and by /metrics, with the source label.
+    let metrics = http_get(port, "/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "chargetail_billing_held{{source=\"hw\"}} {}",
+            raw.len() - acme
+        )),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "chargetail_billing_released_total"),
+        Some(0.0)
+    );
 
     // A broken mapping (a duplicate) is refused, naming file and line; the
     // one in force stays and nothing is released or lost.
@@ -523,6 +537,17 @@ fn unmapped_charges_are_held_until_a_mapping_names_them() {
     let (_, status) = cli(dir.path(), &["status", "--config", c, "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["held"], noah as u64);
+    let metrics = http_get(port, "/metrics");
+    assert_eq!(
+        metric(&metrics, "chargetail_billing_held"),
+        Some(noah as f64),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "chargetail_billing_released_total"),
+        Some((raw.len() - acme - noah) as f64),
+        "{metrics}"
+    );
     assert_eq!(run.stop(), Some(0));
 
     // After a restart noah's charges are still held, and a mapping read at

@@ -1,0 +1,97 @@
+//! The billing step's series on `/metrics`: charges held for want of a
+//! mapping, and (with `[papercut]`) the enrichment counters.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use crate::billing::BillingStats;
+use crate::stats::Stats;
+
+/// Append the billing series; `src` is the `source="..."` label.
+/// `papercut`: `[papercut]` is configured, so its series are exported too.
+pub(super) fn render(out: &mut String, src: &str, b: &BillingStats, papercut: bool) {
+    let mut series = |kind: &str, name: &str, help: &str, v: String| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{src}}} {v}"
+        );
+    };
+    let g = |a: &std::sync::atomic::AtomicU64| Stats::get(a).to_string();
+    series(
+        "gauge",
+        "chargetail_billing_held",
+        "Charges held back for want of an account mapping (unmapped = \"hold\").",
+        g(&b.held),
+    );
+    series(
+        "counter",
+        "chargetail_billing_released_total",
+        "Held charges released to the outbox.",
+        g(&b.released),
+    );
+    series(
+        "counter",
+        "chargetail_billing_unmapped_delivered_total",
+        "Charges delivered with customer_id null (unmapped = \"deliver\").",
+        g(&b.unmapped_delivered),
+    );
+    series(
+        "gauge",
+        "chargetail_billing_mapping_entries",
+        "Rows of the account mapping in force.",
+        g(&b.mapping_entries),
+    );
+    series(
+        "counter",
+        "chargetail_billing_mapping_reloads_total",
+        "Mapping file reloads that took effect.",
+        g(&b.mapping_reloads),
+    );
+    series(
+        "counter",
+        "chargetail_billing_mapping_errors_total",
+        "Mapping file reloads refused (the old mapping stayed in force).",
+        g(&b.mapping_errors),
+    );
+    if !papercut {
+        return;
+    }
+    series(
+        "counter",
+        "chargetail_papercut_cache_hits_total",
+        "PaperCut properties answered from the cache.",
+        g(&b.papercut_cache_hits),
+    );
+    series(
+        "counter",
+        "chargetail_papercut_calls_total",
+        "Calls made to PaperCut's Web Services API.",
+        g(&b.papercut_calls),
+    );
+    series(
+        "counter",
+        "chargetail_papercut_errors_total",
+        "PaperCut calls that failed (fault, network, timeout) or waits past the bound.",
+        g(&b.papercut_errors),
+    );
+    series(
+        "counter",
+        "chargetail_papercut_unenriched_total",
+        "Charges delivered without PaperCut properties (data.enrichment not \"ok\").",
+        g(&b.papercut_unenriched),
+    );
+    series(
+        "gauge",
+        "chargetail_papercut_down",
+        "1 while PaperCut is left alone after a failure.",
+        g(&b.papercut_down),
+    );
+    let us = b.papercut_call_us.load(Ordering::Relaxed);
+    let calls = Stats::get(&b.papercut_calls);
+    let _ = writeln!(
+        out,
+        "# HELP chargetail_papercut_call_seconds Time spent in PaperCut calls.\n# TYPE chargetail_papercut_call_seconds summary\n\
+         chargetail_papercut_call_seconds_sum{{{src}}} {}\nchargetail_papercut_call_seconds_count{{{src}}} {calls}",
+        us as f64 / 1_000_000.0
+    );
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::bin;
+use support::{bin, free_http_port, http_get, metric};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/billing-week");
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/papercut_server.py");
@@ -226,6 +226,123 @@ fn properties_land_in_the_message_once_per_user_per_ttl() {
     assert!(server.total("api.getUserProperties") > 4);
 }
 
+/// Run the daemon on the week with `[http]`; the /metrics text once all
+/// charges are delivered, and the messages it wrote.
+fn run_until_delivered(dir: &Path, cfg: &Path, log: &str) -> (String, Vec<serde_json::Value>) {
+    let port = free_http_port();
+    let text = std::fs::read_to_string(cfg).unwrap();
+    let with_http = dir.join(format!("{log}.toml"));
+    std::fs::write(
+        &with_http,
+        format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    )
+    .unwrap();
+    let out = dir.join(format!("{log}.out"));
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&with_http)
+        .env("CHARGETAIL_LOG", "info")
+        .env_remove("CHARGETAIL_PAPERCUT_TOKEN")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.join(log)).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let m = http_get(port, "/metrics");
+        if metric(&m, "chargetail_delivered_total") == Some(CHARGES as f64) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "not all delivered:\n{m}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    assert_eq!(
+        support::wait_timeout(&mut child, Duration::from_secs(20)),
+        Some(0)
+    );
+    let events = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (metrics, events)
+}
+
+#[test]
+fn metrics_count_papercut_calls_cache_hits_and_unenriched_charges() {
+    let dir0 = tempfile::tempdir().unwrap();
+    let server = Server::start(dir0.path());
+    let (dir, cfg) = setup(&server.url(), TOKEN, "");
+    let (m, events) = run_until_delivered(dir.path(), &cfg, "run1.log");
+    assert_eq!(events.len(), CHARGES);
+    let unenriched = events
+        .iter()
+        .filter(|e| e["data"]["enrichment"] != "ok")
+        .count();
+    assert!(unenriched > 0);
+    // One call per user (4), each timed; noah.kim is unknown, not an error.
+    assert_eq!(
+        metric(&m, "chargetail_papercut_calls_total"),
+        Some(4.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "chargetail_papercut_calls_total"),
+        Some(server.total("api.getUserProperties") as f64)
+    );
+    assert_eq!(
+        metric(&m, "chargetail_papercut_call_seconds_count"),
+        Some(4.0),
+        "{m}"
+    );
+    assert!(metric(&m, "chargetail_papercut_call_seconds_sum").unwrap() > 0.0);
+    assert_eq!(
+        metric(&m, "chargetail_papercut_errors_total"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "chargetail_papercut_down"), Some(0.0), "{m}");
+    assert_eq!(
+        metric(&m, "chargetail_papercut_unenriched_total"),
+        Some(unenriched as f64),
+        "{m}"
+    );
+    assert!(
+        m.contains("chargetail_papercut_cache_hits_total{source=\"hw\"}"),
+        "{m}"
+    );
+
+    // Copies of the files under a new source name (new charges, same
+    // state): every user is answered from the cache; PaperCut is not called.
+    std::fs::create_dir(dir.path().join("tx2")).unwrap();
+    for f in std::fs::read_dir(dir.path().join("tx")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join("tx2").join(f.file_name().unwrap())).unwrap();
+    }
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("name = \"hw\"", "name = \"hw2\"")
+        .replace("tx/*.log", "tx2/*.log");
+    std::fs::write(&cfg, text).unwrap();
+    let (m, _) = run_until_delivered(dir.path(), &cfg, "run2.log");
+    assert_eq!(
+        metric(&m, "chargetail_papercut_calls_total"),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(
+        metric(&m, "chargetail_papercut_cache_hits_total").unwrap() >= 4.0,
+        "{m}"
+    );
+    assert_eq!(server.total("api.getUserProperties"), 4);
+    assert_no_token(dir.path(), "run1.log");
+    assert_no_token(dir.path(), "run2.log");
+}
+
 #[test]
 fn a_bad_token_is_rejected_not_unavailable_and_not_retried_per_charge() {
     let dir0 = tempfile::tempdir().unwrap();
@@ -347,4 +464,42 @@ fn bad_papercut_settings_exit_2_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("customer_property"));
     drop(dir);
+
+    // A token file that is missing, unreadable (here: a directory, which
+    // even root cannot read as a file) or empty: exit 2 naming the key, for
+    // `check` and for `run` alike, before anything is read.
+    for case in ["missing", "unreadable", "empty"] {
+        let (dir, cfg) = setup("http://127.0.0.1:1/rpc/api/xmlrpc", TOKEN, "");
+        let token = dir.path().join("pc-token");
+        std::fs::remove_file(&token).unwrap();
+        match case {
+            "unreadable" => std::fs::create_dir(&token).unwrap(),
+            "empty" => std::fs::write(&token, "\n").unwrap(),
+            _ => {}
+        }
+        for cmd in ["check", "run"] {
+            let out = Command::new(bin())
+                .args([cmd, "--config", cfg.to_str().unwrap()])
+                .env_remove("CHARGETAIL_PAPERCUT_TOKEN")
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{case} {cmd}: {err}");
+            assert!(
+                err.contains("[papercut] token_file") && err.contains("pc-token"),
+                "{case} {cmd}: {err}"
+            );
+        }
+        // The environment variable wins over the file.
+        let out = Command::new(bin())
+            .args(["check", "--config", cfg.to_str().unwrap()])
+            .env("CHARGETAIL_PAPERCUT_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("token_file"),
+            "{case}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

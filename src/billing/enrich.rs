@@ -126,10 +126,32 @@ impl PapercutConfig {
                 ));
             }
         }
-        if self.token_file.is_none() && std::env::var_os(TOKEN_ENV).is_none() {
-            return Err(format!(
-                "[papercut] token_file: not set and {TOKEN_ENV} is not in the environment"
-            ));
+        let env_token = std::env::var(TOKEN_ENV)
+            .map(|t| !t.trim().is_empty())
+            .unwrap_or(false);
+        match &self.token_file {
+            // The environment wins: the file is not read at all.
+            _ if env_token => {}
+            None => {
+                return Err(format!(
+                    "[papercut] token_file: not set and {TOKEN_ENV} is not in the environment"
+                ))
+            }
+            // Read now, so that a missing or unreadable file is a config
+            // error at start (and in `check`), not a failure at the first
+            // charge. The token itself is never put in the message.
+            Some(p) => match std::fs::read_to_string(p) {
+                Err(e) => {
+                    return Err(format!(
+                        "[papercut] token_file: cannot read {}: {e}",
+                        p.display()
+                    ))
+                }
+                Ok(t) if t.trim().is_empty() => {
+                    return Err(format!("[papercut] token_file: {} is empty", p.display()))
+                }
+                Ok(_) => {}
+            },
         }
         Ok(())
     }
@@ -629,11 +651,26 @@ customer_property = "email""#,
 
     #[test]
     fn defaults_and_checks() {
+        let dir = tempfile::tempdir().unwrap();
         let mut c = cfg();
         assert_eq!(c.cache_ttl_secs, 3600);
         assert_eq!(c.user_properties.len(), 3);
-        c.resolve(Path::new("/etc/ct")).unwrap();
-        assert_eq!(c.token_file.as_deref(), Some(Path::new("/etc/ct/t")));
+        let err = c.resolve(dir.path()).unwrap_err();
+        assert!(
+            err.contains("token_file") && err.contains("cannot read"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("t"), "\n").unwrap();
+        let mut c = cfg();
+        let err = c.resolve(dir.path()).unwrap_err();
+        assert!(err.contains("token_file") && err.contains("empty"), "{err}");
+        std::fs::write(dir.path().join("t"), "tok\n").unwrap();
+        let mut c = cfg();
+        c.resolve(dir.path()).unwrap();
+        assert_eq!(
+            c.token_file.as_deref(),
+            Some(dir.path().join("t").as_path())
+        );
         let mut bad = cfg();
         bad.customer_property = Some("office".into());
         assert!(bad

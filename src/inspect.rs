@@ -319,8 +319,7 @@ pub fn inspect(
                     }
                 }
                 if first_charges.len() < SHOWN {
-                    if let Ok(v) = serde_json::from_slice(&c.to_event_json(&settings.source_name))
-                    {
+                    if let Ok(v) = serde_json::from_slice(&c.to_event_json(&settings.source_name)) {
                         first_charges.push(v);
                     }
                 }
@@ -367,7 +366,11 @@ pub fn inspect(
     if let Some(e) = &enc_label {
         section.push_str(&format!("encoding = {}\n", toml_str(e)));
     }
-    if let Some(d) = src.delimiter.clone().or(delim_to_write.map(delimiter_label)) {
+    if let Some(d) = src
+        .delimiter
+        .clone()
+        .or(delim_to_write.map(delimiter_label))
+    {
         section.push_str(&format!("delimiter = {}\n", toml_str(&d)));
     }
     if let Some(h) = src.header {

@@ -162,6 +162,21 @@ fn decode(enc: Option<&'static encoding_rs::Encoding>, bytes: &[u8]) -> Option<S
     (!bad && !t.contains('\0')).then(|| t.to_string())
 }
 
+/// The encoding of the sample as a whole: UTF-8 when it all is, else
+/// chardetng's guess over every line.
+fn guess_encoding(lines: &[Line]) -> &'static encoding_rs::Encoding {
+    if lines.iter().all(|l| std::str::from_utf8(&l.bytes).is_ok()) {
+        return encoding_rs::UTF_8;
+    }
+    let mut det = chardetng::EncodingDetector::new();
+    for l in lines {
+        det.feed(&l.bytes, false);
+        det.feed(b"\n", false);
+    }
+    det.feed(b"", true);
+    det.guess(None, true)
+}
+
 /// Inspect one file. `src` carries the config's settings (or the defaults).
 pub fn inspect(
     src: &SourceConfig,
@@ -271,7 +286,15 @@ pub fn inspect(
         _ => false,
     };
 
-    // The encoding to write: what auto found, when it is not UTF-8.
+    // The encoding to write: what auto found, when it is not UTF-8. `auto`
+    // decides on the first line that is not ASCII; with the whole sample
+    // the guess is better (a BOM still decides).
+    let encoding = match (src.encoding, encoding) {
+        (None, Some(e)) if e != encoding_rs::UTF_16LE && e != encoding_rs::UTF_16BE => {
+            Some(guess_encoding(&lines))
+        }
+        (_, e) => e,
+    };
     let enc_label = match (src.encoding, encoding) {
         (Some(e), _) => Some(e.label()),
         (None, Some(e)) if e != encoding_rs::UTF_8 => Some(TextEncoding::Fixed(e).label()),

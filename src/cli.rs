@@ -65,6 +65,17 @@ pub enum Command {
         #[arg(required = true)]
         paths: Vec<String>,
     },
+    /// Find how an undocumented file reads (profile, encoding, columns, time, sign, dead letters); print a ready [source] section.
+    Inspect {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The findings as one JSON object per file on stdout (section included).
+        #[arg(long)]
+        json: bool,
+        /// Files or globs.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
     /// Per-file position and lag, outbox backlog, dead letters, last delivery.
     Status {
         #[arg(long, short)]
@@ -238,6 +249,11 @@ fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             config,
             paths,
         } => parse(profile, config.as_deref(), &paths),
+        Command::Inspect {
+            config,
+            json,
+            paths,
+        } => inspect(config.as_deref(), json, &paths),
         Command::Status { config, json } => status(&Config::load(&config)?, json),
         Command::DeadLetters { config, action } => dead_letters(&Config::load(&config)?, action),
         Command::Check { config } => check(&Config::load(&config)?),
@@ -401,6 +417,39 @@ fn parse(
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+fn inspect(config: Option<&Path>, json: bool, paths: &[String]) -> anyhow::Result<ExitCode> {
+    let (src, max_line, zone_configured) = match config {
+        Some(c) => {
+            let cfg = Config::load(c)?;
+            let max = cfg.source.max_line_bytes;
+            let configured = !cfg.source.timezone_from_system;
+            (cfg.source, max, configured)
+        }
+        None => (default_source(), 64 * 1024, false),
+    };
+    let mut clean = true;
+    let mut out = std::io::stdout().lock();
+    for file in expand(paths)? {
+        // The trial parses would each log what `auto` detected: the report says it once.
+        let report = tracing::subscriber::with_default(
+            tracing::subscriber::NoSubscriber::default(),
+            || crate::inspect::inspect(&src, &file, max_line, zone_configured),
+        )?;
+        clean &= report.clean();
+        let _ = crate::inspect::print_diagnostics(&report, &mut std::io::stderr().lock());
+        if json {
+            writeln!(out, "{}", serde_json::to_string(&report)?).context("writing to stdout")?;
+        } else {
+            writeln!(out, "{}", report.section).context("writing to stdout")?;
+        }
+    }
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

@@ -18,6 +18,7 @@ pub mod deliver;
 pub mod format;
 pub mod http;
 pub mod ingest;
+pub mod inspect;
 pub mod logging;
 pub mod reconcile;
 pub mod replay;

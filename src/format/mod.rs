@@ -183,6 +183,22 @@ impl FormatSettings {
     }
 }
 
+/// A delimited file's layout as found by its parser.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    pub delimiter: u8,
+    /// The header line, when the file has one.
+    pub header: Option<String>,
+    /// 1-based column → the field it became (`extra.<key>` when kept under
+    /// `extra`).
+    pub columns: Vec<(usize, String)>,
+}
+
+/// The fields of one delimited line (quotes honoured), for tools.
+pub fn split_fields(text: &str, delimiter: u8) -> Result<Vec<String>, String> {
+    columns::split_line(text, delimiter).map(|v| v.into_iter().map(|c| c.into_owned()).collect())
+}
+
 /// What one line turned out to be.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
@@ -220,6 +236,29 @@ impl LineParser {
     /// ASCII so far, which reads the same in every encoding).
     pub fn encoding(&self) -> Option<&'static encoding_rs::Encoding> {
         self.decoder.encoding()
+    }
+
+    /// The columns this file was found to have (delimited profiles, once
+    /// the header or first record is read): for `chargetail inspect`.
+    pub fn layout(&self) -> Option<Layout> {
+        let (delimiter, header, mapping) = self.table.layout()?;
+        let mut columns: Vec<(usize, String)> = mapping
+            .slots
+            .iter()
+            .map(|(f, slot)| (slot.index + 1, f.name().to_string()))
+            .collect();
+        columns.extend(
+            mapping
+                .extra
+                .iter()
+                .map(|(i, key)| (i + 1, format!("extra.{key}"))),
+        );
+        columns.sort();
+        Some(Layout {
+            delimiter,
+            header: header.map(str::to_string),
+            columns,
+        })
     }
 
     /// One line of the file (never panics, whatever the bytes).

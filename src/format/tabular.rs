@@ -158,6 +158,19 @@ impl Tabular {
         }
     }
 
+    /// The layout found so far (after the header): delimiter, header line,
+    /// columns. Read-only, for `chargetail inspect`.
+    pub fn layout(&self) -> Option<(u8, Option<&str>, &columns::Mapping)> {
+        match &self.state {
+            State::Ready {
+                delimiter,
+                mapping,
+                header,
+            } => Some((*delimiter, header.as_deref(), mapping)),
+            _ => None,
+        }
+    }
+
     /// One non-blank decoded line.
     pub fn step<'a>(&'a mut self, s: &FormatSettings, text: &'a str, line_no: u64) -> Step<'a> {
         if s.profile == Profile::PrintLoggerCsv && is_print_logger_banner(text) {

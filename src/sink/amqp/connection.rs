@@ -207,29 +207,22 @@ impl AmqpSink {
                 durable: true,
                 ..Default::default()
             };
-            let r = tokio::time::timeout(
-                self.timeout,
+            self.declare_step(
+                "exchange.declare",
                 chan.exchange_declare(
                     self.exchange.clone(),
                     ExchangeKind::Topic,
                     opts,
                     FieldTable::default(),
                 ),
-            )
-            .await;
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    return Err(self.topology_err(
-                        &e,
-                        format!(
+                || {
+                    format!(
                         "exchange '{}' (declare_exchange = true wants a durable topic exchange)",
                         cfg.exchange
-                    ),
-                    ))
-                }
-                Err(_) => return Err(self.timeout_err("exchange.declare")),
-            }
+                    )
+                },
+            )
+            .await?;
         }
         if let Some(queue) = &cfg.queue {
             let mut args = FieldTable::default();
@@ -251,28 +244,21 @@ impl AmqpSink {
                 durable: true,
                 ..Default::default()
             };
-            let r = tokio::time::timeout(
-                self.timeout,
+            self.declare_step(
+                "queue.declare",
                 chan.queue_declare(queue.as_str().into(), opts, args),
+                || {
+                    format!(
+                        "queue '{queue}' (config: durable, queue_type = {}, dead_letter_exchange = {})",
+                        cfg.queue_type.as_str(),
+                        cfg.dead_letter_exchange.as_deref().unwrap_or("none")
+                    )
+                },
             )
-            .await;
-            match r {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    return Err(self.topology_err(
-                        &e,
-                        format!(
-                            "queue '{queue}' (config: durable, queue_type = {}, dead_letter_exchange = {})",
-                            cfg.queue_type.as_str(),
-                            cfg.dead_letter_exchange.as_deref().unwrap_or("none")
-                        ),
-                    ))
-                }
-                Err(_) => return Err(self.timeout_err("queue.declare")),
-            }
+            .await?;
             if !cfg.exchange.is_empty() {
-                let r = tokio::time::timeout(
-                    self.timeout,
+                self.declare_step(
+                    "queue.bind",
                     chan.queue_bind(
                         queue.as_str().into(),
                         self.exchange.clone(),
@@ -280,24 +266,32 @@ impl AmqpSink {
                         QueueBindOptions::default(),
                         FieldTable::default(),
                     ),
+                    || {
+                        format!(
+                            "binding queue '{queue}' to exchange '{}' with key '{}'",
+                            cfg.exchange, cfg.binding_key
+                        )
+                    },
                 )
-                .await;
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        return Err(self.topology_err(
-                            &e,
-                            format!(
-                                "binding queue '{queue}' to exchange '{}' with key '{}'",
-                                cfg.exchange, cfg.binding_key
-                            ),
-                        ))
-                    }
-                    Err(_) => return Err(self.timeout_err("queue.bind")),
-                }
+                .await?;
             }
         }
         Ok(())
+    }
+
+    /// One topology step (declare, bind) within the timeout; a refusal is
+    /// explained by `describe` (what the config asked for).
+    async fn declare_step<T>(
+        &self,
+        method: &'static str,
+        fut: impl std::future::Future<Output = lapin::Result<T>>,
+        describe: impl FnOnce() -> String,
+    ) -> Result<T, AmqpError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.topology_err(&e, describe())),
+            Err(_) => Err(self.timeout_err(method)),
+        }
     }
 
     pub(super) fn topology_err(&self, e: &lapin::Error, what: String) -> AmqpError {

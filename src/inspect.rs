@@ -59,6 +59,10 @@ pub struct Report {
     pub columns: Vec<Column>,
     /// The time as written in the first record.
     pub time_sample: Option<String>,
+    /// Its format (chrono `strftime` syntax), when one of the accepted ones.
+    pub time_format: Option<&'static str>,
+    /// The first record has no time: the time of reading is used.
+    pub time_read: bool,
     /// Times carry no offset: they are read in the configured zone.
     pub times_local: bool,
     pub timezone: String,
@@ -322,7 +326,7 @@ pub fn inspect(
     let mut p = LineParser::new(settings.clone(), name.clone());
     let (mut charges, mut dead) = (0u64, 0u64);
     let (mut pos, mut neg) = (0u64, 0u64);
-    let mut first_charges = Vec::new();
+    let mut first_charges: Vec<serde_json::Value> = Vec::new();
     let mut dead_letters = Vec::new();
     crate::source::historical::read_lines(&canonical, max_line, |line, _| {
         match p.parse(&line) {
@@ -441,6 +445,12 @@ pub fn inspect(
         banner,
         header: layout.and_then(|l| l.header),
         columns,
+        time_format: time_sample
+            .as_deref()
+            .and_then(crate::format::time_format_of),
+        time_read: first_charges
+            .first()
+            .is_some_and(|c| c["data"]["time_source"] == "read"),
         time_sample,
         times_local,
         timezone: src.timezone.clone(),
@@ -498,7 +508,13 @@ pub fn print_diagnostics(r: &Report, out: &mut impl std::io::Write) -> std::io::
         } else {
             "with its offset".into()
         };
-        writeln!(out, "  time:      {t:?} ({how})")?;
+        let format = r.time_format.unwrap_or("not one of the accepted formats");
+        writeln!(out, "  time:      {t:?}, format {format} ({how})")?;
+    } else if r.time_read {
+        writeln!(
+            out,
+            "  time:      none in the first record: the time of reading is used"
+        )?;
     }
     writeln!(
         out,

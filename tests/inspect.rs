@@ -134,6 +134,18 @@ fn print_logger_report_names_banner_header_and_extra_columns() {
 fn job_details() {
     check_shape("job-details/jobs-2026-11-20.txt", "job-details");
     check_shape("job-details/jobs-manual-shapes.txt", "job-details");
+    let out = inspect(&[sample("job-details/jobs-2026-11-20.txt").to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("\"20261120T090256\", format %Y%m%dT%H%M%S"),
+        "{err}"
+    );
+    // Its first record has no time: the time of reading is said.
+    let out = inspect(&[sample("job-details/jobs-manual-shapes.txt")
+        .to_str()
+        .unwrap()]);
+    let err = text(&out.stderr);
+    assert!(err.contains("the time of reading is used"), "{err}");
 }
 
 #[test]
@@ -204,6 +216,8 @@ fn json_gives_the_same_facts() {
     assert_eq!(v["dead_letters"][0]["line"], 19);
     assert_eq!(v["columns"][4]["field"], "amount");
     assert_eq!(v["times_local"], true);
+    assert_eq!(v["time_sample"], "2026-11-20 08:41:41");
+    assert_eq!(v["time_format"], "%Y-%m-%d %H:%M:%S%.f");
     assert!(v["first_charges"].as_array().unwrap().len() == 5);
     assert!(v["section"].as_str().unwrap().starts_with("[source]\n"));
 }

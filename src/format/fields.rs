@@ -36,6 +36,36 @@ const DATE_FORMATS: &[&str] = &["%Y-%m-%d", "%Y%m%d", "%Y/%m/%d"];
 
 const TIME_FORMATS: &[&str] = &["%H:%M:%S%.f", "%H:%M", "%I:%M:%S %p", "%I:%M %p", "%H%M%S"];
 
+/// Which of the accepted formats (chrono `strftime` syntax) reads `raw`: a
+/// date and time, a date, or a time of day. For `chargetail inspect`; the
+/// parsers do not use it.
+pub fn time_format_of(raw: &str) -> Option<&'static str> {
+    use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+    let raw = raw.trim();
+    if DateTime::parse_from_rfc3339(raw).is_ok() {
+        return Some("RFC 3339 (%Y-%m-%dT%H:%M:%S%.f%:z)");
+    }
+    let full = OFFSET_FORMATS
+        .iter()
+        .find(|f| DateTime::parse_from_str(raw, f).is_ok());
+    full.or_else(|| {
+        LOCAL_FORMATS
+            .iter()
+            .find(|f| NaiveDateTime::parse_from_str(raw, f).is_ok())
+    })
+    .or_else(|| {
+        DATE_FORMATS
+            .iter()
+            .find(|f| NaiveDate::parse_from_str(raw, f).is_ok())
+    })
+    .or_else(|| {
+        TIME_FORMATS
+            .iter()
+            .find(|f| NaiveTime::parse_from_str(raw, f).is_ok())
+    })
+    .copied()
+}
+
 const TIME_EXAMPLES: &str = "expected e.g. 2026-11-20 09:14:03, 2026-11-20T09:14:03+11:00, \
                              20261120T091403 or 2026-11-20 9:14:03 PM";
 

@@ -43,7 +43,7 @@ use serde::Deserialize;
 use crate::charge::{charge_id, Charge, OrdinalCounter, Origin};
 use crate::source::Line;
 
-pub use fields::{parse_amount, parse_datetime, resolve_local};
+pub use fields::{parse_amount, parse_datetime, resolve_local, time_format_of};
 
 /// The input profiles of the contract.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]

@@ -242,3 +242,18 @@ fn a_configured_zone_is_kept_and_not_warned_about() {
     assert!(o.contains("timezone = \"Australia/Melbourne\"\n"), "{o}");
     assert!(!e.contains("no zone is configured"), "{e}");
 }
+
+#[test]
+fn a_file_no_profile_reads_exits_1_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("notes.txt");
+    std::fs::write(&f, "hello world\nfoo bar\n").unwrap();
+    let out = inspect(&[f.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no charge could be read from the file"),
+        "{err}"
+    );
+    assert!(err.contains("notes.txt:2: "), "{err}");
+}

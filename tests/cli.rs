@@ -178,6 +178,43 @@ fn a_closed_stdout_ends_commands_quietly_with_status_0() {
 }
 
 #[test]
+fn dead_letters_list_json_into_a_closed_pipe_ends_quietly() {
+    // Thousands of unparsable lines become dead letters: their JSON listing
+    // outgrows the pipe buffer after the reader is gone (`| head`).
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = String::from("time\tuser\tamount\n");
+    for i in 0..3_000 {
+        data.push_str(&format!("not a time {i}\tu{i}\t-1.20\n"));
+    }
+    let f = dir.path().join("tx.log");
+    std::fs::write(&f, data).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[source]\nname='pc'\npath='{}'\ntimezone='UTC'\n[state]\npath='s.db'\n",
+            f.display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    run_cli(&["replay", "--config", c, f.to_str().unwrap()]);
+    let listed = run_cli(&["dead-letters", "--config", c, "list", "--json"]);
+    assert!(
+        listed.stdout.len() > 256 * 1024,
+        "the listing must outgrow a pipe: {} bytes",
+        listed.stdout.len()
+    );
+    let out = run_into_closed_pipe(&["dead-letters", "--config", c, "list", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("rror"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn errors_are_said_once_and_check_warns_of_a_path_in_no_directory() {
     let out = run_cli(&["status", "--config", "/nonexistent/chargetail.toml"]);
     assert_eq!(out.status.code(), Some(2));

@@ -251,10 +251,16 @@ pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow
                             Some("pending") => {
                                 // Queued by an interrupted replay or the
                                 // daemon: this run sees it through.
-                                if !store.adopt(&c.id, run)? {
+                                if store.adopt(&c.id, run)? {
+                                    summary.already_queued += 1;
+                                } else if store.known(&c.id)?.as_deref() == Some("delivered") {
+                                    // The daemon delivered it between the
+                                    // look-up and the adoption.
+                                    summary.already_delivered += 1;
+                                } else {
+                                    // This run's own: repeated in the input.
                                     continue;
                                 }
-                                summary.already_queued += 1;
                             }
                             Some("dead") => {
                                 if store.requeue_dead(&c.id, run, &c.payload)? {

@@ -309,15 +309,33 @@ impl Client {
         user: &str,
         props: &[String],
     ) -> Result<Vec<String>, CallError> {
+        self.properties("api.getUserProperties", user, props).await
+    }
+
+    /// `api.getSharedAccountProperties(token, account, [props])`.
+    pub async fn shared_account_properties(
+        &self,
+        account: &str,
+        props: &[String],
+    ) -> Result<Vec<String>, CallError> {
+        self.properties("api.getSharedAccountProperties", account, props)
+            .await
+    }
+
+    /// One property call (`method(token, name, [props])`): one value per
+    /// property asked, in order.
+    async fn properties(
+        &self,
+        method: &str,
+        name: &str,
+        props: &[String],
+    ) -> Result<Vec<String>, CallError> {
         let names = props
             .to_vec()
             .try_to_value()
             .map_err(|e| CallError::Protocol(e.to_string()))?;
         let v = self
-            .call(
-                "api.getUserProperties",
-                vec![dxr::Value::String(user.into()), names],
-            )
+            .call(method, vec![dxr::Value::String(name.into()), names])
             .await?;
         let values =
             Vec::<String>::try_from_value(&v).map_err(|e| CallError::Protocol(e.to_string()))?;
@@ -329,25 +347,6 @@ impl Client {
             )));
         }
         Ok(values)
-    }
-
-    /// `api.getSharedAccountProperties(token, account, [props])`.
-    pub async fn shared_account_properties(
-        &self,
-        account: &str,
-        props: &[String],
-    ) -> Result<Vec<String>, CallError> {
-        let names = props
-            .to_vec()
-            .try_to_value()
-            .map_err(|e| CallError::Protocol(e.to_string()))?;
-        let v = self
-            .call(
-                "api.getSharedAccountProperties",
-                vec![dxr::Value::String(account.into()), names],
-            )
-            .await?;
-        Vec::<String>::try_from_value(&v).map_err(|e| CallError::Protocol(e.to_string()))
     }
 
     /// `api.isUserExists(token, user)`: what `chargetail check` asks.

@@ -26,17 +26,13 @@ use crate::source::{FollowOptions, Follower, Notice, SourceEvent};
 use crate::stats::Stats;
 use crate::store::{BadLine, Store};
 
-/// WAL pages (4 MiB, SQLite's default) after which a commit of the daemon
-/// checkpoints. A checkpoint's fsync runs inside the committing thread's
-/// commit: at the store's default of 32 MiB it took 70-90 ms here every
-/// ~5 s at 200 lines/s, which was the whole p99 of line → broker latency;
-/// at 4 MiB it is a few ms, more often.
-const DAEMON_WAL_AUTOCHECKPOINT: u32 = 1000;
-
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     let _lock = RunLock::acquire(&cfg.state.path)?;
     let store = Store::open(&cfg.state.path)?;
-    store.set_wal_autocheckpoint(DAEMON_WAL_AUTOCHECKPOINT)?;
+    // No commit of the daemon runs a checkpoint (its fsync would hold up
+    // the line behind it): a thread of their own does, between bursts.
+    let checkpointer = crate::store::Checkpointer::start(&cfg.state.path)?;
+    checkpointer.attach(&store)?;
     let settings = Arc::new(
         cfg.source
             .format_settings()
@@ -69,7 +65,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     // Checked above; a second full scan would only double the start time.
     let deliver_store = Store::open_unchecked(&cfg.state.path)?;
-    deliver_store.set_wal_autocheckpoint(DAEMON_WAL_AUTOCHECKPOINT)?;
+    checkpointer.attach(&deliver_store)?;
     let sink = cfg.make_sink()?;
     let policy = cfg.delivery.retry_policy();
     let deliver = {

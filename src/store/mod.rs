@@ -15,12 +15,14 @@
 //! add an fsync to every commit (several ms each on common disks), which
 //! buys nothing that the source file does not already give us.
 
+mod checkpoint;
 mod commit;
 mod dead;
 mod outbox;
 mod reports;
 mod schema;
 
+pub use checkpoint::{CheckpointCounts, Checkpointer};
 pub use commit::{BadLine, Committed, NewCharge};
 pub use dead::DeadLetter;
 pub use outbox::{Pending, Record};
@@ -190,10 +192,9 @@ impl Store {
     }
 
     /// WAL pages after which a commit on this connection checkpoints (and
-    /// fsyncs) before it returns. `open` sets 8192 (32 MiB) for throughput;
-    /// the daemon lowers it on its connections: the checkpoint runs inside
-    /// the commit of the reading or delivering thread, and its fsync of up
-    /// to 32 MiB of WAL stalls that thread for tens of milliseconds.
+    /// fsyncs) before it returns. `open` sets 8192 (32 MiB) for throughput
+    /// (replay, the CLI tools); the daemon's connections have 0 (none) and a
+    /// [`Checkpointer`] instead, see `checkpoint.rs`.
     pub fn set_wal_autocheckpoint(&self, pages: u32) -> Result<(), StoreError> {
         self.conn
             .pragma_update(None, "wal_autocheckpoint", pages)

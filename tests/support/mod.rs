@@ -440,14 +440,40 @@ pub fn free_http_port() -> u16 {
 /// `GET path` on 127.0.0.1:port, waiting for the daemon to listen; the
 /// whole response, headers included.
 pub fn http_get(port: u16, path: &str) -> String {
+    http_request(port, path, "").raw
+}
+
+/// An HTTP/1.0 response read to its end.
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+    pub raw: String,
+}
+
+/// `GET path` with extra header lines (each ending in `\r\n`), waiting up
+/// to 10 s for the daemon to listen.
+pub fn http_request(port: u16, path: &str, headers: &str) -> HttpResponse {
     use std::io::Read;
     for _ in 0..100 {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).unwrap();
-            return buf;
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{headers}\r\n").unwrap();
+            let mut raw = String::new();
+            s.read_to_string(&mut raw).unwrap();
+            let status = raw
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+            let (head, body) = (head.to_string(), body.to_string());
+            return HttpResponse {
+                status,
+                head,
+                body,
+                raw,
+            };
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -246,14 +246,7 @@ impl Rig {
     }
 
     fn dead_letters(&self) -> Vec<serde_json::Value> {
-        let out = run_cli(&["dead-letters", "--config", self.cfg(), "list", "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array().unwrap().clone()
+        support::dead_letters(Path::new(self.cfg()))
     }
 
     fn retry_dead_letters(&self) -> String {

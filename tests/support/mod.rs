@@ -428,6 +428,19 @@ pub async fn drain(url: &str, queue: &str) -> Vec<Delivery> {
     out
 }
 
+/// `dead-letters list --json` for a config: the dead letters, oldest first.
+pub fn dead_letters(cfg: &Path) -> Vec<serde_json::Value> {
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let out = run_cli(&["dead-letters", "--config", cfg, "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().clone()
+}
+
 /// A port nothing listens on yet (for `[http] listen`).
 pub fn free_http_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -186,16 +186,7 @@ fn bad_lines_become_dead_letters_and_reading_goes_on() {
     assert_eq!(d.wait_for(2, T), 2);
     let (_, lines) = d.stop();
     assert_eq!(tx_ids(&lines), ["tx-000001", "tx-000002"]);
-    let out = run_cli(&[
-        "dead-letters",
-        "--config",
-        cfg.to_str().unwrap(),
-        "list",
-        "--json",
-    ]);
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let dead = v.as_array().unwrap();
+    let dead = dead_letters(&cfg);
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["line"], 3);
     assert_eq!(dead[0]["kind"], "line");

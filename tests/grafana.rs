@@ -4,25 +4,9 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use support::*;
-
-fn get(port: u16, path: &str) -> String {
-    for _ in 0..100 {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).unwrap();
-            return buf;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("nothing listens on {port}");
-}
 
 /// Every `expr` and template query in the dashboard.
 fn queries(v: &serde_json::Value, out: &mut Vec<String>) {
@@ -84,11 +68,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
     let file = dir.path().join("tx.log");
     append(&file, HEADER);
     append(&file, &tx_line(1));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_http_port();
     let cfg = write_config(
         dir.path(),
         "tx*.log",
@@ -96,7 +76,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
     );
     let mut d = Daemon::start(&cfg);
     assert_eq!(d.wait_for(1, Duration::from_secs(30)), 1);
-    let metrics = get(port, "/metrics");
+    let metrics = http_get(port, "/metrics");
     // Series names as exported: each sample line's name, and that each
     // carries the `source` label the dashboard filters on.
     let mut exported = BTreeSet::new();

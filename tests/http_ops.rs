@@ -3,50 +3,18 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use support::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A plain HTTP/1.0 GET: (status, body).
 fn get(port: u16, path: &str) -> (u16, String) {
-    for _ in 0..100 {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).unwrap();
-            let status = buf
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            let body = buf
-                .split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default();
-            return (status, body);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("nothing listens on {port}");
+    let r = http_request(port, path, "");
+    (r.status, r.body)
 }
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no metric {name}"))
+    support::metric(text, name).unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 #[test]
@@ -57,7 +25,7 @@ fn health_metrics_and_status_follow_the_flow() {
     for n in 0..10 {
         append(&file, &tx_line(n));
     }
-    let port = free_port();
+    let port = free_http_port();
     let cfg = write_config(
         dir.path(),
         "tx*.log",
@@ -126,9 +94,9 @@ fn backpressure_pauses_reading_at_the_bound_and_health_says_why() {
     for n in 0..3000 {
         append(&file, &tx_line(n));
     }
-    let port = free_port();
+    let port = free_http_port();
     // A sink that cannot be reached: nothing listens on this port.
-    let dead = free_port();
+    let dead = free_http_port();
     let cfg = write_config(
         dir.path(),
         "tx.log",

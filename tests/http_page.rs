@@ -4,40 +4,17 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use support::*;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A plain HTTP/1.0 GET with extra header lines: (status, head, body).
 fn get(port: u16, path: &str, headers: &str) -> (u16, String, String) {
-    for _ in 0..100 {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{headers}\r\n").unwrap();
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).unwrap();
-            let status = buf
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-            return (status, head.to_string(), body.to_string());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("nothing listens on {port}");
+    let r = http_request(port, path, headers);
+    (r.status, r.head, r.body)
 }
 
 fn chromium_bin() -> &'static str {
@@ -167,7 +144,7 @@ fn status_page_in_headless_chromium_shows_the_running_daemon() {
         append(&file, &tx_line(n));
     }
     append(&file, "a line that is no transaction <b>\n");
-    let port = free_port();
+    let port = free_http_port();
     let cfg = write_config(
         dir.path(),
         "tx*.log",
@@ -240,7 +217,7 @@ fn token_file_guards_all_but_healthz() {
     append(&file, HEADER);
     append(&file, &tx_line(1));
     std::fs::write(dir.path().join("http-token"), "Zq8-s3cret-token\n").unwrap();
-    let port = free_port();
+    let port = free_http_port();
     let cfg = write_config(
         dir.path(),
         "tx*.log",
@@ -282,7 +259,7 @@ fn listening_beyond_loopback_without_a_token_warns() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tx.log");
     append(&file, HEADER);
-    let port = free_port();
+    let port = free_http_port();
     let cfg = write_config(
         dir.path(),
         "tx*.log",

@@ -169,14 +169,7 @@ fn bad_lines_exit_1_and_the_rest_is_delivered() {
     assert_eq!(lines.len(), 11);
     assert_eq!(s["bad_lines"], 1);
     assert_eq!(tx_ids(&lines).last().unwrap(), "tx-000010");
-    let out = run_cli(&[
-        "dead-letters",
-        "--config",
-        cfg.to_str().unwrap(),
-        "list",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = dead_letters(&cfg);
     assert_eq!(v[0]["line"], 12);
     assert!(v[0]["reason"].as_str().unwrap().contains("not-money"));
 }

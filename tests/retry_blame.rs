@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use support::{append, bin, run_cli, tx_line, write_config, HEADER};
+use support::{append, bin, dead_letters, run_cli, tx_line, write_config, HEADER};
 use webhook_support::{new_secret, serve, Hit, Reply, Server};
 
 /// A `chargetail run` with stderr in a log file; killed when dropped.
@@ -42,23 +42,6 @@ impl Drop for Run {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn dead_letters(cfg: &Path) -> Vec<serde_json::Value> {
-    let out = run_cli(&[
-        "dead-letters",
-        "--config",
-        cfg.to_str().unwrap(),
-        "list",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v.as_array().unwrap().clone()
 }
 
 /// (delivered, pending, dead charges) from `status --json`.

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{append, bin, run_cli, wait_timeout, write_config, HEADER};
+use support::{append, bin, free_http_port, run_cli, wait_timeout, write_config, HEADER};
 use webhook_support::{new_secret, serve, verify, Hit, Reply, Server};
 
 /// Generous: two busy cores are shared with other test runs.
@@ -42,14 +42,6 @@ fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
 /// One transaction line; the transaction id fixes the charge id.
 fn line(n: u64) -> String {
     support::tx_line(n)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A receiver on loopback, a source file and a config for the webhook sink.
@@ -117,7 +109,7 @@ impl Rig {
         let secret = new_secret();
         let secret_file = dir.path().join("webhook-secret");
         std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
-        let http = opts.http.then(|| format!("127.0.0.1:{}", free_port()));
+        let http = opts.http.then(|| format!("127.0.0.1:{}", free_http_port()));
         let http_table = match &http {
             Some(a) => format!("\n[http]\nlisten = \"{a}\"\n"),
             None => String::new(),
@@ -254,14 +246,7 @@ impl Rig {
     }
 
     fn dead_letters(&self) -> Vec<serde_json::Value> {
-        let out = run_cli(&["dead-letters", "--config", self.cfg(), "list", "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array().unwrap().clone()
+        support::dead_letters(Path::new(self.cfg()))
     }
 
     fn retry_dead_letters(&self) -> String {

@@ -428,6 +428,19 @@ pub async fn drain(url: &str, queue: &str) -> Vec<Delivery> {
     out
 }
 
+/// `dead-letters list --json` for a config: the dead letters, oldest first.
+pub fn dead_letters(cfg: &Path) -> Vec<serde_json::Value> {
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let out = run_cli(&["dead-letters", "--config", cfg, "list", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array().unwrap().clone()
+}
+
 /// A port nothing listens on yet (for `[http] listen`).
 pub fn free_http_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -440,14 +453,40 @@ pub fn free_http_port() -> u16 {
 /// `GET path` on 127.0.0.1:port, waiting for the daemon to listen; the
 /// whole response, headers included.
 pub fn http_get(port: u16, path: &str) -> String {
+    http_request(port, path, "").raw
+}
+
+/// An HTTP/1.0 response read to its end.
+pub struct HttpResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+    pub raw: String,
+}
+
+/// `GET path` with extra header lines (each ending in `\r\n`), waiting up
+/// to 10 s for the daemon to listen.
+pub fn http_request(port: u16, path: &str, headers: &str) -> HttpResponse {
     use std::io::Read;
     for _ in 0..100 {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).unwrap();
-            return buf;
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n{headers}\r\n").unwrap();
+            let mut raw = String::new();
+            s.read_to_string(&mut raw).unwrap();
+            let status = raw
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+            let (head, body) = (head.to_string(), body.to_string());
+            return HttpResponse {
+                status,
+                head,
+                body,
+                raw,
+            };
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -119,6 +119,10 @@ pub struct DeliveryConfig {
     /// Charges handed to the sink at once.
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Committed charges held in memory for delivery; beyond, delivery
+    /// reads them back from the outbox.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
 }
 
 impl SourceConfig {
@@ -171,6 +175,7 @@ impl Default for DeliveryConfig {
             retry_max_ms: default_retry_max_ms(),
             give_up_after_secs: 0,
             batch: default_batch(),
+            queue: default_queue(),
         }
     }
 }
@@ -249,6 +254,10 @@ fn default_retry_initial_ms() -> u64 {
 fn default_retry_max_ms() -> u64 {
     60_000
 }
+fn default_queue() -> usize {
+    4096
+}
+
 fn default_batch() -> usize {
     1000
 }

@@ -3,8 +3,9 @@
 //!
 //! Threads: the source loop is blocking file I/O and SQLite, so it runs on
 //! its own thread; delivery runs on a small tokio runtime (the sinks are
-//! async). They share nothing but the SQLite file (each has a connection),
-//! a `Notify` to wake delivery after a commit, the stats and the shutdown.
+//! async). They share the SQLite file (each has a connection), the
+//! `Handoff` that carries committed charges to delivery in memory (and wakes
+//! it), the stats and the shutdown.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,10 +14,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::deliver::{DeliverSettings, Deliverer};
+use crate::deliver::{DeliverSettings, Deliverer, Handoff, OtherWriters};
 use crate::format::{FormatSettings, LineParser};
 use crate::ingest::Batch;
 use crate::run_lock::RunLock;
@@ -55,7 +55,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     )?;
 
     let stats = Arc::new(Stats::default());
-    let wake = Arc::new(Notify::new());
+    let handoff = Arc::new(Handoff::new(cfg.delivery.queue));
+    // Before delivery starts (see `OtherWriters::new`).
+    let other_writers = OtherWriters::new(&store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -69,20 +71,22 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let sink = cfg.make_sink()?;
     let policy = cfg.delivery.retry_policy();
     let deliver = {
-        let (stats, wake, shutdown, cfg) =
-            (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
+        let (stats, handoff, shutdown, cfg) = (
+            stats.clone(),
+            handoff.clone(),
+            shutdown.clone(),
+            cfg.clone(),
+        );
         runtime.spawn(async move {
-            let d = Deliverer {
-                store: deliver_store,
+            let d = Deliverer::new(
+                deliver_store,
                 sink,
                 policy,
-                batch: cfg.delivery.batch,
-                wake,
+                cfg.delivery.batch,
+                handoff,
                 stats,
-                reload: Some(reload_rx),
-                resume_seen: None,
-                head: None,
-            };
+            )
+            .with_reload(reload_rx);
             run_deliverer(d, shutdown).await
         })
     };
@@ -142,11 +146,21 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         "chargetail running"
     );
     let source_result = {
-        let (stats, wake, shutdown, cfg) =
-            (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
+        let (stats, handoff, shutdown, cfg) = (
+            stats.clone(),
+            handoff.clone(),
+            shutdown.clone(),
+            cfg.clone(),
+        );
         std::thread::Builder::new()
             .name("chargetail-source".into())
-            .spawn(move || source_loop(&cfg, store, billing, settings, stats, wake, shutdown))
+            .spawn(move || {
+                let delivery = Delivery {
+                    handoff,
+                    other_writers,
+                };
+                source_loop(&cfg, store, billing, settings, stats, delivery, shutdown)
+            })
             .context("starting the source thread")?
             .join()
             .map_err(|_| anyhow!("the source thread panicked"))?
@@ -259,6 +273,13 @@ fn reload_config(current: &Config) -> Option<Config> {
     Some(next)
 }
 
+/// What the reading side tells delivery through: committed charges, and
+/// other processes' changes it notices on its poll.
+struct Delivery {
+    handoff: Arc<Handoff>,
+    other_writers: OtherWriters,
+}
+
 /// The reading side: follow files, parse, commit charges + position.
 fn source_loop(
     cfg: &Config,
@@ -266,9 +287,13 @@ fn source_loop(
     mut billing: crate::billing::Billing,
     settings: Arc<FormatSettings>,
     stats: Arc<Stats>,
-    wake: Arc<Notify>,
+    delivery: Delivery,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let Delivery {
+        handoff,
+        mut other_writers,
+    } = delivery;
     let opts = FollowOptions {
         pattern: cfg.source.path.clone(),
         poll_interval: cfg.poll_interval(),
@@ -298,7 +323,7 @@ fn source_loop(
         // The mapping file changed or SIGHUP: reload; release held charges
         // a new mapping covers; queue the daily statements that are due.
         if billing.tick(&mut store).context("releasing held charges")? > 0 {
-            wake.notify_one();
+            handoff.store_changed();
         }
         if let Some(b) = billing.config().filter(|b| b.statements) {
             if last_statements.elapsed() >= Duration::from_secs(5) {
@@ -313,7 +338,7 @@ fn source_loop(
                 )
                 .context("queueing daily statements")?;
                 if n > 0 {
-                    wake.notify_one();
+                    handoff.store_changed();
                 }
                 last_statements = Instant::now();
             }
@@ -418,7 +443,7 @@ fn source_loop(
                     // A failed commit stops reading: the error propagates and
                     // the daemon exits non-zero; nothing is skipped.
                     let done = batch
-                        .commit(&mut store, Some(&checkpoint))
+                        .commit_and_hand_off(&mut store, Some(&checkpoint), &handoff)
                         .inspect_err(|_| {
                             stats
                                 .store_failed
@@ -430,9 +455,6 @@ fn source_loop(
                     backlog_est += done.inserted;
                     Stats::add(&stats.duplicates_ignored, done.duplicates);
                     Stats::add(&stats.bad_lines, batch.bad.len() as u64);
-                    if done.inserted > 0 {
-                        wake.notify_one();
-                    }
                     if checkpoint.finished {
                         parsers.remove(&checkpoint.generation);
                     }
@@ -477,6 +499,12 @@ fn source_loop(
         if !progressed {
             // Short enough that shutdown stays responsive.
             follower.wait(cfg.poll_interval().min(Duration::from_millis(250)));
+            // Another process's change to the outbox (a replay,
+            // `dead-letters retry`): noticed here, on the poll we make
+            // anyway, so an idle deliverer needs no timer of its own.
+            if other_writers.changed(&store)? {
+                handoff.store_changed();
+            }
         }
     }
     Ok(())

@@ -62,35 +62,15 @@ impl FileView {
     }
 }
 
-/// The configured sources as (name, path pattern, profile).
-fn configured_sources(s: &HttpState) -> Vec<(String, String, String)> {
-    vec![(
-        s.cfg.source.name.clone(),
-        s.cfg.source.path.clone(),
-        s.cfg.source.profile.as_str().to_string(),
-    )]
-}
-
-pub fn gather(s: &HttpState) -> PageData {
-    let now = now_ms();
-    let p = problems(s);
-    let status = service_status(&p);
-    let (totals, checkpoints, dead) = {
-        let store = lock(&s.store);
-        (
-            store.totals().ok(),
-            store.checkpoints().unwrap_or_default(),
-            store.dead_letters().unwrap_or_default(),
-        )
-    };
-    let sources = configured_sources(s)
-        .into_iter()
-        .map(|(name, path, profile)| {
-            let pattern = glob::Pattern::new(&path).ok();
+/// Each configured source with the files it follows now (position, size).
+pub fn source_views(s: &HttpState, checkpoints: &[crate::source::Checkpoint]) -> Vec<SourceView> {
+    s.cfg
+        .sources
+        .iter()
+        .map(|src| {
             let files = checkpoints
                 .iter()
-                .filter(|c| !c.finished)
-                .filter(|c| pattern.as_ref().is_some_and(|p| p.matches_path(&c.path)))
+                .filter(|c| !c.finished && c.source == src.name)
                 .map(|c| {
                     let meta = std::fs::metadata(&c.path).ok();
                     FileView {
@@ -105,13 +85,28 @@ pub fn gather(s: &HttpState) -> PageData {
                 })
                 .collect();
             SourceView {
-                name,
-                path,
-                profile,
+                name: src.name.clone(),
+                path: src.path.clone(),
+                profile: src.profile.as_str().to_string(),
                 files,
             }
         })
-        .collect();
+        .collect()
+}
+
+pub fn gather(s: &HttpState) -> PageData {
+    let now = now_ms();
+    let p = problems(s);
+    let status = service_status(&p);
+    let (totals, checkpoints, dead) = {
+        let store = lock(&s.store);
+        (
+            store.totals().ok(),
+            store.checkpoints().unwrap_or_default(),
+            store.dead_letters().unwrap_or_default(),
+        )
+    };
+    let sources = source_views(s, &checkpoints);
     let sink = s.stats.sink_health();
     let dead_total = dead.len();
     PageData {

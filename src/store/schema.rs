@@ -83,4 +83,8 @@ CREATE TABLE papercut_cache (
     PRIMARY KEY (kind, name)
 );
 "#,
+    // 4: which [[source]] follows a generation. NULL in a database written
+    // before sources had names: `Store::adopt_files` gives those rows to
+    // the configured source at start.
+    "ALTER TABLE files ADD COLUMN source TEXT;",
 ];

@@ -325,6 +325,8 @@ fn source_loop(
             source: src.name.clone(),
             pattern: src.path.clone(),
             poll_interval: src.poll_interval(),
+            idle_after: Duration::from_secs(60),
+            idle_poll_interval: Duration::from_secs(10),
             rotate_grace: Duration::from_millis(src.rotate_grace_ms),
             max_line_bytes: src.max_line_bytes,
             read_chunk: 256 * 1024,

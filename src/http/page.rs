@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::store::{now_ms, DeadLetter, Totals};
 
-use super::{lock, problems, service_status, HttpState};
+use super::{problems, service_status, HttpState};
 
 /// Seconds between reloads of the page.
 pub const REFRESH_SECS: u32 = 5;
@@ -62,35 +62,17 @@ impl FileView {
     }
 }
 
-/// The configured sources as (name, path pattern, profile).
-fn configured_sources(s: &HttpState) -> Vec<(String, String, String)> {
-    vec![(
-        s.cfg.source.name.clone(),
-        s.cfg.source.path.clone(),
-        s.cfg.source.profile.as_str().to_string(),
-    )]
-}
-
-pub fn gather(s: &HttpState) -> PageData {
-    let now = now_ms();
-    let p = problems(s);
-    let status = service_status(&p);
-    let (totals, checkpoints, dead) = {
-        let store = lock(&s.store);
-        (
-            store.totals().ok(),
-            store.checkpoints().unwrap_or_default(),
-            store.dead_letters().unwrap_or_default(),
-        )
-    };
-    let sources = configured_sources(s)
-        .into_iter()
-        .map(|(name, path, profile)| {
-            let pattern = glob::Pattern::new(&path).ok();
+/// Each configured source with the files it follows now (position, size).
+pub fn source_views(s: &HttpState, checkpoints: &[crate::source::Checkpoint]) -> Vec<SourceView> {
+    let one = s.cfg.sources.len() == 1;
+    s.cfg
+        .sources
+        .iter()
+        .map(|src| {
             let files = checkpoints
                 .iter()
-                .filter(|c| !c.finished)
-                .filter(|c| pattern.as_ref().is_some_and(|p| p.matches_path(&c.path)))
+                // Rows from before sources had names are the only source's.
+                .filter(|c| !c.finished && (c.source == src.name || (c.source.is_empty() && one)))
                 .map(|c| {
                     let meta = std::fs::metadata(&c.path).ok();
                     FileView {
@@ -105,15 +87,36 @@ pub fn gather(s: &HttpState) -> PageData {
                 })
                 .collect();
             SourceView {
-                name,
-                path,
-                profile,
+                name: src.name.clone(),
+                path: src.path.clone(),
+                profile: src.profile.as_str().to_string(),
                 files,
             }
         })
-        .collect();
+        .collect()
+}
+
+pub fn gather(s: &HttpState) -> PageData {
+    let now = now_ms();
+    // Bring the current minute of the chart up to date.
+    s.rate
+        .sample(crate::stats::Stats::get(&s.stats.delivered), now);
+    let read = s.read(|store| {
+        Ok((
+            store.totals()?,
+            store.checkpoints()?,
+            store.dead_letters_first(DEAD_SHOWN as u64)?,
+            store.dead_count()?,
+        ))
+    });
+    let p = problems(s);
+    let status = service_status(&p);
+    let (totals, checkpoints, dead, dead_total) = match read {
+        Some((t, c, d, n)) => (Some(t), c, d, n as usize),
+        None => (None, Vec::new(), Vec::new(), 0),
+    };
+    let sources = source_views(s, &checkpoints);
     let sink = s.stats.sink_health();
-    let dead_total = dead.len();
     PageData {
         now_ms: now,
         started_ms: s.started_ms,
@@ -133,7 +136,7 @@ pub fn gather(s: &HttpState) -> PageData {
         sink_connected: sink.connected,
         sink_alert: sink.alert,
         delivered_since_start: crate::stats::Stats::get(&s.stats.delivered),
-        dead: dead.into_iter().take(DEAD_SHOWN).collect(),
+        dead,
         dead_total,
     }
 }

@@ -26,7 +26,8 @@
 //! * bytes appended and then truncated away before we read them, with no
 //!   copy matching the glob (copy-then-truncate to a name outside the
 //!   glob): `Truncated`. The window is one inotify event, or one
-//!   `poll_interval` without inotify.
+//!   `poll_interval` without inotify (`idle_poll_interval` for a file idle
+//!   for `idle_after`).
 //! * truncated and rewritten beyond our offset with the same first
 //!   `FINGERPRINT_BYTES` bytes between two looks: taken for growth (the
 //!   size and first-bytes checks both pass). New PaperCut content starts
@@ -53,7 +54,7 @@ mod read;
 mod scan;
 
 use super::fingerprint::{file_id, FileId, StatKey};
-use super::watcher::Watch;
+use super::watcher::{Bell, Watch};
 use super::{Checkpoint, FollowOptions, Line, LineSplitter, Notice, SourceError, SourceEvent};
 use read::Budget;
 use scan::{find_renamed, open_checked, same_content};
@@ -104,6 +105,9 @@ struct Gen {
     last_stat: Option<StatKey>,
     /// Last growth or rotation: the grace period counts from here.
     last_change: Instant,
+    /// Last identity check (`look`): an idle generation is looked at only
+    /// every `idle_poll_interval`.
+    last_look: Option<Instant>,
     /// `cp` changed (new, fingerprint grown, moved) and was not handed over.
     unsent: bool,
     /// More to read right now than one poll's share.
@@ -139,6 +143,7 @@ impl Gen {
             prefix,
             last_stat: None,
             last_change: now,
+            last_look: None,
             unsent: false,
             backlog: false,
             error: false,
@@ -160,6 +165,28 @@ impl Gen {
             State::Active => None,
         }
     }
+
+    /// Nothing to do for it but notice a change: still at its path, all
+    /// read and handed over, not grown for `idle_after`.
+    fn idle(&self, now: Instant, opts: &FollowOptions) -> bool {
+        self.state == State::Active
+            && !self.backlog
+            && !self.unsent
+            && !self.error
+            && self.queue.is_empty()
+            && self.prefix.is_none()
+            && now.duration_since(self.last_change) >= opts.idle_after
+    }
+
+    /// Is an identity check due on this poll? Always, unless it is idle,
+    /// was looked at within `idle_poll_interval` and no write to it was seen.
+    fn look_due(&self, now: Instant, opts: &FollowOptions, written: bool) -> bool {
+        written
+            || !self.idle(now, opts)
+            || self
+                .last_look
+                .is_none_or(|t| now.duration_since(t) >= opts.idle_poll_interval)
+    }
 }
 
 enum Look {
@@ -169,6 +196,22 @@ enum Look {
         size: u64,
     },
     Failed(io::Error),
+}
+
+/// The next generation number to hand out.
+#[derive(Debug, Clone, Default)]
+pub struct Generations(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Generations {
+    /// Numbers after every generation in `known`.
+    pub fn after(known: &[Checkpoint]) -> Generations {
+        let next = known.iter().map(|c| c.generation).max().unwrap_or(0) + 1;
+        Generations(std::sync::Arc::new(next.into()))
+    }
+
+    fn next(&self) -> u64 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 pub struct Follower {
@@ -181,11 +224,16 @@ pub struct Follower {
     /// Files at matching paths known to be finished generations, with the
     /// stat that was checked (skip re-checking them until they change).
     ignored: HashMap<FileId, StatKey>,
-    next_generation: u64,
+    next_generation: Generations,
     /// Events produced outside `poll` (by `new`), handed out first.
     pending: Vec<SourceEvent>,
     watch: Option<Watch>,
     last_scan: Option<Instant>,
+    /// Last event handed out (or the start): the follower is *quiet* (glob
+    /// at `idle_poll_interval`) once this is `idle_after` ago.
+    last_activity: Instant,
+    /// Identity checks (fstat) done: how much an idle follower still works.
+    looks: u64,
     force_scan: bool,
     /// Paths reported unreadable (reported again only after a success).
     unreadable: HashSet<PathBuf>,
@@ -233,7 +281,7 @@ impl Follower {
         opts.max_batch_lines = opts.max_batch_lines.max(1);
         opts.max_line_bytes = opts.max_line_bytes.max(1);
         let mut f = Follower {
-            next_generation: checkpoints.iter().map(|c| c.generation).max().unwrap_or(0) + 1,
+            next_generation: Generations::after(&checkpoints),
             buf: vec![0; opts.read_chunk],
             opts,
             matcher,
@@ -244,6 +292,8 @@ impl Follower {
             pending: Vec::new(),
             watch: None,
             last_scan: None,
+            last_activity: Instant::now(),
+            looks: 0,
             force_scan: true,
             unreadable: HashSet::new(),
             max_open: MAX_OPEN_FILES,
@@ -267,6 +317,18 @@ impl Follower {
             f.watch = Watch::start(&f.opts.pattern);
         }
         Ok(f)
+    }
+
+    /// Draw generation numbers from `g`, shared by the followers of one
+    /// state database (the number is the files table's key across sources).
+    pub fn share_generations(&mut self, g: &Generations) {
+        g.0.fetch_max(
+            self.next_generation
+                .0
+                .load(std::sync::atomic::Ordering::Relaxed),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.next_generation = g.clone();
     }
 
     /// For tests and tuning: how many idle files may stay open.
@@ -348,9 +410,10 @@ impl Follower {
         let now = Instant::now();
         let mut events = std::mem::take(&mut self.pending);
         let seen = self.watch.as_ref().map(|w| w.take()).unwrap_or_default();
+        let every = self.scan_every(now);
         let due = self
             .last_scan
-            .is_none_or(|t| now.duration_since(t) >= self.opts.poll_interval);
+            .is_none_or(|t| now.duration_since(t) >= every);
         let mut scan = due || seen.scan || self.force_scan;
         let mut budget = Budget::new();
         // A finish can unblock a path, a truncation needs the file found
@@ -366,27 +429,65 @@ impl Follower {
             } else {
                 self.reopen_dirty(&seen.dirty);
             }
-            self.read_pass(now, &mut events, &mut budget);
+            self.read_pass(now, &seen.dirty, &mut events, &mut budget);
             if !self.force_scan {
                 break;
             }
             scan = true;
         }
         self.limit_open_files();
+        if !events.is_empty() {
+            self.last_activity = now;
+        }
         Ok(events)
+    }
+
+    /// The glob's period: `poll_interval`, or `idle_poll_interval` (if
+    /// longer) once nothing has happened for `idle_after` and every file is
+    /// idle.
+    fn scan_every(&self, now: Instant) -> Duration {
+        let quiet = now.duration_since(self.last_activity) >= self.opts.idle_after
+            && self.live.iter().all(|g| g.idle(now, &self.opts));
+        if quiet {
+            self.opts.poll_interval.max(self.opts.idle_poll_interval)
+        } else {
+            self.opts.poll_interval
+        }
     }
 
     /// Block until the watcher reports a change or `timeout` passes. Returns
     /// earlier when there is work already (backlog, a scan or a rotation
     /// grace period due), so a long timeout never delays the stat poll.
     pub fn wait(&mut self, timeout: Duration) {
+        let limit = self.wait_limit(timeout);
+        if limit.is_zero() {
+            return;
+        }
+        match &self.watch {
+            Some(w) => w.wait(limit),
+            None => std::thread::sleep(limit),
+        }
+    }
+
+    /// Also ring `bell` when this follower's watcher sees a change: one
+    /// thread following several sources waits on the bell (`Bell::wait`
+    /// for the least `wait_limit` of them).
+    pub fn set_bell(&mut self, bell: Bell) {
+        if let Some(w) = &self.watch {
+            w.set_bell(bell);
+        }
+    }
+
+    /// How long `wait` may block at most: zero when there is work already
+    /// (backlog, a scan or a rotation grace period due).
+    pub fn wait_limit(&self, timeout: Duration) -> Duration {
         let now = Instant::now();
         if !self.pending.is_empty() || self.force_scan || self.live.iter().any(|g| g.backlog) {
-            return;
+            return Duration::ZERO;
         }
         let mut limit = timeout;
         if let Some(t) = self.last_scan {
-            limit = limit.min((t + self.opts.poll_interval).saturating_duration_since(now));
+            limit = limit.min((t + self.scan_every(now)).saturating_duration_since(now));
         }
         for g in &self.live {
             if g.rotated_from().is_some() {
@@ -394,10 +495,12 @@ impl Follower {
                 limit = limit.min(due.saturating_duration_since(now));
             }
         }
-        match &self.watch {
-            Some(w) => w.wait(limit),
-            None => std::thread::sleep(limit),
-        }
+        limit
+    }
+
+    /// Identity checks (one fstat each) done so far.
+    pub fn looks(&self) -> u64 {
+        self.looks
     }
 
     /// The current checkpoint of every generation known (for status/lag).

@@ -70,6 +70,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // Checked above; a second full scan would only double the start time.
     let deliver_store = Store::open_unchecked(&cfg.state.path)?;
     checkpointer.attach(&deliver_store)?;
+    let reader = Store::open_unchecked(&cfg.state.path)?;
     let sink = cfg.make_sink()?;
     let policy = cfg.delivery.retry_policy();
     let deliver = {
@@ -88,6 +89,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 handoff,
                 stats,
             )
+            .with_reader(reader)
             .with_reload(reload_rx);
             run_deliverer(d, shutdown).await
         })

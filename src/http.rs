@@ -356,6 +356,11 @@ fn render_metrics(s: &HttpState) -> String {
         "Failed delivery attempts.",
         Stats::get(&st.retried),
     );
+    counter(
+        "chargetail_deliver_store_reads_total",
+        "Times delivery read pending charges back from the outbox (start, retries, overflow, another process's change); new charges reach it in memory.",
+        Stats::get(&st.deliver_store_reads),
+    );
     let dead = Stats::get(&st.dead_lettered);
     let rejected = Stats::get(&st.dead_rejected);
     let _ = writeln!(

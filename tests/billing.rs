@@ -640,3 +640,130 @@ fn statements_digest_the_charge_ids_received_per_account_and_day() {
     assert!(run.seen.is_empty(), "{:?}", run.seen);
     assert_eq!(run.stop(), Some(0));
 }
+
+/// SIGHUP re-reads the mapping even when the file looks unchanged (same
+/// size, inode and mtime, so the once-a-second look cannot see it): the
+/// daemon is stopped (SIGSTOP) while the file is rewritten in place and its
+/// mtime put back.
+#[test]
+fn sighup_reloads_a_mapping_the_file_watch_cannot_see() {
+    use std::io::{Seek, Write};
+    let raw = raw_lines();
+    let (dir, cfg) = setup(
+        "papercut,customer_id\nAcme Design,cus_acme\n",
+        "[sink]\nkind = \"stdout\"",
+        "unmapped = \"hold\"",
+    );
+    let acme = raw.iter().filter(|r| r.account == "Acme Design").count();
+    let koala = raw.iter().filter(|r| r.account == "Koala Labs").count();
+    let mut run = Run::start(dir.path(), &cfg);
+    run.wait_until(Duration::from_secs(30), |s| charges(s).len() >= acme);
+    let map = dir.path().join("accounts.csv");
+    let before = std::fs::metadata(&map).unwrap();
+    run.signal("-STOP");
+    let saved = dir.path().join("mtime-ref");
+    std::fs::write(&saved, "").unwrap();
+    assert!(Command::new("touch")
+        .arg("-r")
+        .arg(&map)
+        .arg(&saved)
+        .status()
+        .unwrap()
+        .success());
+    // Same length, written over in place (no truncation): same inode.
+    let mut f = std::fs::OpenOptions::new().write(true).open(&map).unwrap();
+    f.rewind().unwrap();
+    f.write_all(b"papercut,customer_id\nKoala Labs,cus_koala\n")
+        .unwrap();
+    drop(f);
+    assert!(Command::new("touch")
+        .arg("-r")
+        .arg(&saved)
+        .arg(&map)
+        .status()
+        .unwrap()
+        .success());
+    let after = std::fs::metadata(&map).unwrap();
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (before.len(), before.ino(), before.modified().unwrap()),
+            (after.len(), after.ino(), after.modified().unwrap())
+        );
+    }
+    run.signal("-CONT");
+    // Unseen by the file watch: nothing released.
+    std::thread::sleep(Duration::from_millis(2500));
+    run.wait_until(Duration::from_millis(10), |_| true);
+    assert_eq!(charges(&run.seen).len(), acme);
+    run.signal("-HUP");
+    run.wait_until(Duration::from_secs(20), |s| {
+        charges(s).len() >= acme + koala
+    });
+    let koalas: Vec<_> = charges(&run.seen)
+        .into_iter()
+        .filter(|e| e["data"]["account"] == "Koala Labs")
+        .collect();
+    assert_eq!(koalas.len(), koala);
+    assert!(koalas
+        .iter()
+        .all(|e| e["data"]["billing"]["customer_id"] == "cus_koala"));
+    assert_eq!(run.stop(), Some(0));
+    let log = std::fs::read_to_string(&run.log).unwrap();
+    assert!(log.contains("account mapping (re)loaded"), "{log}");
+}
+
+/// A job refunded, cancelled or denied (PaperCut's job status) is read and
+/// delivered but bills 0: reconcile counts it as not billed and leaves it
+/// out of the amounts.
+#[test]
+fn reconcile_counts_refunded_cancelled_and_denied_jobs_as_not_billed() {
+    let (dir, cfg) = setup(FULL_MAPPING, "[sink]\nkind = \"stdout\"", "");
+    for f in std::fs::read_dir(dir.path().join("tx")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let liam = "liam.ng@harbourworks.com.au";
+    let ava = "ava.patel@harbourworks.com.au";
+    std::fs::write(
+        dir.path().join("tx/tx-2026-10-08.log"),
+        format!(
+            "time\ttransaction_id\tuser\taccount\tamount\tstatus\n\
+             2026-10-08 09:00:00\ttx-9001\t{liam}\t{liam}\t-1.20\tprinted\n\
+             2026-10-08 09:05:00\ttx-9002\t{liam}\t{liam}\t-2.40\trefunded\n\
+             2026-10-08 09:10:00\ttx-9003\t{ava}\tKoala Labs\t-3.60\tcancelled\n\
+             2026-10-08 09:15:00\ttx-9004\t{ava}\tKoala Labs\t-4.80\tdenied\n"
+        ),
+    )
+    .unwrap();
+    let (code, events) = replay_all(dir.path(), &cfg, &[]);
+    assert_eq!((code, events.len()), (0, 4));
+    let statuses: BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["data"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeSet::from(["cancelled", "charged", "denied", "refunded"])
+    );
+    let (code, rep) = reconcile(dir.path(), &cfg, &["--by", "account"]);
+    assert_eq!(code, 0, "{rep}");
+    let t = &rep["totals"];
+    assert_eq!(
+        (t["read"].as_u64(), t["delivered"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert_eq!(t["not_billed"], 3, "{rep}");
+    assert_eq!(t["amount_read"], "1.20", "{rep}");
+    assert_eq!(t["amount_delivered"], "1.20", "{rep}");
+    let koala = rep["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "Koala Labs")
+        .unwrap();
+    assert_eq!(
+        (koala["read"].as_u64(), koala["not_billed"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(koala["amount_read"], "0.00", "{koala}");
+}

@@ -523,10 +523,12 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             })
         })
         .collect();
-    let held = match crate::billing::Ledger::open_existing(&cfg.state.path)? {
-        Some(l) => l.held_count()?,
-        None => 0,
-    };
+    let (held_unmapped, held_papercut) =
+        match crate::billing::Ledger::open_existing(&cfg.state.path)? {
+            Some(l) => l.held_by_reason()?,
+            None => (0, 0),
+        };
+    let held = held_unmapped + held_papercut;
     if json {
         let v = serde_json::json!({
             "daemon_running": running,
@@ -535,6 +537,7 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             "files": files,
             "outbox": totals,
             "held": held,
+            "held_papercut": held_papercut,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -575,9 +578,14 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         "dead letters:  {} charges, {} unparsable lines",
         totals.dead_charges, totals.bad_lines
     );
-    if held > 0 {
+    if held_unmapped > 0 {
         println!(
-            "held:          {held} charges without an account mapping (`chargetail held list`)"
+            "held:          {held_unmapped} charges without an account mapping (`chargetail held list`)"
+        );
+    }
+    if held_papercut > 0 {
+        println!(
+            "held:          {held_papercut} charges waiting for PaperCut (`chargetail held list`)"
         );
     }
     if let Some(e) = totals.last_error {
@@ -594,7 +602,7 @@ fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let held = ledger.held(0, usize::MAX >> 1)?;
+    let held = ledger.held(0, usize::MAX, None)?;
     if json {
         let v: Vec<_> = held
             .iter()
@@ -603,7 +611,7 @@ fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
                     "id": h.charge.id, "user": h.user, "account": h.charge.account,
                     "account_type": h.charge.account_type, "amount": h.charge.amount,
                     "currency": h.charge.currency, "file": h.charge.file, "line": h.charge.line,
-                    "held_ms": h.created_ms,
+                    "held_ms": h.created_ms, "reason": h.reason.as_str(),
                 })
             })
             .collect();
@@ -613,7 +621,8 @@ fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         for (_, h) in &held {
             println!(
-                "{}\t{}\t{} ({})\t{} {}\t{}:{}",
+                "{}\t{}\t{}\t{} ({})\t{} {}\t{}:{}",
+                h.reason.as_str(),
                 h.charge.id,
                 h.user,
                 h.charge.account,
@@ -624,9 +633,14 @@ fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 h.charge.line
             );
         }
+        let papercut = held
+            .iter()
+            .filter(|(_, h)| h.reason == crate::billing::HoldReason::Papercut)
+            .count();
         println!(
-            "{} held: add their accounts to the mapping file",
-            held.len()
+            "{} held: {} unmapped (add their accounts to the mapping file), {papercut} waiting for PaperCut",
+            held.len(),
+            held.len() - papercut
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -272,6 +272,8 @@ fn source_loop(
     let opts = FollowOptions {
         pattern: cfg.source.path.clone(),
         poll_interval: cfg.poll_interval(),
+        idle_after: Duration::from_secs(60),
+        idle_poll_interval: Duration::from_secs(10),
         rotate_grace: Duration::from_millis(cfg.source.rotate_grace_ms),
         max_line_bytes: cfg.source.max_line_bytes,
         read_chunk: 256 * 1024,

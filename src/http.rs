@@ -4,17 +4,22 @@
 //! `GET /` is the operator's status page (see [`page`]). With `[http]
 //! token_file`, all but `/healthz` need the bearer token (see [`auth`]).
 //!
-//! Handlers read the shared stats and query SQLite through their own
-//! connection on a blocking thread, so a slow query never stalls delivery.
+//! `/healthz` answers from the in-memory stats alone. The other handlers
+//! query SQLite on a blocking thread, each request through a connection of
+//! its own ([`pool`]), so a slow query stalls neither delivery nor another
+//! request. A figure that cannot be read is absent (metrics) or null
+//! (status), never a made-up 0.
 
 pub mod auth;
 mod billing;
 pub mod page;
+pub mod pool;
 pub mod rate;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::State;
@@ -28,11 +33,15 @@ use serde_json::json;
 use crate::config::Config;
 use crate::shutdown::Shutdown;
 use crate::stats::{Stats, LATENCY_BUCKETS};
-use crate::store::{now_ms, Store};
+use crate::store::{now_ms, Store, StoreError};
+use pool::StorePool;
 
 pub struct HttpState {
     pub stats: Arc<Stats>,
-    pub store: Mutex<Store>,
+    pub store: StorePool,
+    /// The last read of the state database by a handler failed (cleared by
+    /// the next that succeeds): `/healthz` reports it without a query.
+    pub store_unreadable: AtomicBool,
     pub cfg: Config,
     pub started_ms: i64,
     /// Charges delivered per minute (sampled from `stats.delivered`).
@@ -47,7 +56,8 @@ impl HttpState {
     pub fn new(stats: Arc<Stats>, store: Store, cfg: Config, token: Option<Vec<u8>>) -> HttpState {
         HttpState {
             stats,
-            store: Mutex::new(store),
+            store: StorePool::new(store),
+            store_unreadable: AtomicBool::new(false),
             cfg,
             started_ms: now_ms(),
             rate: rate::DeliveryRate::default(),
@@ -63,10 +73,20 @@ impl HttpState {
     }
 }
 
-/// The store connection, even if a handler panicked while holding it (the
-/// connection itself is fine; a poisoned lock must not fake an outage).
-pub(crate) fn lock(m: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+impl HttpState {
+    /// Run `f` on a connection of this request's own; `None` (logged, and
+    /// remembered for `/healthz`) when the state database cannot be read.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Store) -> Result<T, StoreError>) -> Option<T> {
+        let r = self.store.get().and_then(|store| f(&store));
+        self.store_unreadable.store(r.is_err(), Ordering::Relaxed);
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        }
+    }
 }
 
 /// Bind now (so a taken port fails the start with a clear error), serve
@@ -94,14 +114,20 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .merge(protected)
         .with_state(state.clone());
-    // Feed the per-minute delivery chart.
+    // Feed the per-minute delivery chart: once at the end of each minute
+    // (the page samples too when it is drawn), not every second while idle.
     let sampler = {
         let (state, mut shutdown) = (state.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
+                let end = (now_ms().div_euclid(60_000) + 1) * 60_000;
+                let wait =
+                    std::time::Duration::from_millis((end - now_ms()).clamp(1, 60_000) as u64);
                 tokio::select! {
-                    _ = tick.tick() => state.rate.sample(Stats::get(&state.stats.delivered), now_ms()),
+                    _ = tokio::time::sleep(wait) => {
+                        // Counted in the minute that just ended.
+                        state.rate.sample(Stats::get(&state.stats.delivered), end - 1)
+                    }
                     _ = shutdown.wait() => break,
                 }
             }
@@ -121,14 +147,15 @@ pub struct Problems {
     pub minor: Vec<String>,
 }
 
+/// From memory only (no query): `/healthz` must answer even while the
+/// state database is slow or locked.
 pub(crate) fn problems(s: &HttpState) -> Problems {
     let mut p = Problems {
         major: Vec::new(),
         minor: Vec::new(),
     };
     let stats = &s.stats;
-    let backlog = lock(&s.store).backlog().ok();
-    if backlog.is_none() || Stats::get(&stats.store_failed) > 0 {
+    if s.store_unreadable.load(Ordering::Relaxed) || Stats::get(&stats.store_failed) > 0 {
         p.major.push("state database not usable".into());
     }
     if Stats::get(&stats.source_files) == 0 {
@@ -150,7 +177,8 @@ pub(crate) fn problems(s: &HttpState) -> Problems {
     let last = stats
         .last_delivery_ms
         .load(std::sync::atomic::Ordering::Relaxed);
-    let backlog = backlog.unwrap_or(0);
+    // The source loop's figure (from its commits and the deliverer's).
+    let backlog = Stats::get(&stats.backlog);
     // Down means: there is work, the sink is not connected, and nothing has
     // gone out for a minute.
     if backlog > 0 && !sink.connected && now_ms() - last.max(s.started_ms) > 60_000 {
@@ -175,21 +203,18 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// Answered on the runtime from memory: no blocking thread, no store.
 async fn healthz(State(state): State<Arc<HttpState>>) -> Response {
-    match blocking(state, problems).await {
-        Ok(p) if p.major.is_empty() && p.minor.is_empty() => {
-            (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
-        }
-        Ok(p) => {
-            let reasons: Vec<String> = p.major.into_iter().chain(p.minor).collect();
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"status": "unhealthy", "reasons": reasons})),
-            )
-                .into_response()
-        }
-        Err(code) => code.into_response(),
+    let p = problems(&state);
+    if p.major.is_empty() && p.minor.is_empty() {
+        return (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response();
     }
+    let reasons: Vec<String> = p.major.into_iter().chain(p.minor).collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"status": "unhealthy", "reasons": reasons})),
+    )
+        .into_response()
 }
 
 fn esc(label: &str) -> String {
@@ -266,61 +291,65 @@ fn render_metrics(s: &HttpState) -> String {
         dead.saturating_sub(rejected),
         Stats::get(&st.bad_lines)
     );
-    let (backlog, oldest, files) = {
-        let store = lock(&s.store);
-        (
-            store.backlog().unwrap_or(0),
-            store.totals().ok().and_then(|t| t.oldest_pending_ms),
-            store.checkpoints().unwrap_or_default(),
-        )
+    // What the state database holds; on a read error these series are left
+    // out (an absent series, not a 0) and chargetail_state_readable says so.
+    let read = s.read(|store| Ok((store.totals()?, store.checkpoints()?)));
+    let mut gauge = |name: &str, help: &str, v: Option<String>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        if let Some(v) = v {
+            let _ = writeln!(out, "{name}{{{src}}} {v}");
+        }
     };
-    let mut gauge = |name: &str, help: &str, v: String| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{src}}} {v}"
-        );
-    };
+    gauge(
+        "chargetail_state_readable",
+        "1 when this scrape could read the state database (else its series are absent).",
+        Some(u8::from(read.is_some()).to_string()),
+    );
     gauge(
         "chargetail_outbox_backlog",
         "Charges waiting for delivery.",
-        backlog.to_string(),
+        read.as_ref().map(|(t, _)| t.pending.to_string()),
     );
     gauge(
         "chargetail_outbox_oldest_pending_age_seconds",
-        "Age of the oldest pending charge.",
-        oldest
-            .map(|t| ((now_ms() - t).max(0) as f64 / 1000.0).to_string())
-            .unwrap_or_else(|| "0".into()),
+        "Age of the oldest pending charge (0 when none is pending).",
+        read.as_ref().map(|(t, _)| {
+            t.oldest_pending_ms
+                .map(|t| ((now_ms() - t).max(0) as f64 / 1000.0).to_string())
+                .unwrap_or_else(|| "0".into())
+        }),
     );
     let sink = st.sink_health();
     gauge(
         "chargetail_sink_connected",
         "1 when the sink is connected.",
-        u8::from(sink.connected).to_string(),
+        Some(u8::from(sink.connected).to_string()),
     );
     gauge(
         "chargetail_sink_alert",
         "1 when the sink needs an operator (unroutable, endpoint gone).",
-        u8::from(sink.alert.is_some()).to_string(),
+        Some(u8::from(sink.alert.is_some()).to_string()),
     );
     gauge(
         "chargetail_reading_paused",
         "1 while reading is paused by backpressure.",
-        Stats::get(&st.reading_paused).to_string(),
+        Some(Stats::get(&st.reading_paused).to_string()),
     );
     gauge(
         "chargetail_last_delivery_timestamp_seconds",
         "Unix time of the last delivery.",
-        (st.last_delivery_ms
-            .load(std::sync::atomic::Ordering::Relaxed)
-            / 1000)
-            .to_string(),
+        Some((st.last_delivery_ms.load(Ordering::Relaxed) / 1000).to_string()),
     );
     let _ = writeln!(
         out,
         "# HELP chargetail_file_position_bytes Committed read position per followed file.\n# TYPE chargetail_file_position_bytes gauge"
     );
-    let live: Vec<_> = files.into_iter().filter(|c| !c.finished).collect();
+    let live: Vec<_> = read
+        .map(|(_, files)| files)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| !c.finished)
+        .collect();
     for c in &live {
         let _ = writeln!(
             out,
@@ -334,9 +363,10 @@ fn render_metrics(s: &HttpState) -> String {
         "# HELP chargetail_file_lag_bytes Bytes in the file past the committed position.\n# TYPE chargetail_file_lag_bytes gauge"
     );
     for c in &live {
-        let size = std::fs::metadata(&c.path)
-            .map(|m| m.len())
-            .unwrap_or(c.size);
+        // A file we cannot stat has no known lag: no series for it.
+        let Ok(size) = std::fs::metadata(&c.path).map(|m| m.len()) else {
+            continue;
+        };
         let _ = writeln!(
             out,
             "chargetail_file_lag_bytes{{{src},file=\"{}\"}} {}",
@@ -390,19 +420,19 @@ fn start_of_today_ms(tz: chrono_tz::Tz) -> i64 {
         .unwrap_or_else(|| now.timestamp_millis() - 86_400_000)
 }
 
-fn job_stats(store: &Store, since_ms: i64) -> serde_json::Value {
+fn job_stats(store: &Store, since_ms: i64) -> Result<serde_json::Value, StoreError> {
     let mut per: BTreeMap<String, (u64, BTreeMap<String, Decimal>)> = BTreeMap::new();
     for job in ["print", "copy", "scan", "fax", "other"] {
         per.insert(job.into(), (0, BTreeMap::new()));
     }
-    let _ = store.created_since(since_ms, |job, amount, currency| {
+    store.created_since(since_ms, |job, amount, currency| {
         let e = per.entry(job.to_string()).or_default();
         e.0 += 1;
         if let Some(a) = amount.and_then(|a| a.parse::<Decimal>().ok()) {
             crate::charge::add_saturating(e.1.entry(currency.to_string()).or_default(), a);
         }
-    });
-    json!(per
+    })?;
+    Ok(json!(per
         .into_iter()
         .map(|(job, (count, amounts))| {
             let amounts: BTreeMap<String, String> = amounts
@@ -411,7 +441,7 @@ fn job_stats(store: &Store, since_ms: i64) -> serde_json::Value {
                 .collect();
             (job, json!({"count": count, "amount": amounts}))
         })
-        .collect::<serde_json::Map<_, _>>())
+        .collect::<serde_json::Map<_, _>>()))
 }
 
 /// PaperCut's System Health Monitoring vocabulary.
@@ -431,6 +461,14 @@ pub(crate) fn service_status(p: &Problems) -> &'static str {
 }
 
 fn render_status(s: &HttpState) -> serde_json::Value {
+    // Read first: a failed read shows as a problem of this very answer.
+    let read = s.read(|store| {
+        Ok((
+            job_stats(store, start_of_today_ms(s.cfg.timezone()))?,
+            job_stats(store, s.started_ms)?,
+            store.totals()?,
+        ))
+    });
     let p = problems(s);
     let service_status = service_status(&p);
     let problems: Vec<_> = p
@@ -443,13 +481,10 @@ fn render_status(s: &HttpState) -> serde_json::Value {
                 .map(|m| json!({"severity": "minor", "description": m})),
         )
         .collect();
-    let (today, since_start, totals) = {
-        let store = lock(&s.store);
-        (
-            job_stats(&store, start_of_today_ms(s.cfg.timezone())),
-            job_stats(&store, s.started_ms),
-            store.totals().ok(),
-        )
+    // null where the state database could not be read, never zeros.
+    let (today, since_start, totals) = match read {
+        Some((a, b, t)) => (a, b, Some(t)),
+        None => (serde_json::Value::Null, serde_json::Value::Null, None),
     };
     json!({
         "service_status": service_status,
@@ -484,5 +519,90 @@ async fn page(State(state): State<Arc<HttpState>>) -> Response {
         )
             .into_response(),
         Err(code) => code.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state whose database is real and then loses its outbox table (as
+    /// a damaged or foreign file would): every figure read from it fails.
+    fn broken_state(dir: &std::path::Path) -> HttpState {
+        let db = dir.join("state.db");
+        let cfg_path = dir.join("config.toml");
+        std::fs::write(
+            &cfg_path,
+            format!(
+                "[source]\nname = \"t\"\npath = \"{}/*.log\"\ntimezone = \"UTC\"\n[state]\npath = \"{}\"\n",
+                dir.display(),
+                db.display()
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(&cfg_path).unwrap();
+        let store = Store::open(&db).unwrap();
+        let stats = Arc::new(Stats::default());
+        // The source loop's figure: the metrics must not fall back to it.
+        stats.backlog.store(0, Ordering::Relaxed);
+        stats.source_files.store(1, Ordering::Relaxed);
+        let state = HttpState::new(stats, store, cfg, None);
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .execute_batch("DROP TABLE outbox")
+            .unwrap();
+        state
+    }
+
+    #[test]
+    fn unreadable_figures_are_absent_or_null_never_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = broken_state(dir.path());
+        assert!(problems(&s).major.is_empty(), "nothing read yet");
+        let text = render_metrics(&s);
+        assert!(
+            text.contains("chargetail_state_readable{source=\"t\"} 0"),
+            "{text}"
+        );
+        for series in [
+            "chargetail_outbox_backlog{",
+            "chargetail_outbox_oldest_pending_age_seconds{",
+        ] {
+            assert!(!text.contains(series), "{series} present:\n{text}");
+        }
+        // In-memory counters are still there.
+        assert!(text.contains("chargetail_delivered_total{source=\"t\"} 0"));
+        // /healthz (memory only) now knows, as does /status.
+        assert_eq!(problems(&s).major, vec!["state database not usable"]);
+        let v = render_status(&s);
+        assert_eq!(v["service_status"], "major_outage", "{v}");
+        assert!(v["outbox"].is_null(), "{v}");
+        assert!(v["job_stats"]["today"].is_null(), "{v}");
+    }
+
+    #[test]
+    fn a_good_read_clears_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = broken_state(dir.path());
+        let _ = render_metrics(&s);
+        assert!(s.store_unreadable.load(Ordering::Relaxed));
+        // Repaired behind the daemon's back (all connections see it).
+        drop(
+            rusqlite::Connection::open(dir.path().join("state.db"))
+                .unwrap()
+                .execute_batch(
+                    "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, id TEXT, state TEXT, payload BLOB,
+                     job_type TEXT, account_type TEXT, account TEXT, amount TEXT, currency TEXT,
+                     file TEXT, offset INTEGER, line INTEGER, attempts INTEGER, next_ms INTEGER,
+                     first_fail_ms INTEGER, last_error TEXT, created_ms INTEGER, delivered_ms INTEGER,
+                     run INTEGER, wait_ms INTEGER)",
+                ),
+        );
+        let text = render_metrics(&s);
+        assert!(
+            text.contains("chargetail_outbox_backlog{source=\"t\"} 0"),
+            "{text}"
+        );
+        assert!(problems(&s).major.is_empty());
     }
 }

@@ -153,3 +153,76 @@ fn backpressure_pauses_reading_at_the_bound_and_health_says_why() {
         (0..3000).map(|n| format!("tx-{n:06}")).collect::<Vec<_>>()
     );
 }
+
+/// Hold every WAL read slot of `db` the way SQLite's unix VFS locks them
+/// (fcntl on bytes 123..128 of the -shm file): no connection of another
+/// process can start a read until the returned file is closed.
+fn hold_wal_readers(db: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let shm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(db.with_extension("db-shm"))
+        .unwrap();
+    for _ in 0..500 {
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 123,
+            l_len: 5,
+            l_pid: 0,
+        };
+        // SAFETY: a plain fcntl on an fd we own, with a valid flock.
+        if unsafe { libc::fcntl(shm.as_raw_fd(), libc::F_SETLK, &lock) } == 0 {
+            return shm;
+        }
+        // A read of the daemon's is under way: try again.
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("could not lock the WAL read slots");
+}
+
+#[test]
+fn healthz_answers_while_status_waits_on_the_state_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    for n in 0..3 {
+        append(&file, &tx_line(n));
+    }
+    let port = free_http_port();
+    let cfg = write_config(
+        dir.path(),
+        "tx*.log",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(3, Duration::from_secs(20)), 3);
+    assert_eq!(get(port, "/status").0, 200);
+
+    let held = hold_wal_readers(&dir.path().join("state/state.db"));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let status = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let r = get(port, "/status");
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        })
+    };
+    // /status cannot finish while the read slots are held; /healthz must.
+    let (code, body) = get(port, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        !done.load(std::sync::atomic::Ordering::SeqCst),
+        "/status answered while the database could not be read"
+    );
+    drop(held);
+    let (code, body) = status.join().unwrap();
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["service_status"], "operational", "{v}");
+    assert_eq!(v["job_stats"]["since_start"]["print"]["count"], 3, "{v}");
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+}

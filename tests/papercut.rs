@@ -33,8 +33,8 @@ impl Server {
         let control = dir.join("pc");
         std::fs::create_dir_all(&control).unwrap();
         let users = serde_json::json!({
-            "liam.ng@harbourworks.com.au": {"full-name": "Liam Ng", "email": "liam.ng@harbourworks.com.au", "department": "cus_liam_pc"},
-            "ava.patel@harbourworks.com.au": {"full-name": "Ava Patel", "email": "ava.patel@harbourworks.com.au", "department": "cus_ava_pc"},
+            "liam.ng@harbourworks.com.au": {"full-name": "Liam Ng", "email": "liam.ng@harbourworks.com.au", "department": "cus_liam_pc", "notes": "cus_liam_notes"},
+            "ava.patel@harbourworks.com.au": {"full-name": "Ava Patel", "email": "ava.patel@harbourworks.com.au", "department": "cus_ava_pc", "notes": "cus_ava_notes"},
             "maya.chen@harbourworks.com.au": {"full-name": "Maya Chen", "email": "maya.chen@harbourworks.com.au", "department": ""},
         });
         let users_file = control.join("users.json");
@@ -62,6 +62,14 @@ impl Server {
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}/rpc/api/xmlrpc", self.port)
+    }
+
+    /// The shared accounts the server knows (before `start`: it reads
+    /// them once).
+    fn shared_accounts(dir: &Path, accounts: serde_json::Value) {
+        let control = dir.join("pc");
+        std::fs::create_dir_all(&control).unwrap();
+        std::fs::write(control.join("shared.json"), accounts.to_string()).unwrap();
     }
 
     fn mode(&self, mode: &str) {
@@ -226,50 +234,79 @@ fn properties_land_in_the_message_once_per_user_per_ttl() {
     assert!(server.total("api.getUserProperties") > 4);
 }
 
+/// The daemon on the week, with `[http]` on a free port; its messages go
+/// to a file, its log to another.
+struct Daemon {
+    child: Child,
+    port: u16,
+    out: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, cfg: &Path, log: &str) -> Daemon {
+        let port = free_http_port();
+        let text = std::fs::read_to_string(cfg).unwrap();
+        let with_http = dir.join(format!("{log}.toml"));
+        std::fs::write(
+            &with_http,
+            format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+        )
+        .unwrap();
+        let out = dir.join(format!("{log}.out"));
+        let child = Command::new(bin())
+            .args(["run", "--config"])
+            .arg(&with_http)
+            .env("CHARGETAIL_LOG", "info")
+            .env_remove("CHARGETAIL_PAPERCUT_TOKEN")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(dir.join(log)).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, port, out }
+    }
+
+    /// /metrics once `done` holds for it (within a minute).
+    fn metrics_when(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let m = http_get(self.port, "/metrics");
+            if done(&m) {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "{what}:\n{m}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM, exit 0; the messages it wrote.
+    fn stop(mut self) -> Vec<serde_json::Value> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        assert_eq!(
+            support::wait_timeout(&mut self.child, Duration::from_secs(20)),
+            Some(0)
+        );
+        std::fs::read_to_string(&self.out)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                support::schema::check(l.as_bytes());
+                serde_json::from_str(l).unwrap()
+            })
+            .collect()
+    }
+}
+
 /// Run the daemon on the week with `[http]`; the /metrics text once all
 /// charges are delivered, and the messages it wrote.
 fn run_until_delivered(dir: &Path, cfg: &Path, log: &str) -> (String, Vec<serde_json::Value>) {
-    let port = free_http_port();
-    let text = std::fs::read_to_string(cfg).unwrap();
-    let with_http = dir.join(format!("{log}.toml"));
-    std::fs::write(
-        &with_http,
-        format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    )
-    .unwrap();
-    let out = dir.join(format!("{log}.out"));
-    let mut child = Command::new(bin())
-        .args(["run", "--config"])
-        .arg(&with_http)
-        .env("CHARGETAIL_LOG", "info")
-        .env_remove("CHARGETAIL_PAPERCUT_TOKEN")
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(dir.join(log)).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let metrics = loop {
-        let m = http_get(port, "/metrics");
-        if metric(&m, "chargetail_delivered_total") == Some(CHARGES as f64) {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "not all delivered:\n{m}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    assert_eq!(
-        support::wait_timeout(&mut child, Duration::from_secs(20)),
-        Some(0)
-    );
-    let events = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (metrics, events)
+    let d = Daemon::start(dir, cfg, log);
+    let m = d.metrics_when("not all delivered", |m| {
+        metric(m, "chargetail_delivered_total") == Some(CHARGES as f64)
+    });
+    (m, d.stop())
 }
 
 #[test]
@@ -284,19 +321,23 @@ fn metrics_count_papercut_calls_cache_hits_and_unenriched_charges() {
         .filter(|e| e["data"]["enrichment"] != "ok")
         .count();
     assert!(unenriched > 0);
-    // One call per user (4), each timed; noah.kim is unknown, not an error.
+    // One call per user (4) and per shared account (2), each timed;
+    // noah.kim is unknown, not an error.
     assert_eq!(
         metric(&m, "chargetail_papercut_calls_total"),
-        Some(4.0),
+        Some(6.0),
         "{m}"
     );
     assert_eq!(
         metric(&m, "chargetail_papercut_calls_total"),
-        Some(server.total("api.getUserProperties") as f64)
+        Some(
+            (server.total("api.getUserProperties") + server.total("api.getSharedAccountProperties"))
+                as f64
+        )
     );
     assert_eq!(
         metric(&m, "chargetail_papercut_call_seconds_count"),
-        Some(4.0),
+        Some(6.0),
         "{m}"
     );
     assert!(metric(&m, "chargetail_papercut_call_seconds_sum").unwrap() > 0.0);
@@ -335,10 +376,11 @@ fn metrics_count_papercut_calls_cache_hits_and_unenriched_charges() {
         "{m}"
     );
     assert!(
-        metric(&m, "chargetail_papercut_cache_hits_total").unwrap() >= 4.0,
+        metric(&m, "chargetail_papercut_cache_hits_total").unwrap() >= 6.0,
         "{m}"
     );
     assert_eq!(server.total("api.getUserProperties"), 4);
+    assert_eq!(server.total("api.getSharedAccountProperties"), 2);
     assert_no_token(dir.path(), "run1.log");
     assert_no_token(dir.path(), "run2.log");
 }
@@ -502,4 +544,268 @@ fn bad_papercut_settings_exit_2_naming_the_key() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// A charge on a shared account carries the account's properties
+/// (`api.getSharedAccountProperties`, cached like users'), and
+/// `customer_property` read from the account bills it; an account
+/// PaperCut does not know is a fault, said as "unknown", and the user is
+/// not billed for it.
+#[test]
+fn shared_accounts_get_their_properties_once_per_ttl_and_bill_the_account() {
+    let dir0 = tempfile::tempdir().unwrap();
+    Server::shared_accounts(
+        dir0.path(),
+        serde_json::json!({"Acme Design": {"account-id": "1001", "notes": "cus_acme_pc"}}),
+    );
+    let server = Server::start(dir0.path());
+    let (dir, cfg) = setup(&server.url(), TOKEN, "");
+    // No mapping at all: every customer comes from PaperCut's "notes".
+    std::fs::write(dir.path().join("accounts.csv"), "papercut,customer_id\n").unwrap();
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"department\"]", "\"notes\"]")
+        .replace(
+            "customer_property = \"department\"",
+            "customer_property = \"notes\"",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let (code, events, _) = replay(dir.path(), &cfg, "replay.log");
+    assert_eq!(code, 0);
+    assert_eq!(events.len(), CHARGES);
+    let mut seen = BTreeMap::new();
+    for e in &events {
+        let d = &e["data"];
+        let (user, account) = (d["user"].as_str().unwrap(), d["account"].as_str().unwrap());
+        *seen.entry(account).or_insert(0) += 1;
+        let (enrichment, customer, via) = match (account, user) {
+            ("Acme Design", _) => {
+                assert_eq!(d["papercut"]["shared_account"]["account-id"], "1001", "{e}");
+                assert_eq!(d["papercut"]["shared_account"]["notes"], "cus_acme_pc");
+                // The user's properties beside the account's.
+                assert_eq!(d["papercut"]["email"], user, "{e}");
+                ("ok", Some("cus_acme_pc"), Some("papercut"))
+            }
+            ("Koala Labs", _) => {
+                // Unknown to PaperCut: no account properties, and ava's
+                // own "notes" does not bill the team's charge.
+                assert!(d["papercut"].get("shared_account").is_none(), "{e}");
+                assert_eq!(d["papercut"]["notes"], "cus_ava_notes", "{e}");
+                ("unknown", None, None)
+            }
+            (_, "liam.ng@harbourworks.com.au") => ("ok", Some("cus_liam_notes"), Some("papercut")),
+            (_, "ava.patel@harbourworks.com.au") => ("ok", Some("cus_ava_notes"), Some("papercut")),
+            (_, "noah.kim@harbourworks.com.au") => ("unknown", None, None),
+            _ => ("ok", None, None),
+        };
+        assert_eq!(d["enrichment"], enrichment, "{e}");
+        if !account.contains('@') {
+            assert_eq!(d["account_type"], "shared", "{e}");
+        } else {
+            assert!(d["papercut"].get("shared_account").is_none(), "{e}");
+        }
+        assert_eq!(d["billing"]["customer_id"].as_str(), customer, "{e}");
+        assert_eq!(d["billing"]["via"].as_str(), via, "{e}");
+    }
+    assert!(
+        seen["Acme Design"] > 1 && seen["Koala Labs"] > 1,
+        "{seen:?}"
+    );
+    // One call per account for the week, the unknown one included.
+    let calls = server.calls();
+    assert_eq!(
+        calls.get("api.getSharedAccountProperties Acme Design"),
+        Some(&1),
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.get("api.getSharedAccountProperties Koala Labs"),
+        Some(&1),
+        "{calls:?}"
+    );
+    assert_no_token(dir.path(), "replay.log");
+    // New charges (a new source name) within the TTL: from the cache.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("name = \"hw\"", "name = \"hw2\"");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, events, _) = replay(dir.path(), &cfg, "replay2.log");
+    assert_eq!((code, events.len()), (0, CHARGES));
+    assert_eq!(server.total("api.getSharedAccountProperties"), 2);
+    // An empty list asks about no shared account.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("name = \"hw2\"", "name = \"hw3\"")
+        .replace(
+            "customer_property = \"notes\"",
+            "customer_property = \"notes\"\nshared_account_properties = []",
+        );
+    std::fs::write(&cfg, text).unwrap();
+    let (code, events, _) = replay(dir.path(), &cfg, "replay3.log");
+    assert_eq!((code, events.len()), (0, CHARGES));
+    assert!(events
+        .iter()
+        .all(|e| e["data"]["papercut"].get("shared_account").is_none()));
+    assert_eq!(server.total("api.getSharedAccountProperties"), 2);
+}
+
+fn held_list(dir: &Path, cfg: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(bin())
+        .args(["held", "list", "--json", "--config", cfg.to_str().unwrap()])
+        .env_remove("CHARGETAIL_PAPERCUT_TOKEN")
+        .stderr(std::fs::File::create(dir.join("held.log")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn status(dir: &Path, cfg: &Path) -> serde_json::Value {
+    let out = Command::new(bin())
+        .args(["status", "--json", "--config", cfg.to_str().unwrap()])
+        .stderr(std::fs::File::create(dir.join("status.log")).unwrap())
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `on_unavailable = "hold"`: while PaperCut is down nothing is sent and
+/// every charge is held (counted, listed, its reason kept); once PaperCut
+/// answers again each is released enriched, once.
+#[test]
+fn papercut_down_with_hold_keeps_charges_until_it_answers_again() {
+    let dir0 = tempfile::tempdir().unwrap();
+    let server = Server::start(dir0.path());
+    server.mode("down");
+    let (dir, cfg) = setup(
+        &server.url(),
+        TOKEN,
+        "on_unavailable = \"hold\"\nretry_secs = 1\nwait_ms = 1000\n",
+    );
+    let d = Daemon::start(dir.path(), &cfg, "run.log");
+    let m = d.metrics_when("not all held", |m| {
+        metric(m, "chargetail_papercut_held") == Some(CHARGES as f64)
+    });
+    assert_eq!(metric(&m, "chargetail_billing_held"), Some(CHARGES as f64));
+    assert_eq!(metric(&m, "chargetail_delivered_total"), Some(0.0), "{m}");
+    assert_eq!(metric(&m, "chargetail_papercut_down"), Some(1.0), "{m}");
+    // Asked again while down (every retry_secs), still held.
+    let before = server.total("down");
+    assert!(before >= 1);
+    let m = d.metrics_when("not asked again", |_| server.total("down") > before);
+    assert_eq!(metric(&m, "chargetail_papercut_held"), Some(CHARGES as f64));
+    let list = held_list(dir.path(), &cfg);
+    assert_eq!(list.len(), CHARGES);
+    assert!(list.iter().all(|h| h["reason"] == "papercut"), "{list:?}");
+    let st = status(dir.path(), &cfg);
+    assert_eq!(
+        (st["held"].as_u64(), st["held_papercut"].as_u64()),
+        (Some(CHARGES as u64), Some(CHARGES as u64))
+    );
+
+    server.mode("normal");
+    let m = d.metrics_when("not all released", |m| {
+        metric(m, "chargetail_delivered_total") == Some(CHARGES as f64)
+    });
+    assert_eq!(metric(&m, "chargetail_papercut_held"), Some(0.0), "{m}");
+    assert_eq!(metric(&m, "chargetail_billing_held"), Some(0.0), "{m}");
+    assert_eq!(metric(&m, "chargetail_papercut_down"), Some(0.0), "{m}");
+    assert_eq!(
+        metric(&m, "chargetail_billing_released_total"),
+        Some(CHARGES as f64)
+    );
+    let events = d.stop();
+    assert_eq!(events.len(), CHARGES, "each sent once");
+    let ids: std::collections::BTreeSet<&str> =
+        events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), CHARGES);
+    for e in &events {
+        let d = &e["data"];
+        let want = if d["user"] == "noah.kim@harbourworks.com.au" {
+            "unknown"
+        } else {
+            "ok"
+        };
+        assert_eq!(d["enrichment"], want, "{e}");
+        if d["user"] == "liam.ng@harbourworks.com.au" && d["account_type"] == "personal" {
+            assert_eq!(d["billing"]["customer_id"], "cus_liam_pc", "{e}");
+            assert_eq!(d["billing"]["via"], "papercut", "{e}");
+        }
+        if d["account"] == "Acme Design" {
+            assert_eq!(d["billing"]["customer_id"], "cus_acme", "{e}");
+            assert_eq!(d["papercut"]["shared_account"]["account-id"], "1001");
+        }
+    }
+    assert!(held_list(dir.path(), &cfg).is_empty());
+    // reconcile: everything read is delivered, with its customer.
+    let out = Command::new(bin())
+        .args([
+            "reconcile",
+            "--json",
+            "--by",
+            "customer",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        rep["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["key"] == "cus_liam_pc"),
+        "{rep}"
+    );
+    assert_no_token(dir.path(), "run.log");
+}
+
+/// Held for PaperCut, but never longer than `hold_max_secs`: then sent
+/// unenriched, saying so.
+#[test]
+fn charges_held_for_papercut_go_unenriched_after_hold_max_secs() {
+    let dir0 = tempfile::tempdir().unwrap();
+    let server = Server::start(dir0.path());
+    server.mode("down");
+    let (dir, cfg) = setup(
+        &server.url(),
+        TOKEN,
+        "on_unavailable = \"hold\"\nretry_secs = 1\nhold_max_secs = 2\n",
+    );
+    let d = Daemon::start(dir.path(), &cfg, "run.log");
+    let m = d.metrics_when("not all delivered", |m| {
+        metric(m, "chargetail_delivered_total") == Some(CHARGES as f64)
+    });
+    assert_eq!(metric(&m, "chargetail_papercut_held"), Some(0.0), "{m}");
+    assert_eq!(
+        metric(&m, "chargetail_billing_released_total"),
+        Some(CHARGES as f64),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "chargetail_papercut_unenriched_total"),
+        Some(CHARGES as f64),
+        "{m}"
+    );
+    let events = d.stop();
+    assert_eq!(events.len(), CHARGES);
+    for e in &events {
+        assert_eq!(e["data"]["enrichment"], "unavailable", "{e}");
+        if e["data"]["account"] == "Acme Design" {
+            assert_eq!(e["data"]["billing"]["customer_id"], "cus_acme");
+        }
+    }
+    let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap();
+    assert!(
+        log.contains("PaperCut unavailable (on_unavailable"),
+        "{log}"
+    );
+    assert!(server.total("down") >= 1);
 }

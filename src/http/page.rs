@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::store::{now_ms, DeadLetter, Totals};
 
-use super::{lock, problems, service_status, HttpState};
+use super::{problems, service_status, HttpState};
 
 /// Seconds between reloads of the page.
 pub const REFRESH_SECS: u32 = 5;
@@ -73,15 +73,22 @@ fn configured_sources(s: &HttpState) -> Vec<(String, String, String)> {
 
 pub fn gather(s: &HttpState) -> PageData {
     let now = now_ms();
+    // Bring the current minute of the chart up to date.
+    s.rate
+        .sample(crate::stats::Stats::get(&s.stats.delivered), now);
+    let read = s.read(|store| {
+        Ok((
+            store.totals()?,
+            store.checkpoints()?,
+            store.dead_letters_first(DEAD_SHOWN as u64)?,
+            store.dead_count()?,
+        ))
+    });
     let p = problems(s);
     let status = service_status(&p);
-    let (totals, checkpoints, dead) = {
-        let store = lock(&s.store);
-        (
-            store.totals().ok(),
-            store.checkpoints().unwrap_or_default(),
-            store.dead_letters().unwrap_or_default(),
-        )
+    let (totals, checkpoints, dead, dead_total) = match read {
+        Some((t, c, d, n)) => (Some(t), c, d, n as usize),
+        None => (None, Vec::new(), Vec::new(), 0),
     };
     let sources = configured_sources(s)
         .into_iter()
@@ -113,7 +120,6 @@ pub fn gather(s: &HttpState) -> PageData {
         })
         .collect();
     let sink = s.stats.sink_health();
-    let dead_total = dead.len();
     PageData {
         now_ms: now,
         started_ms: s.started_ms,
@@ -133,7 +139,7 @@ pub fn gather(s: &HttpState) -> PageData {
         sink_connected: sink.connected,
         sink_alert: sink.alert,
         delivered_since_start: crate::stats::Stats::get(&s.stats.delivered),
-        dead: dead.into_iter().take(DEAD_SHOWN).collect(),
+        dead,
         dead_total,
     }
 }

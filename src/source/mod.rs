@@ -52,6 +52,13 @@ pub struct FollowOptions {
     /// Stat poll period: rescans the glob and stats every open file, so that
     /// following works with no inotify at all (NFS/SMB).
     pub poll_interval: Duration,
+    /// A file not grown for this long is *idle*: looked at only every
+    /// `idle_poll_interval` (or when inotify reports a write to it); when
+    /// every file is idle the glob runs that often too. As Vector's file
+    /// source does: a busy file's polls do not stat a year of idle ones,
+    /// and a quiet daemon wakes rarely.
+    pub idle_after: Duration,
+    pub idle_poll_interval: Duration,
     /// How long a renamed-away or deleted file stays open for late writes
     /// after its last growth, before it is finished and closed.
     pub rotate_grace: Duration,

@@ -19,18 +19,26 @@ pub struct DeadLetter {
 }
 
 impl Store {
-    /// Dead letters of both kinds, oldest first.
+    /// Dead letters of both kinds, oldest first (charges, then lines).
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.dead_letters_first(u64::MAX)
+    }
+
+    /// The first `limit` of [`Store::dead_letters`] (the status page shows
+    /// a few and counts the rest with [`Store::dead_count`]).
+    pub fn dead_letters_first(&self, limit: u64) -> Result<Vec<DeadLetter>, StoreError> {
+        // SQLite's LIMIT is signed; -1 is none.
+        let limit_sql = |n: u64| i64::try_from(n).unwrap_or(-1);
         let mut out = Vec::new();
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT id, file, offset, line, COALESCE(last_error, ''), attempts, next_ms, payload
-                 FROM outbox WHERE state = 'dead' ORDER BY seq",
+                 FROM outbox WHERE state = 'dead' ORDER BY seq LIMIT ?1",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([limit_sql(limit)], |r| {
                 Ok(DeadLetter {
                     id: r.get(0)?,
                     kind: "charge",
@@ -47,14 +55,18 @@ impl Store {
         for row in rows {
             out.push(row.map_err(|e| self.err(e))?);
         }
+        let left = limit.saturating_sub(out.len() as u64);
+        if left == 0 {
+            return Ok(out);
+        }
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT id, file, offset, line, reason, created_ms, raw FROM bad_lines ORDER BY id",
+            .prepare_cached(
+                "SELECT id, file, offset, line, reason, created_ms, raw FROM bad_lines ORDER BY id LIMIT ?1",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([limit_sql(left)], |r| {
                 Ok(DeadLetter {
                     id: format!("line-{}", r.get::<_, i64>(0)?),
                     kind: "line",
@@ -72,6 +84,19 @@ impl Store {
             out.push(row.map_err(|e| self.err(e))?);
         }
         Ok(out)
+    }
+
+    /// How many dead letters there are, of both kinds.
+    pub fn dead_count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM outbox WHERE state = 'dead')
+                      + (SELECT count(*) FROM bad_lines)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
     }
 
     /// Put dead charges back in the outbox (all when `ids` is empty).

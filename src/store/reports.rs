@@ -17,6 +17,20 @@ pub struct Totals {
     pub last_error: Option<String>,
 }
 
+/// Queries behind `/status`, the status page and `/metrics` (each must be
+/// an index lookup: the test below checks their plans).
+const CREATED_SINCE: &str = "SELECT job_type, amount, currency FROM outbox WHERE created_ms >= ?1";
+const OLDEST_PENDING: &str =
+    "SELECT created_ms FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1";
+const LAST_DELIVERED: &str = "SELECT max(delivered_ms) FROM outbox WHERE state = 'delivered'";
+const LAST_ERROR: &str = "SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY seq LIMIT 1";
+const COUNTS: [&str; 4] = [
+    "SELECT count(*) FROM outbox WHERE state = 'pending'",
+    "SELECT count(*) FROM outbox WHERE state = 'delivered'",
+    "SELECT count(*) FROM outbox WHERE state = 'dead'",
+    "SELECT count(*) FROM bad_lines",
+];
+
 impl Store {
     /// How a replay run's charges stand: (pending, delivered, dead).
     pub fn run_states(&self, run: i64) -> Result<(u64, u64, u64), StoreError> {
@@ -71,7 +85,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT job_type, amount, currency FROM outbox WHERE created_ms >= ?1")
+            .prepare_cached(CREATED_SINCE)
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([since_ms]).map_err(|e| self.err(e))?;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
@@ -86,11 +100,7 @@ impl Store {
     /// Charges waiting for delivery.
     pub fn backlog(&self) -> Result<u64, StoreError> {
         self.conn
-            .query_row(
-                "SELECT count(*) FROM outbox WHERE state = 'pending'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
+            .query_row(COUNTS[0], [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }
@@ -103,34 +113,22 @@ impl Store {
                 .map(|n| n as u64)
                 .map_err(|e| self.err(e))
         };
-        t.pending = count("SELECT count(*) FROM outbox WHERE state = 'pending'")?;
-        t.delivered = count("SELECT count(*) FROM outbox WHERE state = 'delivered'")?;
-        t.dead_charges = count("SELECT count(*) FROM outbox WHERE state = 'dead'")?;
-        t.bad_lines = count("SELECT count(*) FROM bad_lines")?;
+        t.pending = count(COUNTS[0])?;
+        t.delivered = count(COUNTS[1])?;
+        t.dead_charges = count(COUNTS[2])?;
+        t.bad_lines = count(COUNTS[3])?;
         t.oldest_pending_ms = self
             .conn
-            .query_row(
-                "SELECT created_ms FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
+            .query_row(OLDEST_PENDING, [], |r| r.get(0))
             .optional()
             .map_err(|e| self.err(e))?;
         t.last_delivered_ms = self
             .conn
-            .query_row(
-                "SELECT max(delivered_ms) FROM outbox WHERE state = 'delivered'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row(LAST_DELIVERED, [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         t.last_error = self
             .conn
-            .query_row(
-                "SELECT last_error FROM outbox WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY seq LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
+            .query_row(LAST_ERROR, [], |r| r.get(0))
             .optional()
             .map_err(|e| self.err(e))?;
         Ok(t)
@@ -162,5 +160,42 @@ impl Store {
             )
             .map_err(|e| self.err(e))?;
         Ok((a + b) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_queries_never_scan_the_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let all = [CREATED_SINCE, OLDEST_PENDING, LAST_DELIVERED, LAST_ERROR]
+            .into_iter()
+            .chain(COUNTS);
+        for sql in all {
+            let mut stmt = store
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(
+                    rusqlite::params_from_iter(std::iter::repeat_n(0i64, sql.matches('?').count())),
+                    |r| r.get::<_, String>(3),
+                )
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            // "SCAN outbox" alone reads every row; "USING ... INDEX" or a
+            // "SEARCH" does not.
+            for step in &plan {
+                assert!(
+                    !step.starts_with("SCAN outbox") || step.contains("INDEX"),
+                    "{sql}: {plan:?}"
+                );
+                assert!(!step.contains("TEMP B-TREE"), "{sql}: {plan:?}");
+            }
+        }
     }
 }

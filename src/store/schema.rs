@@ -83,4 +83,12 @@ CREATE TABLE papercut_cache (
     PRIMARY KEY (kind, name)
 );
 "#,
+    // 4: what /status and the status page read stays an index lookup as
+    // the outbox grows: today's and since-start job statistics (a range of
+    // created_ms), and the last error of a pending charge (a scan of every
+    // pending row when none has one).
+    r#"
+CREATE INDEX outbox_created_ms ON outbox (created_ms);
+CREATE INDEX outbox_pending_error ON outbox (seq) WHERE state = 'pending' AND last_error IS NOT NULL;
+"#,
 ];

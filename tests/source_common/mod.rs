@@ -14,6 +14,8 @@ pub fn opts(pattern: &Path) -> FollowOptions {
     FollowOptions {
         pattern: pattern.to_string_lossy().into_owned(),
         poll_interval: Duration::from_millis(50),
+        idle_after: Duration::from_secs(60),
+        idle_poll_interval: Duration::from_secs(10),
         rotate_grace: Duration::from_millis(100),
         max_line_bytes: 1024,
         // Small, so that lines straddle reads.

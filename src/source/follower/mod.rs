@@ -26,7 +26,8 @@
 //! * bytes appended and then truncated away before we read them, with no
 //!   copy matching the glob (copy-then-truncate to a name outside the
 //!   glob): `Truncated`. The window is one inotify event, or one
-//!   `poll_interval` without inotify.
+//!   `poll_interval` without inotify (`idle_poll_interval` for a file idle
+//!   for `idle_after`).
 //! * truncated and rewritten beyond our offset with the same first
 //!   `FINGERPRINT_BYTES` bytes between two looks: taken for growth (the
 //!   size and first-bytes checks both pass). New PaperCut content starts
@@ -104,6 +105,9 @@ struct Gen {
     last_stat: Option<StatKey>,
     /// Last growth or rotation: the grace period counts from here.
     last_change: Instant,
+    /// Last identity check (`look`): an idle generation is looked at only
+    /// every `idle_poll_interval`.
+    last_look: Option<Instant>,
     /// `cp` changed (new, fingerprint grown, moved) and was not handed over.
     unsent: bool,
     /// More to read right now than one poll's share.
@@ -139,6 +143,7 @@ impl Gen {
             prefix,
             last_stat: None,
             last_change: now,
+            last_look: None,
             unsent: false,
             backlog: false,
             error: false,
@@ -159,6 +164,28 @@ impl Gen {
             State::Rotated { from } => Some(from),
             State::Active => None,
         }
+    }
+
+    /// Nothing to do for it but notice a change: still at its path, all
+    /// read and handed over, not grown for `idle_after`.
+    fn idle(&self, now: Instant, opts: &FollowOptions) -> bool {
+        self.state == State::Active
+            && !self.backlog
+            && !self.unsent
+            && !self.error
+            && self.queue.is_empty()
+            && self.prefix.is_none()
+            && now.duration_since(self.last_change) >= opts.idle_after
+    }
+
+    /// Is an identity check due on this poll? Always, unless it is idle,
+    /// was looked at within `idle_poll_interval` and no write to it was seen.
+    fn look_due(&self, now: Instant, opts: &FollowOptions, written: bool) -> bool {
+        written
+            || !self.idle(now, opts)
+            || self
+                .last_look
+                .is_none_or(|t| now.duration_since(t) >= opts.idle_poll_interval)
     }
 }
 
@@ -186,6 +213,11 @@ pub struct Follower {
     pending: Vec<SourceEvent>,
     watch: Option<Watch>,
     last_scan: Option<Instant>,
+    /// Last event handed out (or the start): the follower is *quiet* (glob
+    /// at `idle_poll_interval`) once this is `idle_after` ago.
+    last_activity: Instant,
+    /// Identity checks (fstat) done: how much an idle follower still works.
+    looks: u64,
     force_scan: bool,
     /// Paths reported unreadable (reported again only after a success).
     unreadable: HashSet<PathBuf>,
@@ -244,6 +276,8 @@ impl Follower {
             pending: Vec::new(),
             watch: None,
             last_scan: None,
+            last_activity: Instant::now(),
+            looks: 0,
             force_scan: true,
             unreadable: HashSet::new(),
             max_open: MAX_OPEN_FILES,
@@ -348,9 +382,10 @@ impl Follower {
         let now = Instant::now();
         let mut events = std::mem::take(&mut self.pending);
         let seen = self.watch.as_ref().map(|w| w.take()).unwrap_or_default();
+        let every = self.scan_every(now);
         let due = self
             .last_scan
-            .is_none_or(|t| now.duration_since(t) >= self.opts.poll_interval);
+            .is_none_or(|t| now.duration_since(t) >= every);
         let mut scan = due || seen.scan || self.force_scan;
         let mut budget = Budget::new();
         // A finish can unblock a path, a truncation needs the file found
@@ -366,14 +401,30 @@ impl Follower {
             } else {
                 self.reopen_dirty(&seen.dirty);
             }
-            self.read_pass(now, &mut events, &mut budget);
+            self.read_pass(now, &seen.dirty, &mut events, &mut budget);
             if !self.force_scan {
                 break;
             }
             scan = true;
         }
         self.limit_open_files();
+        if !events.is_empty() {
+            self.last_activity = now;
+        }
         Ok(events)
+    }
+
+    /// The glob's period: `poll_interval`, or `idle_poll_interval` (if
+    /// longer) once nothing has happened for `idle_after` and every file is
+    /// idle.
+    fn scan_every(&self, now: Instant) -> Duration {
+        let quiet = now.duration_since(self.last_activity) >= self.opts.idle_after
+            && self.live.iter().all(|g| g.idle(now, &self.opts));
+        if quiet {
+            self.opts.poll_interval.max(self.opts.idle_poll_interval)
+        } else {
+            self.opts.poll_interval
+        }
     }
 
     /// Block until the watcher reports a change or `timeout` passes. Returns
@@ -386,7 +437,7 @@ impl Follower {
         }
         let mut limit = timeout;
         if let Some(t) = self.last_scan {
-            limit = limit.min((t + self.opts.poll_interval).saturating_duration_since(now));
+            limit = limit.min((t + self.scan_every(now)).saturating_duration_since(now));
         }
         for g in &self.live {
             if g.rotated_from().is_some() {
@@ -398,6 +449,11 @@ impl Follower {
             Some(w) => w.wait(limit),
             None => std::thread::sleep(limit),
         }
+    }
+
+    /// Identity checks (one fstat each) done so far.
+    pub fn looks(&self) -> u64 {
+        self.looks
     }
 
     /// The current checkpoint of every generation known (for status/lag).

@@ -2,10 +2,11 @@
 //! reading its complete lines (a resumed generation's prefix first) within
 //! the poll's budget, handed over as `Lines` batches.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use super::super::fingerprint::{self, Check, StatKey};
@@ -15,15 +16,18 @@ use super::{
 };
 
 impl Follower {
+    /// `written`: paths the watcher saw written to since the last poll.
     pub(super) fn read_pass(
         &mut self,
         now: Instant,
+        written: &HashSet<PathBuf>,
         events: &mut Vec<SourceEvent>,
         budget: &mut Budget,
     ) {
         let mut i = 0;
         while i < self.live.len() {
-            if self.live[i].file.is_none() {
+            let g = &self.live[i];
+            if g.file.is_none() || !g.look_due(now, &self.opts, written.contains(&g.cp.path)) {
                 i += 1;
                 continue;
             }
@@ -61,10 +65,14 @@ impl Follower {
 
     /// Identity check of an open generation, when its stat changed.
     pub(super) fn look(&mut self, i: usize, now: Instant) -> Look {
+        if self.live[i].file.is_some() {
+            self.looks += 1;
+        }
         let g = &mut self.live[i];
         let Some(file) = g.file.as_ref() else {
             return Look::Fine;
         };
+        g.last_look = Some(now);
         let meta = match file.metadata() {
             Ok(m) => m,
             Err(e) => return Look::Failed(e),

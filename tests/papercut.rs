@@ -1,166 +1,20 @@
 //! Enrichment from PaperCut's Web Services API (`[papercut]`), against a
-//! real XML-RPC server the project did not write the protocol of:
-//! tests/papercut_server.py, Python's standard `xmlrpc.server`, with
-//! PaperCut's semantics (faults for a wrong token and an unknown user), a
-//! slow mode, and "down" as a loopback port nobody listens on. The week of
-//! tests/fixtures/billing-week is replayed through a stdout sink; every
-//! message is checked against docs/charge.schema.json.
+//! real XML-RPC server the project did not write the protocol of
+//! (tests/papercut_server.py, see tests/papercut_support): user and
+//! shared-account properties, the cache, the metrics, the token, bounded
+//! concurrency, the settings. PaperCut down or slow: tests/papercut_outage.rs.
+//! The week of tests/fixtures/billing-week is replayed through a stdout
+//! sink; every message is checked against docs/charge.schema.json.
 
+mod papercut_support;
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use support::{bin, free_http_port, http_get, metric};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/billing-week");
-const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/papercut_server.py");
-const TOKEN: &str = "pc-t0ken-s3cret-4711";
-/// Charges in the week (4 users; noah.kim is unknown to the server).
-const CHARGES: usize = 72;
-
-struct Server {
-    child: Child,
-    port: u16,
-    control: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let control = dir.join("pc");
-        std::fs::create_dir_all(&control).unwrap();
-        let users = serde_json::json!({
-            "liam.ng@harbourworks.com.au": {"full-name": "Liam Ng", "email": "liam.ng@harbourworks.com.au", "department": "cus_liam_pc", "notes": "cus_liam_notes"},
-            "ava.patel@harbourworks.com.au": {"full-name": "Ava Patel", "email": "ava.patel@harbourworks.com.au", "department": "cus_ava_pc", "notes": "cus_ava_notes"},
-            "maya.chen@harbourworks.com.au": {"full-name": "Maya Chen", "email": "maya.chen@harbourworks.com.au", "department": ""},
-        });
-        let users_file = control.join("users.json");
-        std::fs::write(&users_file, users.to_string()).unwrap();
-        let mut child = Command::new("python3")
-            .arg(SERVER)
-            .arg(TOKEN)
-            .arg(&users_file)
-            .arg(&control)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(control.join("server.log")).unwrap())
-            .spawn()
-            .expect("python3 (tests need it: scripts/test.sh installs it)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().unwrap();
-        Server {
-            child,
-            port,
-            control,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/rpc/api/xmlrpc", self.port)
-    }
-
-    /// The shared accounts the server knows (before `start`: it reads
-    /// them once).
-    fn shared_accounts(dir: &Path, accounts: serde_json::Value) {
-        let control = dir.join("pc");
-        std::fs::create_dir_all(&control).unwrap();
-        std::fs::write(control.join("shared.json"), accounts.to_string()).unwrap();
-    }
-
-    fn mode(&self, mode: &str) {
-        std::fs::write(self.control.join("mode"), mode).unwrap();
-    }
-
-    fn calls(&self) -> BTreeMap<String, u64> {
-        std::fs::read_to_string(self.control.join("calls.json"))
-            .map(|s| serde_json::from_str(&s).unwrap())
-            .unwrap_or_default()
-    }
-
-    fn total(&self, method: &str) -> u64 {
-        self.calls()
-            .iter()
-            .filter(|(k, _)| k.starts_with(method))
-            .map(|(_, v)| v)
-            .sum()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nothing listens on (bound, then closed).
-fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn setup(url: &str, token: &str, papercut_extra: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let tx = dir.path().join("tx");
-    std::fs::create_dir(&tx).unwrap();
-    for day in 1..=7 {
-        let name = format!("tx-2026-10-{day:02}.log");
-        std::fs::copy(format!("{FIXTURES}/{name}"), tx.join(&name)).unwrap();
-    }
-    // Only the shared accounts are mapped: personal ones get their
-    // customer from PaperCut's "department".
-    std::fs::write(
-        dir.path().join("accounts.csv"),
-        "papercut,customer_id,team_id\nAcme Design,cus_acme,team_acme\nKoala Labs,cus_koala,\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("pc-token"), format!("{token}\n")).unwrap();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[source]\nname = \"hw\"\npath = \"tx/*.log\"\ntimezone = \"Australia/Melbourne\"\ncurrency = \"AUD\"\n\n[state]\npath = \"state/state.db\"\n\n[sink]\nkind = \"stdout\"\n\n[billing]\nmapping_file = \"accounts.csv\"\n\n[papercut]\nurl = \"{url}\"\ntoken_file = \"pc-token\"\nuser_properties = [\"full-name\", \"email\", \"department\"]\ncustomer_property = \"department\"\n{papercut_extra}\n"
-        ),
-    )
-    .unwrap();
-    (dir, cfg)
-}
-
-/// Replay the week; every message checked against the schema.
-fn replay(dir: &Path, cfg: &Path, log: &str) -> (i32, Vec<serde_json::Value>, Duration) {
-    let t0 = Instant::now();
-    let out = Command::new(bin())
-        .args(["replay", "--config", cfg.to_str().unwrap()])
-        .arg(dir.join("tx/*.log").to_str().unwrap())
-        .env("CHARGETAIL_LOG", "debug")
-        .env_remove("CHARGETAIL_PAPERCUT_TOKEN")
-        .stderr(std::fs::File::create(dir.join(log)).unwrap())
-        .output()
-        .unwrap();
-    let took = t0.elapsed();
-    let events = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            support::schema::check(l.as_bytes());
-            serde_json::from_str(l).unwrap()
-        })
-        .collect();
-    (out.status.code().unwrap_or(-1), events, took)
-}
-
-fn assert_no_token(dir: &Path, log: &str) {
-    let text = std::fs::read_to_string(dir.join(log)).unwrap();
-    assert!(!text.contains(TOKEN), "the token is in {log}:\n{text}");
-}
+use papercut_support::*;
+use support::{bin, metric};
 
 #[test]
 fn properties_land_in_the_message_once_per_user_per_ttl() {
@@ -232,81 +86,6 @@ fn properties_land_in_the_message_once_per_user_per_ttl() {
     assert_eq!(code, 0);
     assert_eq!(events.len(), CHARGES);
     assert!(server.total("api.getUserProperties") > 4);
-}
-
-/// The daemon on the week, with `[http]` on a free port; its messages go
-/// to a file, its log to another.
-struct Daemon {
-    child: Child,
-    port: u16,
-    out: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, cfg: &Path, log: &str) -> Daemon {
-        let port = free_http_port();
-        let text = std::fs::read_to_string(cfg).unwrap();
-        let with_http = dir.join(format!("{log}.toml"));
-        std::fs::write(
-            &with_http,
-            format!("{text}\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-        )
-        .unwrap();
-        let out = dir.join(format!("{log}.out"));
-        let child = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(&with_http)
-            .env("CHARGETAIL_LOG", "info")
-            .env_remove("CHARGETAIL_PAPERCUT_TOKEN")
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(dir.join(log)).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon { child, port, out }
-    }
-
-    /// /metrics once `done` holds for it (within a minute).
-    fn metrics_when(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let m = http_get(self.port, "/metrics");
-            if done(&m) {
-                return m;
-            }
-            assert!(Instant::now() < deadline, "{what}:\n{m}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// SIGTERM, exit 0; the messages it wrote.
-    fn stop(mut self) -> Vec<serde_json::Value> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        assert_eq!(
-            support::wait_timeout(&mut self.child, Duration::from_secs(20)),
-            Some(0)
-        );
-        std::fs::read_to_string(&self.out)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                support::schema::check(l.as_bytes());
-                serde_json::from_str(l).unwrap()
-            })
-            .collect()
-    }
-}
-
-/// Run the daemon on the week with `[http]`; the /metrics text once all
-/// charges are delivered, and the messages it wrote.
-fn run_until_delivered(dir: &Path, cfg: &Path, log: &str) -> (String, Vec<serde_json::Value>) {
-    let d = Daemon::start(dir, cfg, log);
-    let m = d.metrics_when("not all delivered", |m| {
-        metric(m, "chargetail_delivered_total") == Some(CHARGES as f64)
-    });
-    (m, d.stop())
 }
 
 #[test]
@@ -428,50 +207,6 @@ fn a_bad_token_is_rejected_not_unavailable_and_not_retried_per_charge() {
     assert!(text.contains("token accepted"), "{text}");
     assert!(!text.contains(TOKEN));
     assert!(server.total("api.isUserExists") >= 2);
-}
-
-#[test]
-fn papercut_down_delivers_unenriched_at_once() {
-    let url = format!("http://127.0.0.1:{}/rpc/api/xmlrpc", dead_port());
-    let (dir, cfg) = setup(&url, TOKEN, "");
-    let (code, events, took) = replay(dir.path(), &cfg, "replay.log");
-    assert_eq!(code, 0);
-    assert_eq!(events.len(), CHARGES, "nothing lost");
-    for e in &events {
-        assert_eq!(e["data"]["enrichment"], "unavailable", "{e}");
-        assert!(e["data"].get("papercut").is_none());
-        // The mapping still applies.
-        if e["data"]["account"] == "Acme Design" {
-            assert_eq!(e["data"]["billing"]["customer_id"], "cus_acme");
-        }
-    }
-    assert!(took < Duration::from_secs(20), "{took:?}");
-    assert_no_token(dir.path(), "replay.log");
-    // `check` says PaperCut cannot be reached.
-    let out = Command::new(bin())
-        .args(["check", "--config", cfg.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unreachable"));
-}
-
-#[test]
-fn papercut_slow_past_the_bound_delivers_unenriched_within_it() {
-    let dir0 = tempfile::tempdir().unwrap();
-    let server = Server::start(dir0.path());
-    server.mode("slow 30");
-    let (dir, cfg) = setup(&server.url(), TOKEN, "wait_ms = 500\ntimeout_ms = 60000\n");
-    let (code, events, took) = replay(dir.path(), &cfg, "replay.log");
-    assert_eq!(code, 0);
-    assert_eq!(events.len(), CHARGES, "nothing lost");
-    for e in &events {
-        assert_eq!(e["data"]["enrichment"], "unavailable", "{e}");
-    }
-    // One bound (0.5 s) for the first batch, then none: far below one
-    // slow answer (30 s).
-    assert!(took < Duration::from_secs(15), "{took:?}");
-    assert!(server.total("api.getUserProperties") <= 4);
 }
 
 #[test]
@@ -649,163 +384,30 @@ fn shared_accounts_get_their_properties_once_per_ttl_and_bill_the_account() {
     assert_eq!(server.total("api.getSharedAccountProperties"), 2);
 }
 
-fn held_list(dir: &Path, cfg: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(bin())
-        .args(["held", "list", "--json", "--config", cfg.to_str().unwrap()])
-        .env_remove("CHARGETAIL_PAPERCUT_TOKEN")
-        .stderr(std::fs::File::create(dir.join("held.log")).unwrap())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn status(dir: &Path, cfg: &Path) -> serde_json::Value {
-    let out = Command::new(bin())
-        .args(["status", "--json", "--config", cfg.to_str().unwrap()])
-        .stderr(std::fs::File::create(dir.join("status.log")).unwrap())
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// `on_unavailable = "hold"`: while PaperCut is down nothing is sent and
-/// every charge is held (counted, listed, its reason kept); once PaperCut
-/// answers again each is released enriched, once.
+/// At most `concurrency` calls in flight, whatever a batch needs: the
+/// server (answering each call after 0.3 s) counts the most it answered at
+/// once.
 #[test]
-fn papercut_down_with_hold_keeps_charges_until_it_answers_again() {
-    let dir0 = tempfile::tempdir().unwrap();
-    let server = Server::start(dir0.path());
-    server.mode("down");
-    let (dir, cfg) = setup(
-        &server.url(),
-        TOKEN,
-        "on_unavailable = \"hold\"\nretry_secs = 1\nwait_ms = 1000\n",
-    );
-    let d = Daemon::start(dir.path(), &cfg, "run.log");
-    let m = d.metrics_when("not all held", |m| {
-        metric(m, "chargetail_papercut_held") == Some(CHARGES as f64)
-    });
-    assert_eq!(metric(&m, "chargetail_billing_held"), Some(CHARGES as f64));
-    assert_eq!(metric(&m, "chargetail_delivered_total"), Some(0.0), "{m}");
-    assert_eq!(metric(&m, "chargetail_papercut_down"), Some(1.0), "{m}");
-    // Asked again while down (every retry_secs), still held.
-    let before = server.total("down");
-    assert!(before >= 1);
-    let m = d.metrics_when("not asked again", |_| server.total("down") > before);
-    assert_eq!(metric(&m, "chargetail_papercut_held"), Some(CHARGES as f64));
-    let list = held_list(dir.path(), &cfg);
-    assert_eq!(list.len(), CHARGES);
-    assert!(list.iter().all(|h| h["reason"] == "papercut"), "{list:?}");
-    let st = status(dir.path(), &cfg);
-    assert_eq!(
-        (st["held"].as_u64(), st["held_papercut"].as_u64()),
-        (Some(CHARGES as u64), Some(CHARGES as u64))
-    );
-
-    server.mode("normal");
-    let m = d.metrics_when("not all released", |m| {
-        metric(m, "chargetail_delivered_total") == Some(CHARGES as f64)
-    });
-    assert_eq!(metric(&m, "chargetail_papercut_held"), Some(0.0), "{m}");
-    assert_eq!(metric(&m, "chargetail_billing_held"), Some(0.0), "{m}");
-    assert_eq!(metric(&m, "chargetail_papercut_down"), Some(0.0), "{m}");
-    assert_eq!(
-        metric(&m, "chargetail_billing_released_total"),
-        Some(CHARGES as f64)
-    );
-    let events = d.stop();
-    assert_eq!(events.len(), CHARGES, "each sent once");
-    let ids: std::collections::BTreeSet<&str> =
-        events.iter().map(|e| e["id"].as_str().unwrap()).collect();
-    assert_eq!(ids.len(), CHARGES);
-    for e in &events {
-        let d = &e["data"];
-        let want = if d["user"] == "noah.kim@harbourworks.com.au" {
-            "unknown"
-        } else {
-            "ok"
-        };
-        assert_eq!(d["enrichment"], want, "{e}");
-        if d["user"] == "liam.ng@harbourworks.com.au" && d["account_type"] == "personal" {
-            assert_eq!(d["billing"]["customer_id"], "cus_liam_pc", "{e}");
-            assert_eq!(d["billing"]["via"], "papercut", "{e}");
-        }
-        if d["account"] == "Acme Design" {
-            assert_eq!(d["billing"]["customer_id"], "cus_acme", "{e}");
-            assert_eq!(d["papercut"]["shared_account"]["account-id"], "1001");
-        }
+fn calls_in_flight_never_exceed_concurrency() {
+    for conc in [1u64, 2] {
+        let dir0 = tempfile::tempdir().unwrap();
+        let server = Server::start(dir0.path());
+        server.mode("slow 0.3");
+        let (dir, cfg) = setup(
+            &server.url(),
+            TOKEN,
+            &format!("concurrency = {conc}\nwait_ms = 60000\ntimeout_ms = 60000\n"),
+        );
+        let (code, events, _) = replay(dir.path(), &cfg, "replay.log");
+        assert_eq!((code, events.len()), (0, CHARGES));
+        assert!(events.iter().any(|e| e["data"]["enrichment"] == "ok"));
+        let calls = server.calls();
+        // 6 distinct subjects; several in the first batch.
+        assert_eq!(calls.get("max_in_flight"), Some(&conc), "{calls:?}");
+        assert_eq!(
+            server.total("api.getUserProperties") + server.total("api.getSharedAccountProperties"),
+            6,
+            "{calls:?}"
+        );
     }
-    assert!(held_list(dir.path(), &cfg).is_empty());
-    // reconcile: everything read is delivered, with its customer.
-    let out = Command::new(bin())
-        .args([
-            "reconcile",
-            "--json",
-            "--by",
-            "customer",
-            "--config",
-            cfg.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        rep["groups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|g| g["key"] == "cus_liam_pc"),
-        "{rep}"
-    );
-    assert_no_token(dir.path(), "run.log");
-}
-
-/// Held for PaperCut, but never longer than `hold_max_secs`: then sent
-/// unenriched, saying so.
-#[test]
-fn charges_held_for_papercut_go_unenriched_after_hold_max_secs() {
-    let dir0 = tempfile::tempdir().unwrap();
-    let server = Server::start(dir0.path());
-    server.mode("down");
-    let (dir, cfg) = setup(
-        &server.url(),
-        TOKEN,
-        "on_unavailable = \"hold\"\nretry_secs = 1\nhold_max_secs = 2\n",
-    );
-    let d = Daemon::start(dir.path(), &cfg, "run.log");
-    let m = d.metrics_when("not all delivered", |m| {
-        metric(m, "chargetail_delivered_total") == Some(CHARGES as f64)
-    });
-    assert_eq!(metric(&m, "chargetail_papercut_held"), Some(0.0), "{m}");
-    assert_eq!(
-        metric(&m, "chargetail_billing_released_total"),
-        Some(CHARGES as f64),
-        "{m}"
-    );
-    assert_eq!(
-        metric(&m, "chargetail_papercut_unenriched_total"),
-        Some(CHARGES as f64),
-        "{m}"
-    );
-    let events = d.stop();
-    assert_eq!(events.len(), CHARGES);
-    for e in &events {
-        assert_eq!(e["data"]["enrichment"], "unavailable", "{e}");
-        if e["data"]["account"] == "Acme Design" {
-            assert_eq!(e["data"]["billing"]["customer_id"], "cus_acme");
-        }
-    }
-    let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap();
-    assert!(
-        log.contains("PaperCut unavailable (on_unavailable"),
-        "{log}"
-    );
-    assert!(server.total("down") >= 1);
 }

@@ -13,7 +13,8 @@ CONTROL_DIR/mode (read at every request) switches the server: "normal",
 "slow N" (sleep N seconds before answering) or "down" (the connection is
 closed without an answer, as when PaperCut's service is stopped behind a
 proxy). Every call is counted in CONTROL_DIR/calls.json ({"method name":
-n}; a request refused while down counts as "down"). Prints the port it
+n}; a request refused while down counts as "down"; "max_in_flight": the
+most requests answered at once). Prints the port it
 listens on (loopback, chosen by the system), then serves until killed.
 """
 import json
@@ -38,6 +39,8 @@ except FileNotFoundError:
     }
 LOCK = threading.Lock()
 CALLS = {}
+# Requests being answered now; the most at once is CALLS["max_in_flight"].
+IN_FLIGHT = 0
 
 
 class Server(ThreadingMixIn, SimpleXMLRPCServer):
@@ -57,7 +60,16 @@ class Handler(SimpleXMLRPCRequestHandler):
             # closed (a network failure, not a fault).
             self.close_connection = True
             return
-        super().do_POST()
+        global IN_FLIGHT
+        with LOCK:
+            IN_FLIGHT += 1
+            if IN_FLIGHT > CALLS.get("max_in_flight", 0):
+                CALLS["max_in_flight"] = IN_FLIGHT
+        try:
+            super().do_POST()
+        finally:
+            with LOCK:
+                IN_FLIGHT -= 1
 
 
 def count(method, name):

@@ -1,6 +1,6 @@
 //! A RabbitMQ cluster of the test's own (three private nodes joined with
 //! `rabbitmqctl join_cluster`), the quorum queue the daemon declares, and
-//! 20,000 charges streaming from the sources while the node the daemon is
+//! 20,000 charges streaming from two sources while the node the daemon is
 //! connected to is killed with SIGKILL, twice, and brought back.
 //!
 //! Asserted: every charge arrives; a charge that arrives more than once
@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use support::rabbit::cluster::RabbitCluster;
 use support::*;
 
-/// One source until `[[source]]` exists; then two.
-const SOURCES: [&str; 1] = ["site-a"];
+/// Two PaperCut servers, one outbox and one sink.
+const SOURCES: [&str; 2] = ["site-a", "site-b"];
 const TOTAL: u64 = 20_000;
 const PER_SOURCE: u64 = TOTAL / SOURCES.len() as u64;
 
@@ -30,7 +30,7 @@ fn config(dir: &Path, urls: &[String], ex: &str, q: &str, http: u16) -> std::pat
     let mut text = String::new();
     for name in SOURCES {
         text.push_str(&format!(
-            "[source]\nname = \"{name}\"\npath = \"{}\"\ntimezone = \"Australia/Melbourne\"\ncurrency = \"AUD\"\npoll_interval_ms = 200\n\n",
+            "[[source]]\nname = \"{name}\"\npath = \"{}\"\ntimezone = \"Australia/Melbourne\"\ncurrency = \"AUD\"\npoll_interval_ms = 200\n\n",
             dir.join(format!("{name}.log")).display()
         ));
     }
@@ -91,6 +91,27 @@ fn longest_stall(samples: &[(Instant, u64)], from: Instant, within: Duration) ->
     best
 }
 
+/// The test's directory (config, state, daemon log), kept when the test
+/// fails so the daemon's log can be read.
+struct KeepOnPanic(Option<tempfile::TempDir>);
+
+impl KeepOnPanic {
+    fn path(&self) -> &Path {
+        self.0
+            .as_ref()
+            .map(|d| d.path())
+            .unwrap_or(Path::new("/nonexistent"))
+    }
+}
+
+impl Drop for KeepOnPanic {
+    fn drop(&mut self) {
+        if let (true, Some(d)) = (std::thread::panicking(), self.0.take()) {
+            eprintln!("test directory kept: {}", d.keep().display());
+        }
+    }
+}
+
 #[test]
 fn cluster_node_killed_twice_under_streaming_sources_loses_nothing() {
     let began = Instant::now();
@@ -101,7 +122,7 @@ fn cluster_node_killed_twice_under_streaming_sources_loses_nothing() {
         .build()
         .unwrap();
     let (ex, q) = (unique("ct-cl-x"), unique("ct-cl-q"));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = KeepOnPanic(Some(tempfile::tempdir().unwrap()));
     let http = free_http_port();
     let cfg = config(dir.path(), &cluster.amqp_urls(), &ex, &q, http);
     for name in SOURCES {
@@ -196,6 +217,17 @@ fn cluster_node_killed_twice_under_streaming_sources_loses_nothing() {
         "the daemon declares a quorum queue by default"
     );
     let msgs = rt.block_on(drain(&cluster.nodes[0].amqp_url(), &q));
+    let arrivals: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+            format!(
+                "{} {} {}",
+                v["source"], v["data"]["transaction_id"], v["id"]
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("arrivals.txt"), arrivals.join("\n")).unwrap();
     // Per source: (transaction id → ids seen) and the first-occurrence order.
     let mut ids_of: HashMap<(String, String), HashSet<String>> = HashMap::new();
     let mut bytes_of: HashMap<String, Vec<u8>> = HashMap::new();
@@ -225,9 +257,16 @@ fn cluster_node_killed_twice_under_streaming_sources_loses_nothing() {
             )
         })
         .collect();
+    // A quorum queue electing a leader nacks publishes (see the sink's
+    // "Order through nacks"): how often that met the daemon here.
+    let nacked_rounds = std::fs::read_to_string(dir.path().join("daemon.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("broker nacked"))
+        .count();
     eprintln!(
         "FIGURE cluster failover: {TOTAL} charges from {} source(s), {} messages ({dups} repeats, same id), \
-         cluster boot {} s, test {} s, daemon finally on node {last_node:?}; {}",
+         {nacked_rounds} batches ended by a nack, cluster boot {} s, test {} s, daemon finally on node {last_node:?}; {}",
         SOURCES.len(),
         msgs.len(),
         boot.as_secs(),

@@ -277,6 +277,11 @@ fn render_metrics(s: &HttpState) -> String {
         Stats::get(&st.retried),
     );
     counter(
+        "chargetail_deliver_store_reads_total",
+        "Times delivery read pending charges back from the outbox (start, retries, overflow, another process's change); new charges reach it in memory.",
+        Stats::get(&st.deliver_store_reads),
+    );
+    counter(
         "chargetail_truncations_total",
         "Source files truncated.",
         Stats::get(&st.truncations),

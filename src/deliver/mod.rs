@@ -5,13 +5,22 @@
 //!
 //! Order: the worker never sends a charge before an older pending one is
 //! due, so charges leave in outbox order, which is file order per file.
+//!
+//! Charges the reader commits reach the worker in memory ([`Handoff`]); it
+//! reads the outbox back only at start, after a failed attempt, when the
+//! hand-off overflowed or skipped a `seq`, and when another process changed
+//! the outbox.
 
+mod handoff;
+
+pub use handoff::{Handoff, OtherWriters};
+
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::sync::Notify;
 
 use crate::shutdown::Shutdown;
 use crate::sink::{Envelope, Outcome, Sink, SinkConfig};
@@ -23,15 +32,22 @@ pub struct Deliverer<S: Sink> {
     pub sink: S,
     pub policy: RetryPolicy,
     pub batch: usize,
-    /// Poked by the reader after each commit, so delivery starts at once.
-    pub wake: Arc<Notify>,
+    /// Charges the reader committed, in memory; its notify wakes delivery.
+    pub handoff: Arc<Handoff>,
     pub stats: Arc<Stats>,
     /// Re-read settings (SIGHUP) to apply without a restart.
     pub reload: Option<UnboundedReceiver<DeliverSettings>>,
-    /// Last seen `resume_token` (see `Store::bump_resume_token`).
-    pub resume_seen: Option<i64>,
+    /// Last seen change tokens (see `Store::change_tokens`).
+    tokens_seen: Option<(i64, i64)>,
     /// The head's retry clock (`None`: made from the store when needed).
-    pub head: Option<HeadClock>,
+    head: Option<HeadClock>,
+    /// The pending charges known, in outbox order, from the head on.
+    queue: VecDeque<Pending>,
+    /// Every pending charge with a `seq` up to this is in `queue`.
+    known_to: i64,
+    /// The outbox may hold pending charges after `known_to` that the
+    /// hand-off does not have: read it before taking from the hand-off.
+    behind: bool,
 }
 
 /// What the deliver stage takes from the configuration: at start, and again
@@ -78,11 +94,86 @@ impl RetryPolicy {
     }
 }
 
-/// How long to idle when nothing is pending and nobody pokes us (a replay or
-/// `dead-letters retry` in another process may have added work).
-const IDLE: Duration = Duration::from_secs(1);
-
 impl<S: Sink> Deliverer<S> {
+    pub fn new(
+        store: Store,
+        sink: S,
+        policy: RetryPolicy,
+        batch: usize,
+        handoff: Arc<Handoff>,
+        stats: Arc<Stats>,
+    ) -> Deliverer<S> {
+        Deliverer {
+            store,
+            sink,
+            policy,
+            batch,
+            handoff,
+            stats,
+            reload: None,
+            tokens_seen: None,
+            head: None,
+            queue: VecDeque::new(),
+            known_to: 0,
+            behind: true,
+        }
+    }
+
+    /// Apply re-read settings (SIGHUP) sent on `reload`.
+    pub fn with_reload(mut self, reload: UnboundedReceiver<DeliverSettings>) -> Deliverer<S> {
+        self.reload = Some(reload);
+        self
+    }
+
+    /// Forget what is known in memory: the next round reads the outbox from
+    /// the start (after a failure, an operator's change, another process's).
+    fn reread(&mut self) {
+        self.queue.clear();
+        self.known_to = 0;
+        self.behind = true;
+        self.head = None;
+    }
+
+    /// Fill `queue` up to a batch: from the hand-off while it continues the
+    /// outbox without a gap, else from the outbox.
+    fn fill(&mut self) -> Result<(), StoreError> {
+        if !self.behind {
+            let room = self.batch.saturating_sub(self.queue.len());
+            if room > 0 {
+                let (rows, dirty) = self.handoff.take(room);
+                self.behind |= dirty;
+                for r in rows {
+                    let seq = r.envelope.seq;
+                    if seq <= self.known_to {
+                        // Already read from the outbox.
+                        continue;
+                    }
+                    if seq != self.known_to + 1 {
+                        // Another writer's row may sit in the gap: the
+                        // outbox has it (and these).
+                        self.behind = true;
+                        break;
+                    }
+                    self.known_to = seq;
+                    self.queue.push_back(r);
+                }
+            }
+        }
+        if self.behind && self.queue.len() < self.batch {
+            let limit = self.batch - self.queue.len();
+            let (rows, top) = self.store.pending_after(self.known_to, limit)?;
+            Stats::add(&self.stats.deliver_store_reads, 1);
+            if rows.len() < limit {
+                self.known_to = self.known_to.max(top);
+                self.behind = false;
+            } else if let Some(last) = rows.last() {
+                self.known_to = last.envelope.seq;
+            }
+            self.queue.extend(rows);
+        }
+        Ok(())
+    }
+
     /// Run until shutdown. Returns an error only when the state database
     /// fails; the daemon then stops (a delivery we cannot record must not be
     /// repeated blindly forever).
@@ -97,15 +188,16 @@ impl<S: Sink> Deliverer<S> {
                     self.apply(&cfg)?;
                 }
             }
-            self.check_resume()?;
+            self.check_tokens()?;
             let sent = self.step().await?;
-            let wait = match sent {
+            // Idle and paused wait for a commit, a poke from the reader (an
+            // operator's or another process's change, which it notices on
+            // its poll), a reload or shutdown: no timer.
+            let wait_for_work = matches!(sent, Step::Idle | Step::Paused);
+            let until = match sent {
                 Step::Sent => continue,
-                // Look at the resume token again in a while.
-                Step::Idle | Step::Paused => IDLE,
-                Step::WaitUntil(at) => at
-                    .saturating_duration_since(Instant::now())
-                    .clamp(Duration::from_millis(1), IDLE),
+                Step::Idle | Step::Paused => None,
+                Step::WaitUntil(at) => Some(at),
             };
             let next_config = async {
                 match reload.as_mut() {
@@ -113,9 +205,15 @@ impl<S: Sink> Deliverer<S> {
                     None => std::future::pending().await,
                 }
             };
+            let head_due = async {
+                match until {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = self.wake.notified(), if sent == Step::Idle => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.handoff.notified(), if wait_for_work => {}
+                _ = head_due => {}
                 Some(cfg) = next_config => self.apply(&cfg)?,
                 _ = shutdown.wait() => break,
             }
@@ -156,24 +254,33 @@ impl<S: Sink> Deliverer<S> {
     fn after_resume(&mut self, was_paused: bool) -> Result<(), StoreError> {
         if was_paused && !self.sink.is_paused() {
             let n = self.store.make_due_now()?;
-            self.head = None;
+            self.reread();
             tracing::info!(charges = n, "sink resumed: waiting charges are due now");
         }
         self.stats.set_sink_health(self.sink.health());
         Ok(())
     }
 
-    fn check_resume(&mut self) -> Result<(), StoreError> {
-        let token = self.store.resume_token()?;
-        if self.resume_seen.is_some_and(|seen| seen != token) {
-            tracing::info!(
-                "dead letters put back by an operator: resuming the sink if it was paused"
-            );
-            let was_paused = self.sink.is_paused();
-            self.sink.resume();
-            self.after_resume(was_paused)?;
+    /// The tokens other processes bump (`Store::change_tokens`): an
+    /// operator's `dead-letters retry` resumes a paused sink; either change
+    /// means pending charges we do not hold, maybe before those we do.
+    fn check_tokens(&mut self) -> Result<(), StoreError> {
+        let (resume, outbox) = self.store.change_tokens()?;
+        if let Some((seen_resume, seen_outbox)) = self.tokens_seen {
+            if seen_resume != resume {
+                tracing::info!(
+                    "dead letters put back by an operator: resuming the sink if it was paused"
+                );
+                let was_paused = self.sink.is_paused();
+                self.sink.resume();
+                self.reread();
+                self.after_resume(was_paused)?;
+            } else if seen_outbox != outbox {
+                tracing::debug!("outbox changed by another process: reading it again");
+                self.reread();
+            }
         }
-        self.resume_seen = Some(token);
+        self.tokens_seen = Some((resume, outbox));
         Ok(())
     }
 
@@ -255,15 +362,18 @@ impl<S: Sink> Deliverer<S> {
             return Ok(Step::Paused);
         }
         let t_fetch = Instant::now();
-        let pending = self.store.pending(self.batch)?;
-        let Some(head) = pending.first() else {
+        self.fill()?;
+        let Some(head) = self.queue.front() else {
             self.head = None;
             return Ok(Step::Idle);
         };
-        let clock = self.head_clock(head);
+        let head = head.clone();
+        let clock = self.head_clock(&head);
         if clock.next > Instant::now() {
             return Ok(Step::WaitUntil(clock.next));
         }
+        let n = self.queue.len().min(self.batch);
+        let pending: Vec<Pending> = self.queue.drain(..n).collect();
         let due: Vec<Envelope> = pending.iter().map(|p| p.envelope.clone()).collect();
         let t_send = Instant::now();
         let mut outcomes = self.sink.send(&due).await;
@@ -355,6 +465,22 @@ impl<S: Sink> Deliverer<S> {
         if let Some((env, error)) = &failed {
             let waiting = pending.iter().filter(|p| p.envelope.seq > env.seq).count();
             tracing::warn!(charge = %env.id, attempts = env.attempts + 1, waiting, error = %error, "delivery failed; will retry");
+        }
+        // What is still pending after this round (a retry, or held back
+        // behind one) is read back from the outbox with its new schedule;
+        // the rows after it in memory are dropped with it.
+        let mut recs = records.iter().peekable();
+        let left = pending.iter().find(|p| match recs.peek() {
+            Some((e, r)) if e.seq == p.envelope.seq => {
+                recs.next();
+                matches!(r, Record::Retry { .. })
+            }
+            _ => true,
+        });
+        if let Some(first) = left {
+            self.queue.clear();
+            self.known_to = first.envelope.seq - 1;
+            self.behind = true;
         }
         let (delivered, dead) = self.store.record(&records)?;
         tracing::trace!(

@@ -197,6 +197,9 @@ pub(crate) fn problems(s: &HttpState) -> Problems {
                 .unwrap_or_default()
         ));
     }
+    if let Some(b) = &s.billing {
+        billing::problems(b, &mut p);
+    }
     p
 }
 
@@ -531,6 +534,7 @@ fn render_status(s: &HttpState) -> serde_json::Value {
         "started_at_ms": s.started_ms,
         "outbox": totals,
         "job_stats": { "today": today, "since_start": since_start },
+        "billing": s.billing.as_deref().map(|b| billing::status(b, s.cfg.papercut.is_some())),
     })
 }
 

@@ -282,3 +282,117 @@ fn replay_takes_the_source_whose_path_matches_or_the_one_named() {
     let out = replay(&["--source", "nope", old.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// The value of the series `name{source="SRC"...}`.
+fn series(metrics: &str, name: &str, source: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{source=\"{source}\"")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn status_metrics_page_and_health_per_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("site-a"), dir.path().join("site-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg = sources_config(
+        dir.path(),
+        &[("site-a", &a, "UTC", "AUD"), ("site-b", &b, "UTC", "EUR")],
+    );
+    let port = free_http_port();
+    append(&cfg, &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let (fa, fb) = (a.join("tx.log"), b.join("tx.log"));
+    append(&fa, HEADER);
+    for n in 0..30 {
+        append(&fa, &tx_line(n));
+    }
+    append(&fb, HEADER);
+    for n in 0..12 {
+        append(&fb, &tx_line(n));
+    }
+    append(&fb, "not a line of this profile\n");
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(42, T), 42);
+
+    let m = http_get(port, "/metrics");
+    assert_eq!(
+        series(&m, "chargetail_charges_read_total", "site-a"),
+        Some(30.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "chargetail_charges_read_total", "site-b"),
+        Some(12.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "chargetail_parse_errors_total", "site-a"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "chargetail_parse_errors_total", "site-b"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "chargetail_file_lag_bytes", "site-a"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "chargetail_file_position_bytes", "site-b"),
+        Some(std::fs::metadata(&fb).unwrap().len() as f64),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "chargetail_file_position_bytes{{source=\"site-a\",file=\"{}\"}}",
+            fa.display()
+        )),
+        "{m}"
+    );
+
+    let body = |raw: String| raw.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    let st: serde_json::Value = serde_json::from_str(&body(http_get(port, "/status"))).unwrap();
+    let names: Vec<&str> = st["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["site-a", "site-b"], "{st}");
+    assert_eq!(st["sources"][1]["files"][0]["path"], fb.to_str().unwrap());
+    assert_eq!(st["sources"][1]["lag_bytes"], 0);
+
+    let page = http_get(port, "/");
+    for needle in [
+        "site-a",
+        "site-b",
+        fa.to_str().unwrap(),
+        fb.to_str().unwrap(),
+    ] {
+        assert!(page.contains(needle), "page lacks {needle}");
+    }
+
+    // One site's files gone: /healthz names that source; the other reads on.
+    std::fs::remove_file(&fb).unwrap();
+    let mut health = String::new();
+    for _ in 0..50 {
+        health = http_get(port, "/healthz");
+        if health.contains("site-b") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(health.contains("503"), "{health}");
+    assert!(health.contains("source \\\"site-b\\\" missing"), "{health}");
+    assert!(!health.contains("site-a"), "{health}");
+    append(&fa, &tx_line(30));
+    assert_eq!(d.wait_for(43, T), 43);
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+}

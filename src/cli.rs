@@ -45,9 +45,12 @@ pub enum Command {
         /// The summary as JSON (on stdout, or stderr when the sink is stdout).
         #[arg(long)]
         json: bool,
-        /// Override the config's input profile.
+        /// Override the source's input profile.
         #[arg(long, value_enum)]
         profile: Option<Profile>,
+        /// Which [[source]] the files are from (default: the only one, or the one whose path matches them).
+        #[arg(long)]
+        source: Option<String>,
         /// Stop waiting for delivery after this many seconds without progress.
         #[arg(long, default_value_t = 120)]
         give_up_after: u64,
@@ -61,6 +64,9 @@ pub enum Command {
         profile: Option<Profile>,
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Which [[source]] of the config (default: the only one).
+        #[arg(long)]
+        source: Option<String>,
         /// Files or globs.
         #[arg(required = true)]
         paths: Vec<String>,
@@ -69,6 +75,9 @@ pub enum Command {
     Inspect {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Which [[source]] of the config (default: the only one).
+        #[arg(long)]
+        source: Option<String>,
         /// The findings as one JSON object per file on stdout (section included).
         #[arg(long)]
         json: bool,
@@ -241,19 +250,30 @@ fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             dry_run,
             json,
             profile,
+            source,
             give_up_after,
             paths,
-        } => replay(&config, dry_run, json, profile, give_up_after, &paths),
+        } => replay(
+            &config,
+            dry_run,
+            json,
+            profile,
+            source.as_deref(),
+            give_up_after,
+            &paths,
+        ),
         Command::Parse {
             profile,
             config,
+            source,
             paths,
-        } => parse(profile, config.as_deref(), &paths),
+        } => parse(profile, config.as_deref(), source.as_deref(), &paths),
         Command::Inspect {
             config,
+            source,
             json,
             paths,
-        } => inspect(config.as_deref(), json, &paths),
+        } => inspect(config.as_deref(), source.as_deref(), json, &paths),
         Command::Status { config, json } => status(&Config::load(&config)?, json),
         Command::DeadLetters { config, action } => dead_letters(&Config::load(&config)?, action),
         Command::Check { config } => check(&Config::load(&config)?),
@@ -359,13 +379,14 @@ fn default_source() -> crate::config::SourceConfig {
 fn parse(
     profile: Option<Profile>,
     config: Option<&Path>,
+    source: Option<&str>,
     paths: &[String],
 ) -> anyhow::Result<ExitCode> {
     let (src, max_line) = match config {
         Some(c) => {
-            let cfg = Config::load(c)?;
-            let max = cfg.source.max_line_bytes;
-            (cfg.source, max)
+            let src = Config::load(c)?.source(source)?.clone();
+            let max = src.max_line_bytes;
+            (src, max)
         }
         None => (default_source(), 64 * 1024),
     };
@@ -420,13 +441,18 @@ fn parse(
     })
 }
 
-fn inspect(config: Option<&Path>, json: bool, paths: &[String]) -> anyhow::Result<ExitCode> {
+fn inspect(
+    config: Option<&Path>,
+    source: Option<&str>,
+    json: bool,
+    paths: &[String],
+) -> anyhow::Result<ExitCode> {
     let (src, max_line, zone_configured) = match config {
         Some(c) => {
-            let cfg = Config::load(c)?;
-            let max = cfg.source.max_line_bytes;
-            let configured = !cfg.source.timezone_from_system;
-            (cfg.source, max, configured)
+            let src = Config::load(c)?.source(source)?.clone();
+            let max = src.max_line_bytes;
+            let configured = !src.timezone_from_system;
+            (src, max, configured)
         }
         None => (default_source(), 64 * 1024, false),
     };
@@ -458,20 +484,22 @@ fn replay(
     dry_run: bool,
     json: bool,
     profile: Option<Profile>,
+    source: Option<&str>,
     give_up_after: u64,
     paths: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let mut cfg = Config::load(config)?;
-    if let Some(p) = profile {
-        cfg.source.profile = p;
-    }
+    let cfg = Config::load(config)?;
     let files = expand(paths)?;
+    let mut src = crate::replay::source_of(&cfg, source, &files)?.clone();
+    if let Some(p) = profile {
+        src.profile = p;
+    }
     let opts = crate::replay::ReplayOptions {
         dry_run,
         json,
         give_up_after: std::time::Duration::from_secs(give_up_after),
     };
-    let summary = crate::replay::replay(&cfg, files, &opts)?;
+    let summary = crate::replay::replay(&cfg, &src, files, &opts)?;
     let text = if json {
         serde_json::to_string_pretty(&summary)?
     } else {
@@ -511,30 +539,55 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open_unchecked(&cfg.state.path)?;
     let totals = store.totals()?;
     let running = crate::run_lock::RunLock::is_held(&cfg.state.path);
-    let files: Vec<serde_json::Value> = store
-        .checkpoints()?
-        .into_iter()
+    let checkpoints = store.checkpoints()?;
+    // A database from before sources had names: its rows belong to the
+    // only source (the daemon records that at its next start).
+    let owner = |c: &crate::source::Checkpoint| match (c.source.as_str(), cfg.sources.as_slice()) {
+        ("", [one]) => one.name.clone(),
+        (name, _) => name.to_string(),
+    };
+    let file_json = |c: &crate::source::Checkpoint| {
+        let size = std::fs::metadata(&c.path).ok().map(|m| m.len());
+        serde_json::json!({
+            "source": owner(c), "path": c.path, "generation": c.generation, "offset": c.offset,
+            "line": c.line, "size": size, "lag_bytes": size.map(|s| s.saturating_sub(c.offset)),
+        })
+    };
+    let files: Vec<serde_json::Value> = checkpoints
+        .iter()
         .filter(|c| !c.finished)
-        .map(|c| {
-            let size = std::fs::metadata(&c.path).ok().map(|m| m.len());
+        .map(file_json)
+        .collect();
+    let sources: Vec<serde_json::Value> = cfg
+        .sources
+        .iter()
+        .map(|src| {
+            let mine: Vec<&serde_json::Value> =
+                files.iter().filter(|f| f["source"] == src.name).collect();
+            let lag: u64 = mine.iter().filter_map(|f| f["lag_bytes"].as_u64()).sum();
             serde_json::json!({
-                "path": c.path, "generation": c.generation, "offset": c.offset, "line": c.line,
-                "size": size, "lag_bytes": size.map(|s| s.saturating_sub(c.offset)),
+                "name": src.name, "path": src.path, "profile": src.profile.as_str(),
+                "timezone": src.timezone, "timezone_from_system": src.timezone_from_system,
+                "lag_bytes": lag, "files": mine,
             })
         })
         .collect();
-    let held = match crate::billing::Ledger::open_existing(&cfg.state.path)? {
-        Some(l) => l.held_count()?,
-        None => 0,
-    };
+    let (held_unmapped, held_papercut) =
+        match crate::billing::Ledger::open_existing(&cfg.state.path)? {
+            Some(l) => l.held_by_reason()?,
+            None => (0, 0),
+        };
+    let held = held_unmapped + held_papercut;
     if json {
         let v = serde_json::json!({
             "daemon_running": running,
-            "timezone": cfg.source.timezone,
-            "timezone_from_system": cfg.source.timezone_from_system,
+            "timezone": cfg.sources[0].timezone,
+            "timezone_from_system": cfg.sources[0].timezone_from_system,
+            "sources": sources,
             "files": files,
             "outbox": totals,
             "held": held,
+            "held_papercut": held_papercut,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -544,22 +597,25 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         if running { "running" } else { "not running" }
     );
     println!("state:         {}", cfg.state.path.display());
-    println!(
-        "time zone:     {}",
-        crate::config::describe_timezone(&cfg.source)
-    );
-    println!("files:");
-    if files.is_empty() {
-        println!("  (none followed yet)");
-    }
-    for f in &files {
-        println!(
-            "  {}  offset {}  line {}  lag {} bytes",
-            f["path"].as_str().unwrap_or("?"),
-            f["offset"],
-            f["line"],
-            f["lag_bytes"]
-        );
+    for (src, view) in cfg.sources.iter().zip(&sources) {
+        if cfg.sources.len() > 1 {
+            println!("source:        {} ({})", src.name, src.path);
+        }
+        println!("time zone:     {}", crate::config::describe_timezone(src));
+        println!("files:");
+        let mine = view["files"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        if mine.is_empty() {
+            println!("  (none followed yet)");
+        }
+        for f in mine {
+            println!(
+                "  {}  offset {}  line {}  lag {} bytes",
+                f["path"].as_str().unwrap_or("?"),
+                f["offset"],
+                f["line"],
+                f["lag_bytes"]
+            );
+        }
     }
     println!(
         "backlog:       {} pending (oldest read {})",
@@ -575,9 +631,14 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         "dead letters:  {} charges, {} unparsable lines",
         totals.dead_charges, totals.bad_lines
     );
-    if held > 0 {
+    if held_unmapped > 0 {
         println!(
-            "held:          {held} charges without an account mapping (`chargetail held list`)"
+            "held:          {held_unmapped} charges without an account mapping (`chargetail held list`)"
+        );
+    }
+    if held_papercut > 0 {
+        println!(
+            "held:          {held_papercut} charges waiting for PaperCut (`chargetail held list`)"
         );
     }
     if let Some(e) = totals.last_error {
@@ -594,7 +655,7 @@ fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let held = ledger.held(0, usize::MAX >> 1)?;
+    let held = ledger.held(0, usize::MAX, None)?;
     if json {
         let v: Vec<_> = held
             .iter()
@@ -603,7 +664,7 @@ fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
                     "id": h.charge.id, "user": h.user, "account": h.charge.account,
                     "account_type": h.charge.account_type, "amount": h.charge.amount,
                     "currency": h.charge.currency, "file": h.charge.file, "line": h.charge.line,
-                    "held_ms": h.created_ms,
+                    "held_ms": h.created_ms, "reason": h.reason.as_str(),
                 })
             })
             .collect();
@@ -613,7 +674,8 @@ fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     } else {
         for (_, h) in &held {
             println!(
-                "{}\t{}\t{} ({})\t{} {}\t{}:{}",
+                "{}\t{}\t{}\t{} ({})\t{} {}\t{}:{}",
+                h.reason.as_str(),
                 h.charge.id,
                 h.user,
                 h.charge.account,
@@ -624,9 +686,14 @@ fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
                 h.charge.line
             );
         }
+        let papercut = held
+            .iter()
+            .filter(|(_, h)| h.reason == crate::billing::HoldReason::Papercut)
+            .count();
         println!(
-            "{} held: add their accounts to the mapping file",
-            held.len()
+            "{} held: {} unmapped (add their accounts to the mapping file), {papercut} waiting for PaperCut",
+            held.len(),
+            held.len() - papercut
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -675,8 +742,10 @@ fn dead_letters(cfg: &Config, action: DeadAction) -> anyhow::Result<ExitCode> {
 
 fn check(cfg: &Config) -> anyhow::Result<ExitCode> {
     println!("config {}: ok", cfg.file.display());
-    if let Some(w) = source_path_warning(&cfg.source.path) {
-        println!("warning: {w}");
+    for src in &cfg.sources {
+        if let Some(w) = source_path_warning(&src.path) {
+            println!("warning: {w}");
+        }
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

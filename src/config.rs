@@ -28,7 +28,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub source: SourceConfig,
+    /// One `[source]` table or several `[[source]]` tables, in config order.
+    #[serde(rename = "source", deserialize_with = "one_or_many")]
+    pub sources: Vec<SourceConfig>,
     pub state: StateConfig,
     #[serde(default)]
     pub sink: SinkConfig,
@@ -94,6 +96,27 @@ pub struct SourceConfig {
     pub backlog_limit: u64,
 }
 
+/// `[source]` (a table) or `[[source]]` (an array of tables). A visitor
+/// rather than `#[serde(untagged)]`, which would replace the real error (an
+/// unknown key, a wrong type) with "did not match any variant".
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SourceConfig>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<SourceConfig>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a [source] table or [[source]] tables")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            SourceConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                .map(|s| vec![s])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            Vec::<SourceConfig>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+        }
+    }
+    d.deserialize_any(V)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
@@ -150,6 +173,94 @@ impl SourceConfig {
             ..d
         })
     }
+}
+
+impl SourceConfig {
+    /// This source's own checks; `label` names it in errors (`[source]`, or
+    /// `[[source]] #2 ("site-b")` when there are several).
+    fn validate(&self, label: &str) -> Result<(), String> {
+        let s = self;
+        if s.name.trim().is_empty() {
+            return Err(format!(
+                "{label} name: must not be empty (it is part of every charge id)"
+            ));
+        }
+        if s.timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(format!(
+                "{label} timezone: unknown IANA time zone {:?}",
+                s.timezone
+            ));
+        }
+        if s.currency.len() != 3 || !s.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "{label} currency: {:?} is not an ISO 4217 code like \"AUD\"",
+                s.currency
+            ));
+        }
+        if let Some(d) = &s.delimiter {
+            parse_delimiter(d).map_err(|e| format!("{label} delimiter: {e}"))?;
+        }
+        if glob::Pattern::new(&s.path).is_err() {
+            return Err(format!(
+                "{label} path: {:?} is not a valid file name or glob",
+                s.path
+            ));
+        }
+        if s.max_line_bytes < 256 {
+            return Err(format!("{label} max_line_bytes: must be at least 256"));
+        }
+        if s.poll_interval_ms == 0 {
+            return Err(format!("{label} poll_interval_ms: must be above 0"));
+        }
+        for key in s.columns.keys() {
+            if !crate::format::FIELD_NAMES.contains(&key.as_str()) {
+                return Err(format!(
+                    "{label} columns {key:?}: not a charge field (known: {})",
+                    crate::format::FIELD_NAMES.join(", ")
+                ));
+            }
+        }
+        if s.backlog_limit == 0 {
+            return Err(format!(
+                "{label} backlog_limit: must be at least 1 (0 would pause reading forever)"
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        // Validated when the config was read.
+        self.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+}
+
+/// A file name both source paths can match, if one is found: a pattern
+/// that matches the other's text (`/x/*.log` and `/x/a.log`, or
+/// `/x/a*.log`), or a file on disk now that both match. Two arbitrary globs
+/// can overlap in ways this misses; these are the ones a config gets wrong.
+fn overlap(a: &str, b: &str) -> Option<String> {
+    let (pa, pb) = (glob::Pattern::new(a).ok()?, glob::Pattern::new(b).ok()?);
+    // As the follower's scan (`glob::glob`) matches: `*` stays within a
+    // directory.
+    let opts = glob::MatchOptions {
+        require_literal_separator: true,
+        ..Default::default()
+    };
+    if pa.matches_with(b, opts) {
+        return Some(format!("{b:?}"));
+    }
+    if pb.matches_with(a, opts) {
+        return Some(format!("{a:?}"));
+    }
+    let files = glob::glob(a).ok()?;
+    files
+        .flatten()
+        .find(|f| pb.matches_path_with(f, opts))
+        .map(|f| format!("{} (on disk now)", f.display()))
 }
 
 impl DeliveryConfig {
@@ -269,11 +380,15 @@ impl Config {
         };
         let mut cfg: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         cfg.file = path.to_path_buf();
-        cfg.source.timezone_from_system = text
-            .parse::<toml::Table>()
-            .ok()
-            .and_then(|t| t.get("source")?.get("timezone").cloned())
-            .is_none();
+        let table = text.parse::<toml::Table>().ok();
+        let raw: Vec<&toml::Value> = match table.as_ref().and_then(|t| t.get("source")) {
+            Some(toml::Value::Array(a)) => a.iter().collect(),
+            Some(v) => vec![v],
+            None => Vec::new(),
+        };
+        for (i, src) in cfg.sources.iter_mut().enumerate() {
+            src.timezone_from_system = raw.get(i).and_then(|t| t.get("timezone")).is_none();
+        }
         // Relative paths are relative to the config file, not to the cwd,
         // so a unit file and a shell run the same config the same way; made
         // absolute so that charge origins and positions name real places.
@@ -292,8 +407,10 @@ impl Config {
                 *t = base.join(&*t);
             }
         }
-        if Path::new(&cfg.source.path).is_relative() {
-            cfg.source.path = base.join(&cfg.source.path).to_string_lossy().into_owned();
+        for src in &mut cfg.sources {
+            if Path::new(&src.path).is_relative() {
+                src.path = base.join(&src.path).to_string_lossy().into_owned();
+            }
         }
         if let Some(b) = cfg.billing.as_mut() {
             b.resolve(&base).map_err(invalid)?;
@@ -306,42 +423,64 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
-        let s = &self.source;
-        if s.name.trim().is_empty() {
-            return Err("[source] name: must not be empty (it is part of every charge id)".into());
+        if self.sources.is_empty() {
+            return Err("[[source]]: at least one source is needed".into());
         }
-        if s.timezone.parse::<chrono_tz::Tz>().is_err() {
-            return Err(format!(
-                "[source] timezone: unknown IANA time zone {:?}",
-                s.timezone
-            ));
+        let several = self.sources.len() > 1;
+        for (i, s) in self.sources.iter().enumerate() {
+            let label = if several {
+                format!("[[source]] #{} ({:?})", i + 1, s.name)
+            } else {
+                "[source]".to_string()
+            };
+            s.validate(&label)?;
         }
-        if s.currency.len() != 3 || !s.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(format!(
-                "[source] currency: {:?} is not an ISO 4217 code like \"AUD\"",
-                s.currency
-            ));
-        }
-        if let Some(d) = &s.delimiter {
-            parse_delimiter(d).map_err(|e| format!("[source] delimiter: {e}"))?;
-        }
-        if glob::Pattern::new(&s.path).is_err() {
-            return Err(format!(
-                "[source] path: {:?} is not a valid file name or glob",
-                s.path
-            ));
-        }
-        if s.max_line_bytes < 256 {
-            return Err("[source] max_line_bytes: must be at least 256".into());
-        }
-        if s.poll_interval_ms == 0 {
-            return Err("[source] poll_interval_ms: must be above 0".into());
-        }
-        for key in s.columns.keys() {
-            if !crate::format::FIELD_NAMES.contains(&key.as_str()) {
+        let mut names = std::collections::HashMap::new();
+        let mut paths = std::collections::HashMap::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            if let Some(j) = names.insert(s.name.as_str(), i) {
                 return Err(format!(
-                    "[source.columns] {key:?}: not a charge field (known: {})",
-                    crate::format::FIELD_NAMES.join(", ")
+                    "[[source]] #{} and #{}: both are named {:?}; each source needs its own name \
+                     (it is part of every charge id)",
+                    j + 1,
+                    i + 1,
+                    s.name
+                ));
+            }
+            if let Some(j) = paths.insert(s.path.as_str(), i) {
+                return Err(format!(
+                    "[[source]] #{} ({:?}) and #{} ({:?}): the same path {:?}; two sources \
+                     reading one file would bill every line twice",
+                    j + 1,
+                    self.sources[j].name,
+                    i + 1,
+                    s.name,
+                    s.path
+                ));
+            }
+        }
+        for (i, a) in self.sources.iter().enumerate() {
+            for (j, b) in self.sources.iter().enumerate().skip(i + 1) {
+                if let Some(p) = overlap(&a.path, &b.path) {
+                    return Err(format!(
+                        "[[source]] #{} ({:?}) and #{} ({:?}): both paths match {p}; two sources \
+                         reading one file would bill every line twice",
+                        i + 1,
+                        a.name,
+                        j + 1,
+                        b.name
+                    ));
+                }
+            }
+        }
+        if let (true, Some(a)) = (self.sources.len() > 1, &self.sink.amqp) {
+            if a.routing_key.contains("{source}") {
+                // The outbox row does not say which source queued it, so the
+                // sink could not fill in the right name per message.
+                return Err(format!(
+                    "[sink.amqp] routing_key {:?}: {{source}} is not available with several \
+                     [[source]] tables (the charge's source is in the message's `source` field)",
+                    a.routing_key
                 ));
             }
         }
@@ -356,11 +495,6 @@ impl Config {
                 }
             },
             _ => {}
-        }
-        if s.backlog_limit == 0 {
-            return Err(
-                "[source] backlog_limit: must be at least 1 (0 would pause reading forever)".into(),
-            );
         }
         if self.state.retention_days == 0 {
             return Err(
@@ -400,7 +534,7 @@ impl Config {
     /// a bad URL, an unreadable CA file) is a config error: exit 2, and
     /// systemd does not restart in a loop.
     pub fn make_sink(&self) -> Result<AnySink, ConfigError> {
-        AnySink::from_config(&self.sink, &self.dir(), &self.source.name).map_err(|e| {
+        AnySink::from_config(&self.sink, &self.dir(), &self.sink_source_name()).map_err(|e| {
             ConfigError::Invalid {
                 path: self.file.clone(),
                 message: format!("[sink]: {e:#}"),
@@ -418,13 +552,56 @@ impl Config {
         }
     }
 
-    pub fn timezone(&self) -> chrono_tz::Tz {
-        // Validated in `validate`.
-        self.source.timezone.parse().unwrap_or(chrono_tz::UTC)
+    /// The one source, or the one named: for the commands that read files
+    /// as one source (`parse`, `inspect`, `replay`). With several sources
+    /// and no name, an error listing them.
+    pub fn source(&self, name: Option<&str>) -> Result<&SourceConfig, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: self.file.clone(),
+            message,
+        };
+        let names = || {
+            self.sources
+                .iter()
+                .map(|s| format!("{:?}", s.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match name {
+            Some(n) => self.sources.iter().find(|s| s.name == n).ok_or_else(|| {
+                invalid(format!(
+                    "no [[source]] named {n:?} (the sources: {})",
+                    names()
+                ))
+            }),
+            None => match self.sources.as_slice() {
+                [one] => Ok(one),
+                _ => Err(invalid(format!(
+                    "several sources ({}): say which with --source NAME",
+                    names()
+                ))),
+            },
+        }
     }
 
-    pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.source.poll_interval_ms)
+    /// The first source's zone: where one day boundary serves all sources
+    /// (the status page's and /status's "today").
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.sources
+            .first()
+            .map(SourceConfig::timezone)
+            .unwrap_or(chrono_tz::UTC)
+    }
+
+    /// The name the sink knows this daemon by (AMQP connection name, the
+    /// `{source}` of a routing key): the source's, or with several the
+    /// names joined by `+`.
+    pub fn sink_source_name(&self) -> String {
+        self.sources
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+")
     }
 }
 
@@ -443,7 +620,7 @@ mod tests {
         let c = load(MIN).unwrap();
         assert_eq!(c.sink.kind, SinkKind::Stdout);
         assert_eq!(c.state.path, PathBuf::from("/etc/chargetail/s.db"));
-        assert_eq!(c.source.max_line_bytes, 65536);
+        assert_eq!(c.sources[0].max_line_bytes, 65536);
     }
 
     #[test]
@@ -472,6 +649,93 @@ mod tests {
             panic!("not a charge: {lines:?}");
         };
         assert_eq!(c.amount, Some("0.40".parse().unwrap()));
+    }
+
+    #[test]
+    fn several_sources() {
+        let two = "[[source]]\nname='a'\npath='/x/a/*.log'\ntimezone='Europe/Madrid'\n\
+                   [[source]]\nname='b'\npath='/x/b/*.log'\ncurrency='AUD'\n[state]\npath='s.db'\n";
+        let c = load(two).unwrap();
+        let names: Vec<&str> = c.sources.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(!c.sources[0].timezone_from_system);
+        assert!(c.sources[1].timezone_from_system);
+        assert_eq!(c.sources[1].currency, "AUD");
+        assert_eq!(c.source(Some("b")).unwrap().path, "/x/b/*.log");
+        let e = c.source(None).unwrap_err().to_string();
+        assert!(e.contains("--source") && e.contains("\"a\", \"b\""), "{e}");
+        let e = c.source(Some("z")).unwrap_err().to_string();
+        assert!(e.contains("\"z\""), "{e}");
+        // One [source] is one source, the only one.
+        let one = load(MIN).unwrap();
+        assert_eq!(one.sources.len(), 1);
+        assert_eq!(one.source(None).unwrap().name, "pc");
+        // An unknown key inside [[source]] is named, not "no variant matched".
+        let e = load(&two.replace("currency='AUD'", "curency='AUD'"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("curency"), "{e}");
+        // Errors name the source by index and name.
+        let e = load(&two.replace("currency='AUD'", "currency='aud'"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[[source]] #2 (\"b\") currency"), "{e}");
+    }
+
+    #[test]
+    fn sources_must_not_collide() {
+        let two = |a: &str, pa: &str, b: &str, pb: &str| {
+            load(&format!(
+                "[[source]]\nname='{a}'\npath='{pa}'\n[[source]]\nname='{b}'\npath='{pb}'\n\
+                 [state]\npath='s.db'\n"
+            ))
+        };
+        let e = two("a", "/x/*.log", "a", "/y/*.log")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both are named \"a\""), "{e}");
+        let e = two("a", "/x/*.log", "b", "/x/*.log")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the same path"), "{e}");
+        let e = two("a", "/x/*.log", "b", "/x/tx.log")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both paths match \"/x/tx.log\""), "{e}");
+        let e = two("a", "/x/a*.log", "b", "/x/*.log")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("#1 (\"a\") and #2 (\"b\")"), "{e}");
+        let e = two("", "/x/*.log", "b", "/y/*.log")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("#1 (\"\") name: must not be empty"), "{e}");
+        // Relative paths resolve first: "a/*.log" is /etc/chargetail/a/*.log.
+        let e = two("a", "a/*.log", "b", "/etc/chargetail/a/x.log")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both paths match"), "{e}");
+        // A file on disk both globs match.
+        let dir = std::env::temp_dir().join(format!("chargetail-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("tx-2026.log"), "").unwrap();
+        let (pa, pb) = (
+            format!("{}/tx-*", dir.display()),
+            format!("{}/*.log", dir.display()),
+        );
+        let e = two("a", &pa, "b", &pb).unwrap_err().to_string();
+        assert!(e.contains("on disk now"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(two("a", "/x/a/*.log", "b", "/x/b/*.log").is_ok());
+        assert!(two("a", "/x/*.log", "b", "/x/sub/*.log").is_ok());
+        // {source} in a routing key cannot name the right one of several.
+        let e = load(
+            "[[source]]\nname='a'\npath='/a/*'\n[[source]]\nname='b'\npath='/b/*'\n[state]\npath='s'\n\
+             [sink]\nkind='amqp'\n[sink.amqp]\nurl='amqp://h'\nexchange='x'\nrouting_key='c.{source}'\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("{source}"), "{e}");
     }
 
     #[test]

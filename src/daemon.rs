@@ -6,7 +6,7 @@
 //! async). They share nothing but the SQLite file (each has a connection),
 //! a `Notify` to wake delivery after a commit, the stats and the shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,14 +15,14 @@ use anyhow::{anyhow, Context};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::deliver::{DeliverSettings, Deliverer};
 use crate::format::{FormatSettings, LineParser};
 use crate::ingest::Batch;
 use crate::run_lock::RunLock;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
-use crate::source::{FollowOptions, Follower, Notice, SourceEvent};
+use crate::source::{Checkpoint, FollowOptions, Follower, Notice, SourceEvent};
 use crate::stats::Stats;
 use crate::store::{BadLine, Store};
 
@@ -33,11 +33,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // the line behind it): a thread of their own does, between bursts.
     let checkpointer = crate::store::Checkpointer::start(&cfg.state.path)?;
     checkpointer.attach(&store)?;
-    let settings = Arc::new(
-        cfg.source
+    let mut sources = Vec::new();
+    for src in &cfg.sources {
+        let settings = src
             .format_settings()
-            .map_err(|e| anyhow!("[source]: {e}"))?,
-    );
+            .map_err(|e| anyhow!("[source {:?}]: {e}", src.name))?;
+        sources.push((src.clone(), Arc::new(settings)));
+    }
     if let Some(level) = &cfg.log.level {
         crate::logging::set_log_level(level)
             .map_err(|e| anyhow!("config {}: [log] {e}", cfg.file.display()))?;
@@ -133,20 +135,22 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    tracing::info!(
-        source = %cfg.source.name,
-        path = %cfg.source.path,
-        profile = cfg.source.profile.as_str(),
-        state = %cfg.state.path.display(),
-        timezone = %crate::config::describe_timezone(&cfg.source),
-        "chargetail running"
-    );
+    for src in &cfg.sources {
+        tracing::info!(
+            source = %src.name,
+            path = %src.path,
+            profile = src.profile.as_str(),
+            state = %cfg.state.path.display(),
+            timezone = %crate::config::describe_timezone(src),
+            "chargetail running"
+        );
+    }
     let source_result = {
         let (stats, wake, shutdown, cfg) =
             (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
         std::thread::Builder::new()
             .name("chargetail-source".into())
-            .spawn(move || source_loop(&cfg, store, billing, settings, stats, wake, shutdown))
+            .spawn(move || source_loop(&cfg, store, billing, sources, stats, wake, shutdown))
             .context("starting the source thread")?
             .join()
             .map_err(|_| anyhow!("the source thread panicked"))?
@@ -240,7 +244,7 @@ fn reload_config(current: &Config) -> Option<Config> {
     };
     restart(
         "[source]",
-        format!("{:?}", next.source) != format!("{:?}", current.source),
+        format!("{:?}", next.sources) != format!("{:?}", current.sources),
     );
     restart(
         "[state]",
@@ -259,42 +263,108 @@ fn reload_config(current: &Config) -> Option<Config> {
     Some(next)
 }
 
-/// The reading side: follow files, parse, commit charges + position.
+/// One `[[source]]` as the source loop follows it.
+struct Followed {
+    cfg: SourceConfig,
+    settings: Arc<FormatSettings>,
+    follower: Follower,
+    /// Per live generation: header and ordinal state.
+    parsers: HashMap<u64, LineParser>,
+    /// Events of one poll wait here while the backlog is at this source's
+    /// bound, so the outbox overshoots by one read batch at most; memory
+    /// holds one poll's worth (the follower bounds it).
+    queued: VecDeque<SourceEvent>,
+    paused: bool,
+    last_check: Instant,
+    statements: crate::billing::statements::Cursor,
+}
+
+/// The reading side: follow every source's files, parse, commit charges +
+/// position. One thread for all sources: each batch is one source's lines
+/// and that source's position in one transaction, and the sources share
+/// the billing state and the one SQLite connection without locks.
 fn source_loop(
     cfg: &Config,
     mut store: Store,
     mut billing: crate::billing::Billing,
-    settings: Arc<FormatSettings>,
+    sources: Vec<(SourceConfig, Arc<FormatSettings>)>,
     stats: Arc<Stats>,
     wake: Arc<Notify>,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let opts = FollowOptions {
-        pattern: cfg.source.path.clone(),
-        poll_interval: cfg.poll_interval(),
-        idle_after: Duration::from_secs(60),
-        idle_poll_interval: Duration::from_secs(10),
-        rotate_grace: Duration::from_millis(cfg.source.rotate_grace_ms),
-        max_line_bytes: cfg.source.max_line_bytes,
-        read_chunk: 256 * 1024,
-        max_batch_lines: 2000,
-    };
-    let mut follower = Follower::new(opts, store.checkpoints()?)?;
+    let names: Vec<(String, String)> = sources
+        .iter()
+        .map(|(s, _)| (s.name.clone(), s.path.clone()))
+        .collect();
+    let adopted = store.adopt_files(&names)?;
+    if adopted > 0 {
+        tracing::info!(
+            files = adopted,
+            "positions written before sources had names now belong to the source whose path matches"
+        );
+    }
+    let all = store.checkpoints()?;
+    // Generation numbers are the files table's key: one counter for all.
+    let generations = crate::source::Generations::after(&all);
+    let bell = crate::source::Bell::default();
+    let mut orphans: Vec<&Checkpoint> = all
+        .iter()
+        .filter(|c| !c.finished && !names.iter().any(|(n, _)| *n == c.source))
+        .collect();
+    orphans.dedup_by(|a, b| a.source == b.source);
+    for c in orphans {
+        tracing::warn!(
+            source = %c.source, file = %c.path.display(),
+            "the state database follows files for a source the config no longer names; \
+             they are not read (a renamed source reads its files again under new charge ids)"
+        );
+    }
+    let mut runs = Vec::new();
+    for (src, settings) in sources {
+        let opts = FollowOptions {
+            source: src.name.clone(),
+            pattern: src.path.clone(),
+            poll_interval: src.poll_interval(),
+            idle_after: Duration::from_secs(60),
+            idle_poll_interval: Duration::from_secs(10),
+            rotate_grace: Duration::from_millis(src.rotate_grace_ms),
+            max_line_bytes: src.max_line_bytes,
+            read_chunk: 256 * 1024,
+            max_batch_lines: 2000,
+        };
+        let own = all
+            .iter()
+            .filter(|c| c.source == src.name)
+            .cloned()
+            .collect();
+        let mut follower = Follower::new(opts, own)?;
+        follower.share_generations(&generations);
+        follower.set_bell(bell.clone());
+        runs.push(Followed {
+            cfg: src,
+            settings,
+            follower,
+            parsers: HashMap::new(),
+            queued: VecDeque::new(),
+            paused: false,
+            last_check: Instant::now() - Duration::from_secs(3600),
+            statements: Default::default(),
+        });
+    }
     // State open, positions recovered: tell systemd we are up.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let mut watchdog = Watchdog::new();
-    let mut last_source_check = Instant::now() - Duration::from_secs(3600);
-    let mut parsers: HashMap<u64, LineParser> = HashMap::new();
     let mut last_backlog_check = Instant::now() - Duration::from_secs(10);
-    let mut paused = false;
     // Pending charges: measured now and then, plus what we queued since.
     let mut backlog_est = 0u64;
-    let mut queued: std::collections::VecDeque<SourceEvent> = std::collections::VecDeque::new();
+    let min_limit = runs
+        .iter()
+        .map(|r| r.cfg.backlog_limit)
+        .min()
+        .unwrap_or(u64::MAX);
     let mut last_prune = Instant::now() - Duration::from_secs(86_400);
     let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
-
     let mut last_statements = Instant::now() - Duration::from_secs(3600);
-    let mut statements_cursor = crate::billing::statements::Cursor::default();
     while !shutdown.is_triggered() {
         watchdog.tick(&stats);
         // The mapping file changed or SIGHUP: reload; release held charges
@@ -304,25 +374,30 @@ fn source_loop(
         }
         if let Some(b) = billing.config().filter(|b| b.statements) {
             if last_statements.elapsed() >= Duration::from_secs(5) {
-                let n = crate::billing::statements::queue_due(
-                    &billing.ledger,
-                    &mut statements_cursor,
-                    &mut store,
-                    &settings.source_name,
-                    cfg.timezone(),
-                    b.statement_grace_secs,
-                    chrono::Utc::now(),
-                )
-                .context("queueing daily statements")?;
-                if n > 0 {
-                    wake.notify_one();
+                let grace = b.statement_grace_secs;
+                for r in &mut runs {
+                    let n = crate::billing::statements::queue_due(
+                        &billing.ledger,
+                        &mut r.statements,
+                        &mut store,
+                        &r.settings.source_name,
+                        r.cfg.timezone(),
+                        grace,
+                        chrono::Utc::now(),
+                    )
+                    .context("queueing daily statements")?;
+                    if n > 0 {
+                        wake.notify_one();
+                    }
                 }
                 last_statements = Instant::now();
             }
         }
-        if last_source_check.elapsed() >= cfg.poll_interval() {
-            check_source(&cfg.source.path, &stats);
-            last_source_check = Instant::now();
+        if runs
+            .iter()
+            .any(|r| r.last_check.elapsed() >= r.cfg.poll_interval())
+        {
+            check_sources(&mut runs, &stats);
         }
         if last_prune.elapsed() > Duration::from_secs(3600) {
             let mut n = 0;
@@ -342,10 +417,12 @@ fn source_loop(
             }
             last_prune = Instant::now();
         }
-        // Backpressure: while the outbox is over its bound, leave the data in
-        // the source file (it is durable there) instead of growing SQLite.
-        if paused
-            || backlog_est >= cfg.source.backlog_limit
+        // Backpressure: while the outbox is over a source's bound, leave
+        // its data in the source file (it is durable there) instead of
+        // growing SQLite.
+        let any_paused = runs.iter().any(|r| r.paused);
+        if any_paused
+            || backlog_est >= min_limit
             || last_backlog_check.elapsed() > Duration::from_millis(200)
         {
             let backlog = store.backlog()?;
@@ -354,139 +431,187 @@ fn source_loop(
                 .backlog
                 .store(backlog, std::sync::atomic::Ordering::Relaxed);
             last_backlog_check = Instant::now();
-            let over = backlog >= cfg.source.backlog_limit;
-            if over != paused {
-                if over {
-                    tracing::warn!(
-                        backlog,
-                        limit = cfg.source.backlog_limit,
-                        "outbox backlog over its bound: reading paused"
-                    );
-                } else {
-                    tracing::info!(backlog, "outbox backlog below its bound: reading resumed");
+            for r in &mut runs {
+                let over = backlog >= r.cfg.backlog_limit;
+                if over != r.paused {
+                    if over {
+                        tracing::warn!(
+                            source = %r.cfg.name,
+                            backlog,
+                            limit = r.cfg.backlog_limit,
+                            "outbox backlog over its bound: reading paused"
+                        );
+                    } else {
+                        tracing::info!(source = %r.cfg.name, backlog, "outbox backlog below its bound: reading resumed");
+                    }
+                    r.paused = over;
                 }
-                paused = over;
-                stats
-                    .reading_paused
-                    .store(u64::from(over), std::sync::atomic::Ordering::Relaxed);
             }
-            if paused {
+            let paused = runs.iter().filter(|r| r.paused).count() as u64;
+            stats
+                .reading_paused
+                .store(paused.min(1), std::sync::atomic::Ordering::Relaxed);
+            if runs.iter().all(|r| r.paused) {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         }
-        // Events of one poll wait here while the backlog is at its bound, so
-        // the outbox overshoots by one read batch at most; memory holds one
-        // poll's worth (the follower bounds it).
-        if queued.is_empty() {
-            queued.extend(follower.poll()?);
-        }
         let mut progressed = false;
-        while let Some(event) = queued.pop_front() {
-            if backlog_est >= cfg.source.backlog_limit {
-                queued.push_front(event);
-                progressed = true;
-                break;
-            }
-            match event {
-                SourceEvent::Lines {
-                    checkpoint,
-                    lines,
-                    prefix,
-                } => {
-                    let parser = parsers.entry(checkpoint.generation).or_insert_with(|| {
-                        LineParser::new(
-                            settings.clone(),
-                            checkpoint.path.to_string_lossy().into_owned(),
-                        )
-                    });
-                    if prefix {
-                        // Already delivered before a restart: only rebuild the
-                        // parser's header and ordinal state.
-                        for line in &lines {
-                            let _ = parser.parse(line);
-                        }
-                        continue;
-                    }
-                    let mut batch = Batch::new(checkpoint.path.to_string_lossy().into_owned(), 0);
-                    for line in &lines {
-                        batch.push(parser, line, &settings.source_name);
-                    }
-                    // Billing (ledger, data.billing, held charges) comes
-                    // before the commit: the bytes are fixed from here on.
-                    batch
-                        .bill(&mut billing, &store, &settings.source_name)
-                        .context("billing the charges read")?;
-                    // A failed commit stops reading: the error propagates and
-                    // the daemon exits non-zero; nothing is skipped.
-                    let done = batch
-                        .commit(&mut store, Some(&checkpoint))
-                        .inspect_err(|_| {
-                            stats
-                                .store_failed
-                                .store(1, std::sync::atomic::Ordering::Relaxed)
-                        })
-                        .context("committing charges and position")?;
-                    Stats::add(&stats.lines_read, lines.len() as u64);
-                    Stats::add(&stats.charges_read, done.inserted);
-                    backlog_est += done.inserted;
-                    Stats::add(&stats.duplicates_ignored, done.duplicates);
-                    Stats::add(&stats.bad_lines, batch.bad.len() as u64);
-                    if done.inserted > 0 {
-                        wake.notify_one();
-                    }
-                    if checkpoint.finished {
-                        parsers.remove(&checkpoint.generation);
-                    }
-                    progressed |= !lines.is_empty();
-                }
-                SourceEvent::Notice(Notice::Unterminated {
-                    path,
-                    generation,
-                    offset,
-                    len,
-                    line,
-                    bytes,
-                }) => {
-                    // Following never takes a line without its end; but a
-                    // finished file's last bytes must not vanish silently:
-                    // keep them as a dead letter (replay takes such lines).
-                    tracing::error!(
-                        file = %path.display(), generation, offset, line, len,
-                        "finished file ends with a line that has no line end: kept as a dead letter, \
-                         not billed; check it and `chargetail replay` the file if it is a complete record"
-                    );
-                    store
-                        .commit(
-                            None,
-                            &[],
-                            &[BadLine {
-                                file: path.to_string_lossy().into_owned(),
-                                offset,
-                                line,
-                                raw: bytes,
-                                reason: format!(
-                                    "last line of a finished file has no line end ({len} bytes)"
-                                ),
-                            }],
-                        )
-                        .context("recording an unterminated line")?;
-                    Stats::add(&stats.bad_lines, 1);
-                }
-                SourceEvent::Notice(n) => log_notice(&n, &stats),
-            }
+        for r in runs.iter_mut().filter(|r| !r.paused) {
+            progressed |=
+                read_source(r, &mut store, &mut billing, &stats, &wake, &mut backlog_est)?;
         }
         if !progressed {
             // Short enough that shutdown stays responsive.
-            follower.wait(cfg.poll_interval().min(Duration::from_millis(250)));
+            let limit = runs
+                .iter()
+                .map(|r| {
+                    r.follower
+                        .wait_limit(r.cfg.poll_interval().min(Duration::from_millis(250)))
+                })
+                .min()
+                .unwrap_or(Duration::from_millis(250));
+            if !limit.is_zero() {
+                bell.wait(limit);
+            }
         }
     }
     Ok(())
 }
 
-/// Count the files the source path matches and how many of them cannot be
-/// opened (for /healthz).
-fn check_source(pattern: &str, stats: &Stats) {
+/// One poll of one source: hand its lines to format and store. Returns
+/// whether anything was done (else the loop may wait).
+fn read_source(
+    r: &mut Followed,
+    store: &mut Store,
+    billing: &mut crate::billing::Billing,
+    stats: &Stats,
+    wake: &Notify,
+    backlog_est: &mut u64,
+) -> anyhow::Result<bool> {
+    if r.queued.is_empty() {
+        r.queued.extend(r.follower.poll()?);
+    }
+    let source_name = r.settings.source_name.clone();
+    let mut progressed = false;
+    while let Some(event) = r.queued.pop_front() {
+        if *backlog_est >= r.cfg.backlog_limit {
+            r.queued.push_front(event);
+            progressed = true;
+            break;
+        }
+        match event {
+            SourceEvent::Lines {
+                checkpoint,
+                lines,
+                prefix,
+            } => {
+                let parser = r.parsers.entry(checkpoint.generation).or_insert_with(|| {
+                    LineParser::new(
+                        r.settings.clone(),
+                        checkpoint.path.to_string_lossy().into_owned(),
+                    )
+                });
+                if prefix {
+                    // Already delivered before a restart: only rebuild the
+                    // parser's header and ordinal state.
+                    for line in &lines {
+                        let _ = parser.parse(line);
+                    }
+                    continue;
+                }
+                let mut batch = Batch::new(checkpoint.path.to_string_lossy().into_owned(), 0);
+                for line in &lines {
+                    batch.push(parser, line, &source_name);
+                }
+                // Billing (ledger, data.billing, held charges) comes
+                // before the commit: the bytes are fixed from here on.
+                batch
+                    .bill(billing, store, &source_name)
+                    .context("billing the charges read")?;
+                // A failed commit stops reading: the error propagates and
+                // the daemon exits non-zero; nothing is skipped.
+                let done = batch
+                    .commit(store, Some(&checkpoint))
+                    .inspect_err(|_| {
+                        stats
+                            .store_failed
+                            .store(1, std::sync::atomic::Ordering::Relaxed)
+                    })
+                    .context("committing charges and position")?;
+                Stats::add(&stats.lines_read, lines.len() as u64);
+                Stats::add(&stats.charges_read, done.inserted);
+                *backlog_est += done.inserted;
+                Stats::add(&stats.duplicates_ignored, done.duplicates);
+                Stats::add(&stats.bad_lines, batch.bad.len() as u64);
+                if done.inserted > 0 {
+                    wake.notify_one();
+                }
+                if checkpoint.finished {
+                    r.parsers.remove(&checkpoint.generation);
+                }
+                progressed |= !lines.is_empty();
+            }
+            SourceEvent::Notice(Notice::Unterminated {
+                path,
+                generation,
+                offset,
+                len,
+                line,
+                bytes,
+            }) => {
+                // Following never takes a line without its end; but a
+                // finished file's last bytes must not vanish silently:
+                // keep them as a dead letter (replay takes such lines).
+                tracing::error!(
+                    source = %source_name, file = %path.display(), generation, offset, line, len,
+                    "finished file ends with a line that has no line end: kept as a dead letter, \
+                     not billed; check it and `chargetail replay` the file if it is a complete record"
+                );
+                store
+                    .commit(
+                        None,
+                        &[],
+                        &[BadLine {
+                            file: path.to_string_lossy().into_owned(),
+                            offset,
+                            line,
+                            raw: bytes,
+                            reason: format!(
+                                "last line of a finished file has no line end ({len} bytes)"
+                            ),
+                        }],
+                    )
+                    .context("recording an unterminated line")?;
+                Stats::add(&stats.bad_lines, 1);
+            }
+            SourceEvent::Notice(n) => log_notice(&n, stats),
+        }
+    }
+    Ok(progressed)
+}
+
+/// Count the files the sources' paths match and how many of them cannot
+/// be opened (for /healthz).
+fn check_sources(runs: &mut [Followed], stats: &Stats) {
+    let (mut found, mut unreadable) = (0, 0);
+    for r in runs.iter_mut() {
+        let (f, u) = check_source(&r.cfg.path);
+        found += f;
+        unreadable += u;
+        r.last_check = Instant::now();
+    }
+    stats
+        .source_files
+        .store(found - unreadable, std::sync::atomic::Ordering::Relaxed);
+    stats
+        .source_unreadable
+        .store(unreadable, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many files a source path matches, and how many of them cannot be
+/// opened.
+fn check_source(pattern: &str) -> (u64, u64) {
     let (mut found, mut unreadable) = (0, 0);
     if let Ok(paths) = glob::glob(pattern) {
         for p in paths.flatten().filter(|p| p.is_file()) {
@@ -496,12 +621,7 @@ fn check_source(pattern: &str, stats: &Stats) {
             }
         }
     }
-    stats
-        .source_files
-        .store(found - unreadable, std::sync::atomic::Ordering::Relaxed);
-    stats
-        .source_unreadable
-        .store(unreadable, std::sync::atomic::Ordering::Relaxed);
+    (found, unreadable)
 }
 
 /// systemd watchdog pings from the source loop, so that a hung loop gets

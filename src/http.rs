@@ -159,9 +159,10 @@ pub(crate) fn problems(s: &HttpState) -> Problems {
         p.major.push("state database not usable".into());
     }
     if Stats::get(&stats.source_files) == 0 {
+        let paths: Vec<&str> = s.cfg.sources.iter().map(|s| s.path.as_str()).collect();
         p.major.push(format!(
             "source missing: no readable file matches {}",
-            s.cfg.source.path
+            paths.join(" or ")
         ));
     }
     if Stats::get(&stats.source_unreadable) > 0 {
@@ -188,7 +189,12 @@ pub(crate) fn problems(s: &HttpState) -> Problems {
     if Stats::get(&stats.reading_paused) > 0 {
         p.minor.push(format!(
             "outbox backlog over its bound ({}): reading paused",
-            s.cfg.source.backlog_limit
+            s.cfg
+                .sources
+                .iter()
+                .map(|s| s.backlog_limit)
+                .min()
+                .unwrap_or_default()
         ));
     }
     p
@@ -228,7 +234,7 @@ fn render_metrics(s: &HttpState) -> String {
     let st = &s.stats;
     let mut out = String::new();
     // Every series carries the source it belongs to.
-    let src = format!("source=\"{}\"", esc(&s.cfg.source.name));
+    let src = format!("source=\"{}\"", esc(&s.cfg.sink_source_name()));
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(
             out,
@@ -350,10 +356,17 @@ fn render_metrics(s: &HttpState) -> String {
         .into_iter()
         .filter(|c| !c.finished)
         .collect();
+    // A file's series carry its own source (the others, all of them).
+    let file_src =
+        |c: &crate::source::Checkpoint| match (c.source.as_str(), s.cfg.sources.as_slice()) {
+            ("", [one]) => format!("source=\"{}\"", esc(&one.name)),
+            (name, _) => format!("source=\"{}\"", esc(name)),
+        };
     for c in &live {
         let _ = writeln!(
             out,
-            "chargetail_file_position_bytes{{{src},file=\"{}\"}} {}",
+            "chargetail_file_position_bytes{{{},file=\"{}\"}} {}",
+            file_src(c),
             esc(&c.path.to_string_lossy()),
             c.offset
         );
@@ -369,7 +382,8 @@ fn render_metrics(s: &HttpState) -> String {
         };
         let _ = writeln!(
             out,
-            "chargetail_file_lag_bytes{{{src},file=\"{}\"}} {}",
+            "chargetail_file_lag_bytes{{{},file=\"{}\"}} {}",
+            file_src(c),
             esc(&c.path.to_string_lossy()),
             size.saturating_sub(c.offset)
         );
@@ -467,6 +481,7 @@ fn render_status(s: &HttpState) -> serde_json::Value {
             job_stats(store, start_of_today_ms(s.cfg.timezone()))?,
             job_stats(store, s.started_ms)?,
             store.totals()?,
+            store.checkpoints()?,
         ))
     });
     let p = problems(s);
@@ -482,14 +497,32 @@ fn render_status(s: &HttpState) -> serde_json::Value {
         )
         .collect();
     // null where the state database could not be read, never zeros.
-    let (today, since_start, totals) = match read {
-        Some((a, b, t)) => (a, b, Some(t)),
-        None => (serde_json::Value::Null, serde_json::Value::Null, None),
+    let (today, since_start, totals, checkpoints) = match read {
+        Some((a, b, t, c)) => (a, b, Some(t), Some(c)),
+        None => (serde_json::Value::Null, serde_json::Value::Null, None, None),
     };
+    let sources: Vec<_> = page::source_views(s, checkpoints.as_deref().unwrap_or_default())
+        .into_iter()
+        .map(|v| {
+            let files: Vec<_> = v
+                .files
+                .iter()
+                .map(|f| {
+                    json!({"path": f.path, "offset": f.position, "size": f.size, "lag_bytes": f.lag()})
+                })
+                .collect();
+            json!({
+                "name": v.name, "path": v.path, "profile": v.profile,
+                "lag_bytes": v.files.iter().map(|f| f.lag()).sum::<u64>(),
+                "files": files,
+            })
+        })
+        .collect();
     json!({
         "service_status": service_status,
         "active_problems": problems,
-        "source": s.cfg.source.name,
+        "source": s.cfg.sink_source_name(),
+        "sources": sources,
         "started_at_ms": s.started_ms,
         "outbox": totals,
         "job_stats": { "today": today, "since_start": since_start },

@@ -17,7 +17,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::charge::Totals;
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::deliver::{Deliverer, Drained};
 use crate::format::{FormatSettings, LineParser, Parsed};
 use crate::ingest::{Batch, Pushed};
@@ -26,6 +26,13 @@ use crate::sink::Sink;
 use crate::source::historical::read_lines;
 use crate::stats::Stats;
 use crate::store::Store;
+
+/// As the follower's scan (`glob::glob`) matches: `*` stays in a directory.
+const SCAN_MATCH: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
 
 pub struct ReplayOptions {
     pub dry_run: bool,
@@ -174,13 +181,54 @@ impl Progress {
     }
 }
 
-pub fn replay(cfg: &Config, files: Vec<PathBuf>, opts: &ReplayOptions) -> anyhow::Result<Summary> {
+/// Which source historical files belong to: the one named, else the
+/// config's only one, else the one source whose path matches every file.
+/// With several sources and no clear answer, an error: the source's name is
+/// part of every charge id, so guessing would queue the charges again under
+/// other ids.
+pub fn source_of<'a>(
+    cfg: &'a Config,
+    name: Option<&str>,
+    files: &[PathBuf],
+) -> Result<&'a SourceConfig, crate::config::ConfigError> {
+    if name.is_some() || cfg.sources.len() == 1 {
+        return cfg.source(name);
+    }
+    let matching = |f: &PathBuf| -> Vec<&'a SourceConfig> {
+        let f = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+        cfg.sources
+            .iter()
+            .filter(|s| {
+                glob::Pattern::new(&s.path).is_ok_and(|p| p.matches_path_with(&f, SCAN_MATCH))
+            })
+            .collect()
+    };
+    let mut found: Option<&SourceConfig> = None;
+    let all_one = !files.is_empty()
+        && files.iter().all(|f| match matching(f).as_slice() {
+            [one] if found.is_none_or(|s| s.name == one.name) => {
+                found = Some(one);
+                true
+            }
+            _ => false,
+        });
+    match found {
+        Some(s) if all_one => Ok(s),
+        _ => cfg.source(None),
+    }
+}
+
+pub fn replay(
+    cfg: &Config,
+    src: &SourceConfig,
+    files: Vec<PathBuf>,
+    opts: &ReplayOptions,
+) -> anyhow::Result<Summary> {
     let settings = Arc::new(
-        cfg.source
-            .format_settings()
-            .map_err(|e| anyhow::anyhow!("[source]: {e}"))?,
+        src.format_settings()
+            .map_err(|e| anyhow::anyhow!("[source {:?}]: {e}", src.name))?,
     );
-    let max_line = cfg.source.max_line_bytes;
+    let max_line = src.max_line_bytes;
     let files = order_files(files, &settings, max_line);
     // A dry run must not create state; it only looks at it if it exists.
     let mut store = if opts.dry_run && !cfg.state.path.exists() {

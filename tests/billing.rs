@@ -640,3 +640,75 @@ fn statements_digest_the_charge_ids_received_per_account_and_day() {
     assert!(run.seen.is_empty(), "{:?}", run.seen);
     assert_eq!(run.stop(), Some(0));
 }
+
+/// SIGHUP re-reads the mapping even when the file looks unchanged (same
+/// size, inode and mtime, so the once-a-second look cannot see it): the
+/// daemon is stopped (SIGSTOP) while the file is rewritten in place and its
+/// mtime put back.
+#[test]
+fn sighup_reloads_a_mapping_the_file_watch_cannot_see() {
+    use std::io::{Seek, Write};
+    let raw = raw_lines();
+    let (dir, cfg) = setup(
+        "papercut,customer_id\nAcme Design,cus_acme\n",
+        "[sink]\nkind = \"stdout\"",
+        "unmapped = \"hold\"",
+    );
+    let acme = raw.iter().filter(|r| r.account == "Acme Design").count();
+    let koala = raw.iter().filter(|r| r.account == "Koala Labs").count();
+    let mut run = Run::start(dir.path(), &cfg);
+    run.wait_until(Duration::from_secs(30), |s| charges(s).len() >= acme);
+    let map = dir.path().join("accounts.csv");
+    let before = std::fs::metadata(&map).unwrap();
+    run.signal("-STOP");
+    let saved = dir.path().join("mtime-ref");
+    std::fs::write(&saved, "").unwrap();
+    assert!(Command::new("touch")
+        .arg("-r")
+        .arg(&map)
+        .arg(&saved)
+        .status()
+        .unwrap()
+        .success());
+    // Same length, written over in place (no truncation): same inode.
+    let mut f = std::fs::OpenOptions::new().write(true).open(&map).unwrap();
+    f.rewind().unwrap();
+    f.write_all(b"papercut,customer_id\nKoala Labs,cus_koala\n")
+        .unwrap();
+    drop(f);
+    assert!(Command::new("touch")
+        .arg("-r")
+        .arg(&saved)
+        .arg(&map)
+        .status()
+        .unwrap()
+        .success());
+    let after = std::fs::metadata(&map).unwrap();
+    {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (before.len(), before.ino(), before.modified().unwrap()),
+            (after.len(), after.ino(), after.modified().unwrap())
+        );
+    }
+    run.signal("-CONT");
+    // Unseen by the file watch: nothing released.
+    std::thread::sleep(Duration::from_millis(2500));
+    run.wait_until(Duration::from_millis(10), |_| true);
+    assert_eq!(charges(&run.seen).len(), acme);
+    run.signal("-HUP");
+    run.wait_until(Duration::from_secs(20), |s| {
+        charges(s).len() >= acme + koala
+    });
+    let koalas: Vec<_> = charges(&run.seen)
+        .into_iter()
+        .filter(|e| e["data"]["account"] == "Koala Labs")
+        .collect();
+    assert_eq!(koalas.len(), koala);
+    assert!(koalas
+        .iter()
+        .all(|e| e["data"]["billing"]["customer_id"] == "cus_koala"));
+    assert_eq!(run.stop(), Some(0));
+    let log = std::fs::read_to_string(&run.log).unwrap();
+    assert!(log.contains("account mapping (re)loaded"), "{log}");
+}

@@ -7,10 +7,15 @@ Python's standard xmlrpc.server, for tests/papercut.rs.
 USERS_JSON: {"username": {"full-name": ..., "email": ..., ...}, ...}.
 Semantics as PaperCut documents them: the first argument of every call is
 the auth token; a wrong one is a fault, and so is an unknown user or
-account. CONTROL_DIR/mode (if present) switches the server: "normal", or
-"slow N" (sleep N seconds before answering). Every call is counted in
-CONTROL_DIR/calls.json ({"method user": n}). Prints the port it listens on
-(loopback, chosen by the system), then serves until killed.
+shared account. The shared accounts are CONTROL_DIR/shared.json if
+present ({"account": {"account-id": ..., "notes": ...}}), else two.
+CONTROL_DIR/mode (read at every request) switches the server: "normal",
+"slow N" (sleep N seconds before answering) or "down" (the connection is
+closed without an answer, as when PaperCut's service is stopped behind a
+proxy). Every call is counted in CONTROL_DIR/calls.json ({"method name":
+n}; a request refused while down counts as "down"; "max_in_flight": the
+most requests answered at once). Prints the port it
+listens on (loopback, chosen by the system), then serves until killed.
 """
 import json
 import os
@@ -24,9 +29,18 @@ from xmlrpc.server import SimpleXMLRPCRequestHandler, SimpleXMLRPCServer
 TOKEN, USERS_FILE, CONTROL = sys.argv[1], sys.argv[2], sys.argv[3]
 with open(USERS_FILE) as f:
     USERS = json.load(f)
-SHARED = {"Acme Design": {"balance": "0.0", "comment-option": "NO_COMMENT"}}
+try:
+    with open(os.path.join(CONTROL, "shared.json")) as f:
+        SHARED = json.load(f)
+except FileNotFoundError:
+    SHARED = {
+        "Acme Design": {"account-id": "1001", "notes": "cus_acme_pc", "balance": "0.0"},
+        "Koala Labs": {"account-id": "1002", "notes": "", "balance": "12.5"},
+    }
 LOCK = threading.Lock()
 CALLS = {}
+# Requests being answered now; the most at once is CALLS["max_in_flight"].
+IN_FLIGHT = 0
 
 
 class Server(ThreadingMixIn, SimpleXMLRPCServer):
@@ -39,6 +53,24 @@ class Handler(SimpleXMLRPCRequestHandler):
     def log_message(self, *args):
         pass
 
+    def do_POST(self):
+        if mode()[:1] == ["down"]:
+            count("down", "")
+            # Read nothing, answer nothing: the client sees the connection
+            # closed (a network failure, not a fault).
+            self.close_connection = True
+            return
+        global IN_FLIGHT
+        with LOCK:
+            IN_FLIGHT += 1
+            if IN_FLIGHT > CALLS.get("max_in_flight", 0):
+                CALLS["max_in_flight"] = IN_FLIGHT
+        try:
+            super().do_POST()
+        finally:
+            with LOCK:
+                IN_FLIGHT -= 1
+
 
 def count(method, name):
     with LOCK:
@@ -50,14 +82,18 @@ def count(method, name):
         os.replace(tmp, os.path.join(CONTROL, "calls.json"))
 
 
-def behave(token):
+def mode():
     try:
         with open(os.path.join(CONTROL, "mode")) as f:
-            mode = f.read().split()
+            return f.read().split()
     except FileNotFoundError:
-        mode = ["normal"]
-    if mode and mode[0] == "slow":
-        time.sleep(float(mode[1]))
+        return ["normal"]
+
+
+def behave(token):
+    mode_now = mode()
+    if mode_now[:1] == ["slow"]:
+        time.sleep(float(mode_now[1]))
     if token != TOKEN:
         # What PaperCut answers to a wrong auth token.
         raise Fault(1, "Invalid authentication token")

@@ -25,6 +25,7 @@ fn charge(id: &str, line: u64) -> NewCharge {
 fn checkpoint(offset: u64) -> Checkpoint {
     Checkpoint {
         generation: 1,
+        source: "pc".into(),
         path: PathBuf::from("/x/tx.log"),
         dev: 1,
         ino: 2,

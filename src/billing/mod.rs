@@ -16,8 +16,10 @@
 //! or not, because delivered outbox rows drop their message.
 
 pub mod enrich;
+mod held;
 pub mod ledger;
 pub mod mapping;
+mod message;
 pub mod statements;
 
 use std::path::{Path, PathBuf};
@@ -28,8 +30,10 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::stats::Stats;
 use crate::store::{NewCharge, Store, StoreError};
-pub use ledger::{Entry, Held, Ledger, LedgerError};
+use enrich::{ChargeEnrichment, Subject};
+pub use ledger::{Entry, Held, HoldReason, Ledger, LedgerError};
 pub use mapping::{Customer, Mapping, MappingError};
 
 /// `[billing]` in the config.
@@ -109,6 +113,9 @@ pub struct BillingStats {
     pub papercut_call_us: AtomicU64,
     pub papercut_errors: AtomicU64,
     pub papercut_down: AtomicU64,
+    /// Charges held because PaperCut could not be asked
+    /// (`on_unavailable = "hold"`; also in `held`).
+    pub held_papercut: AtomicU64,
     /// Charges delivered with `data.enrichment` other than "ok".
     pub papercut_unenriched: AtomicU64,
 }
@@ -145,6 +152,8 @@ pub struct Billing {
     pub ledger: Ledger,
     pub stats: Arc<BillingStats>,
     enricher: Option<enrich::Enricher>,
+    /// When PaperCut was last asked about the charges held for it.
+    papercut_asked: Option<Instant>,
 }
 
 /// What `data.billing` says.
@@ -200,10 +209,12 @@ impl Billing {
             }
             None => (None, None),
         };
-        let held = ledger.held_count()?;
-        stats.held.store(held, Ordering::Relaxed);
+        let (unmapped, papercut) = ledger.held_by_reason()?;
+        stats.held.store(unmapped + papercut, Ordering::Relaxed);
+        stats.held_papercut.store(papercut, Ordering::Relaxed);
         Ok(Billing {
             enricher: None,
+            papercut_asked: None,
             cfg: cfg.cloned(),
             mapping,
             stamp: st,
@@ -254,6 +265,16 @@ impl Billing {
         m.get(name).cloned()
     }
 
+    /// What PaperCut is asked about for a charge: its user, and its
+    /// account when that is shared (and shared accounts are asked about).
+    fn subjects(&self, account: &str, account_type: &str, user: &str) -> Vec<Subject> {
+        let mut v = vec![Subject::User(user.to_string())];
+        if account_type == "shared" && self.enricher.as_ref().is_some_and(|e| e.asks_shared()) {
+            v.push(Subject::Shared(account.to_string()));
+        }
+        v
+    }
+
     /// The billing step for a batch of charges about to be committed: records
     /// their ledger entries, completes their messages with `data.billing`,
     /// keeps back the ones to hold, and returns the rest for the outbox.
@@ -266,98 +287,185 @@ impl Billing {
         let mut entries = Vec::with_capacity(charges.len());
         let mut held = Vec::new();
         let mut out = Vec::with_capacity(charges.len());
-        let hold = self
+        let hold_unmapped = self
             .cfg
             .as_ref()
             .is_some_and(|c| c.unmapped == Unmapped::Hold);
-        // Enrichment first, for the batch's users at once (bounded wait).
-        let outcomes = match self.enricher.as_mut() {
-            Some(e) => {
-                let users: Vec<String> = charges.iter().map(|c| user_of(&c.payload)).collect();
-                Some(e.lookup(&users)?)
+        let hold_unavailable = self
+            .enricher
+            .as_ref()
+            .is_some_and(|e| e.config().on_unavailable == enrich::OnUnavailable::Hold);
+        // Enrichment first, for the batch's users and accounts at once
+        // (bounded wait).
+        let outcomes = match self.enricher.is_some() {
+            true => {
+                let mut subjects = Vec::new();
+                for c in &charges {
+                    let user = message::user_of(&c.payload);
+                    subjects.extend(self.subjects(&c.account, &c.account_type, &user));
+                }
+                self.enricher
+                    .as_mut()
+                    .map(|e| e.lookup(&subjects))
+                    .transpose()?
             }
-            None => None,
+            false => None,
         };
         let billed = self.configured();
         for mut c in charges {
-            let mut event: Value =
-                serde_json::from_slice(&c.payload).map_err(|e| BillingError::Message {
-                    id: c.id.clone(),
-                    reason: e.to_string(),
-                })?;
-            let mut entry = entry_of(&c, &event, source)?;
-            if billed {
-                let mut customer = self.lookup(&entry.account, &entry.account_type, &entry.user);
-                let mut via = customer.as_ref().map(|_| "mapping");
-                if let Some(outcome) = outcomes.as_ref().and_then(|o| o.get(&entry.user)) {
-                    set_enrichment(&mut event, outcome);
-                    if !matches!(outcome, enrich::Outcome::Ok(_)) {
-                        crate::stats::Stats::add(&self.stats.papercut_unenriched, 1);
-                    }
-                    if customer.is_none() {
-                        if let (enrich::Outcome::Ok(p), Some(key)) = (
-                            outcome,
-                            self.enricher.as_ref().and_then(|e| e.customer_property()),
-                        ) {
-                            if let Some(v) = p.get(key).filter(|v| !v.trim().is_empty()) {
-                                customer = Some(Customer {
-                                    customer_id: v.clone(),
-                                    team_id: None,
-                                });
-                                via = Some("papercut");
-                            }
-                        }
-                    }
-                }
-                if customer.is_none() && hold && store.known(&c.id)?.is_none() {
-                    // Kept back, unbilled. Already queued/sent ids go on to
-                    // the outbox, where they are ignored as duplicates.
+            let mut event = message::parse(&c)?;
+            let mut entry = message::entry_of(&c, &event, source)?;
+            if !billed {
+                entries.push(entry);
+                out.push(c);
+                continue;
+            }
+            let enrichment = outcomes.as_ref().and_then(|o| {
+                Some(ChargeEnrichment {
+                    user: o.get(&Subject::User(entry.user.clone()))?,
+                    shared: self
+                        .subjects(&entry.account, &entry.account_type, &entry.user)
+                        .get(1)
+                        .and_then(|s| o.get(s)),
+                })
+            });
+            if let Some(e) = &enrichment {
+                if hold_unavailable
+                    && *e.worst() == enrich::Outcome::Unavailable
+                    && store.known(&c.id)?.is_none()
+                {
+                    // Kept back as read; asked about again by `tick`.
                     held.push(Held {
                         charge: c,
                         user: entry.user.clone(),
                         created_ms: 0,
+                        reason: HoldReason::Papercut,
                     });
                     entries.push(entry);
                     continue;
                 }
-                if customer.is_none() {
-                    crate::stats::Stats::add(&self.stats.unmapped_delivered, 1);
-                }
-                let info = BillingInfo { via, customer };
-                entry.customer_id = info.customer.as_ref().map(|c| c.customer_id.clone());
-                entry.team_id = info.customer.as_ref().and_then(|c| c.team_id.clone());
-                set_billing(&mut event, &info);
-                c.payload = serde_json::to_vec(&event).map_err(|e| BillingError::Message {
-                    id: c.id.clone(),
-                    reason: e.to_string(),
-                })?;
+                message::set_enrichment(&mut event, e);
             }
+            let (customer, via) = self.customer(&entry, enrichment.as_ref());
+            if customer.is_none() && hold_unmapped && store.known(&c.id)?.is_none() {
+                // Kept back, unbilled (enriched, if it was). Already
+                // queued/sent ids go on to the outbox, where they are
+                // ignored as duplicates.
+                message::store(&mut c, &event)?;
+                held.push(Held {
+                    charge: c,
+                    user: entry.user.clone(),
+                    created_ms: 0,
+                    reason: HoldReason::Unmapped,
+                });
+                entries.push(entry);
+                continue;
+            }
+            self.finish(
+                &mut c,
+                &mut event,
+                &mut entry,
+                enrichment.as_ref(),
+                customer,
+                via,
+            )?;
             entries.push(entry);
             out.push(c);
         }
         self.ledger.record(&entries, &held)?;
         if !held.is_empty() {
-            let mut new = 0;
+            let mut new = [0u64; 2];
             for h in &held {
                 if self.ledger.is_held(&h.charge.id)? {
-                    new += 1;
+                    new[(h.reason == HoldReason::Papercut) as usize] += 1;
                 }
             }
-            tracing::info!(
-                count = new,
-                "charges held: no mapping for their account (unmapped = \"hold\")"
-            );
-            self.stats
-                .held
-                .store(self.ledger.held_count()?, Ordering::Relaxed);
+            if new[0] > 0 {
+                tracing::info!(
+                    count = new[0],
+                    "charges held: no mapping for their account (unmapped = \"hold\")"
+                );
+            }
+            if new[1] > 0 {
+                tracing::info!(
+                    count = new[1],
+                    "charges held: PaperCut unavailable (on_unavailable = \"hold\")"
+                );
+            }
+            self.count_held()?;
         }
         Ok(out)
     }
 
+    /// Who pays for a charge: the mapping, else `customer_property` from
+    /// what PaperCut said.
+    fn customer(
+        &self,
+        entry: &Entry,
+        enrichment: Option<&ChargeEnrichment<'_>>,
+    ) -> (Option<Customer>, Option<&'static str>) {
+        if let Some(c) = self.lookup(&entry.account, &entry.account_type, &entry.user) {
+            return (Some(c), Some("mapping"));
+        }
+        let key = self.enricher.as_ref().and_then(|e| e.customer_property());
+        match (enrichment, key) {
+            (Some(e), Some(key)) => match e.customer(key) {
+                Some(id) => (
+                    Some(Customer {
+                        customer_id: id,
+                        team_id: None,
+                    }),
+                    Some("papercut"),
+                ),
+                None => (None, None),
+            },
+            _ => (None, None),
+        }
+    }
+
+    /// Complete a charge for the outbox: `data.billing` in its message and
+    /// its ledger entry, counted when it goes unmapped or unenriched.
+    fn finish(
+        &self,
+        c: &mut NewCharge,
+        event: &mut Value,
+        entry: &mut Entry,
+        enrichment: Option<&ChargeEnrichment<'_>>,
+        customer: Option<Customer>,
+        via: Option<&'static str>,
+    ) -> Result<(), BillingError> {
+        if enrichment.is_some_and(|e| e.label() != "ok") {
+            Stats::add(&self.stats.papercut_unenriched, 1);
+        }
+        if customer.is_none() {
+            Stats::add(&self.stats.unmapped_delivered, 1);
+        }
+        let info = BillingInfo { via, customer };
+        entry.customer_id = info.customer.as_ref().map(|c| c.customer_id.clone());
+        entry.team_id = info.customer.as_ref().and_then(|c| c.team_id.clone());
+        message::set_billing(event, &info);
+        message::store(c, event)
+    }
+
+    fn count_held(&self) -> Result<(), BillingError> {
+        let (unmapped, papercut) = self.ledger.held_by_reason()?;
+        self.stats
+            .held
+            .store(unmapped + papercut, Ordering::Relaxed);
+        self.stats.held_papercut.store(papercut, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Reload the mapping if its file changed (looked at once a second) or
-    /// a SIGHUP asked; then release held charges a new mapping covers.
-    /// Returns how many were released into the outbox.
+    /// a SIGHUP asked, then release held charges a new mapping covers; ask
+    /// PaperCut again about charges held for it. Returns how many were
+    /// released into the outbox.
     pub fn tick(&mut self, store: &mut Store) -> Result<u64, BillingError> {
+        let n = self.tick_mapping(store)?;
+        Ok(n + self.retry_papercut(store)?)
+    }
+
+    fn tick_mapping(&mut self, store: &mut Store) -> Result<u64, BillingError> {
         let Some(cfg) = self.cfg.clone() else {
             return Ok(0);
         };
@@ -380,12 +488,12 @@ impl Billing {
                         self.stats
                             .mapping_entries
                             .store(m.len() as u64, Ordering::Relaxed);
-                        crate::stats::Stats::add(&self.stats.mapping_reloads, 1);
+                        Stats::add(&self.stats.mapping_reloads, 1);
                         self.mapping = Some(m);
                         self.generation += 1;
                     }
                     Err(e) => {
-                        crate::stats::Stats::add(&self.stats.mapping_errors, 1);
+                        Stats::add(&self.stats.mapping_errors, 1);
                         tracing::error!("{e}; the account mapping in force stays");
                     }
                 }
@@ -397,126 +505,4 @@ impl Billing {
         self.released_generation = self.generation;
         self.release(store)
     }
-
-    /// Queue every held charge whose account is now mapped.
-    pub fn release(&mut self, store: &mut Store) -> Result<u64, BillingError> {
-        let mut after = 0i64;
-        let mut total = 0u64;
-        loop {
-            let batch = self.ledger.held(after, 1000)?;
-            let Some((last, _)) = batch.last() else { break };
-            after = *last;
-            let mut ready = Vec::new();
-            let mut done = Vec::new();
-            for (_, h) in batch {
-                let Some(customer) =
-                    self.lookup(&h.charge.account, &h.charge.account_type, &h.user)
-                else {
-                    continue;
-                };
-                let mut c = h.charge;
-                let mut event: Value =
-                    serde_json::from_slice(&c.payload).map_err(|e| BillingError::Message {
-                        id: c.id.clone(),
-                        reason: e.to_string(),
-                    })?;
-                let info = BillingInfo {
-                    customer: Some(customer.clone()),
-                    via: Some("mapping"),
-                };
-                set_billing(&mut event, &info);
-                c.payload = serde_json::to_vec(&event).map_err(|e| BillingError::Message {
-                    id: c.id.clone(),
-                    reason: e.to_string(),
-                })?;
-                done.push((c.id.clone(), Some(customer.customer_id), customer.team_id));
-                ready.push(c);
-            }
-            if ready.is_empty() {
-                continue;
-            }
-            // Outbox first: a crash before the held rows go leaves them to
-            // be released again, and the outbox ignores the repeat.
-            store.commit(None, &ready, &[])?;
-            self.ledger.released(&done)?;
-            total += ready.len() as u64;
-        }
-        if total > 0 {
-            tracing::info!(
-                count = total,
-                "held charges released: their account is mapped now"
-            );
-            crate::stats::Stats::add(&self.stats.released, total);
-        }
-        self.stats
-            .held
-            .store(self.ledger.held_count()?, Ordering::Relaxed);
-        Ok(total)
-    }
-}
-
-/// The user named in a rendered message (`data.user`).
-fn user_of(payload: &[u8]) -> String {
-    #[derive(Deserialize)]
-    struct Ev {
-        data: Data,
-    }
-    #[derive(Deserialize)]
-    struct Data {
-        #[serde(default)]
-        user: String,
-    }
-    serde_json::from_slice::<Ev>(payload)
-        .map(|e| e.data.user)
-        .unwrap_or_default()
-}
-
-/// Put `data.enrichment` (and `data.papercut` when read) in the event.
-fn set_enrichment(event: &mut Value, outcome: &enrich::Outcome) {
-    if let Some(data) = event.get_mut("data").and_then(Value::as_object_mut) {
-        data.insert("enrichment".into(), Value::String(outcome.label().into()));
-        if let Some(p) = outcome.properties() {
-            data.insert("papercut".into(), p);
-        }
-    }
-}
-
-/// Put `data.billing` in the event.
-fn set_billing(event: &mut Value, info: &BillingInfo) {
-    if let Some(data) = event.get_mut("data").and_then(Value::as_object_mut) {
-        data.insert("billing".into(), info.to_value());
-    }
-}
-
-fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-/// The ledger entry of a charge, from its message.
-fn entry_of(c: &NewCharge, event: &Value, source: &str) -> Result<Entry, BillingError> {
-    let bad = |reason: &str| BillingError::Message {
-        id: c.id.clone(),
-        reason: reason.into(),
-    };
-    let data = event.get("data").ok_or_else(|| bad("no data"))?;
-    let time = str_at(event, "time").ok_or_else(|| bad("no time"))?;
-    // The time carries the source zone's offset for that instant, so its
-    // date part is the local day, DST or not.
-    let day = time.get(..10).ok_or_else(|| bad("time too short"))?;
-    Ok(Entry {
-        id: c.id.clone(),
-        source: source.to_string(),
-        time: time.to_string(),
-        day: day.to_string(),
-        user: str_at(data, "user").unwrap_or_default().to_string(),
-        account: c.account.clone(),
-        account_type: c.account_type.clone(),
-        status: str_at(data, "status").unwrap_or("charged").to_string(),
-        amount: c.amount.clone(),
-        cost: str_at(data, "cost").map(str::to_string),
-        currency: c.currency.clone(),
-        customer_id: None,
-        team_id: None,
-        transaction_id: str_at(data, "transaction_id").map(str::to_string),
-    })
 }

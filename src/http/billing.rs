@@ -86,6 +86,12 @@ pub(super) fn render(out: &mut String, src: &str, b: &BillingStats, papercut: bo
         "1 while PaperCut is left alone after a failure.",
         g(&b.papercut_down),
     );
+    series(
+        "gauge",
+        "chargetail_papercut_held",
+        "Charges held because PaperCut could not be asked (on_unavailable = \"hold\"; also in chargetail_billing_held).",
+        g(&b.held_papercut),
+    );
     let us = b.papercut_call_us.load(Ordering::Relaxed);
     let calls = Stats::get(&b.papercut_calls);
     let _ = writeln!(

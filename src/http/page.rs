@@ -62,13 +62,38 @@ impl FileView {
     }
 }
 
-/// The configured sources as (name, path pattern, profile).
-fn configured_sources(s: &HttpState) -> Vec<(String, String, String)> {
-    vec![(
-        s.cfg.source.name.clone(),
-        s.cfg.source.path.clone(),
-        s.cfg.source.profile.as_str().to_string(),
-    )]
+/// Each configured source with the files it follows now (position, size).
+pub fn source_views(s: &HttpState, checkpoints: &[crate::source::Checkpoint]) -> Vec<SourceView> {
+    let one = s.cfg.sources.len() == 1;
+    s.cfg
+        .sources
+        .iter()
+        .map(|src| {
+            let files = checkpoints
+                .iter()
+                // Rows from before sources had names are the only source's.
+                .filter(|c| !c.finished && (c.source == src.name || (c.source.is_empty() && one)))
+                .map(|c| {
+                    let meta = std::fs::metadata(&c.path).ok();
+                    FileView {
+                        path: c.path.to_string_lossy().into_owned(),
+                        position: c.offset,
+                        size: meta.as_ref().map(|m| m.len()).unwrap_or(c.size),
+                        updated_ms: meta
+                            .and_then(|m| m.modified().ok())
+                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map(|d| d.as_millis() as i64),
+                    }
+                })
+                .collect();
+            SourceView {
+                name: src.name.clone(),
+                path: src.path.clone(),
+                profile: src.profile.as_str().to_string(),
+                files,
+            }
+        })
+        .collect()
 }
 
 pub fn gather(s: &HttpState) -> PageData {
@@ -90,35 +115,7 @@ pub fn gather(s: &HttpState) -> PageData {
         Some((t, c, d, n)) => (Some(t), c, d, n as usize),
         None => (None, Vec::new(), Vec::new(), 0),
     };
-    let sources = configured_sources(s)
-        .into_iter()
-        .map(|(name, path, profile)| {
-            let pattern = glob::Pattern::new(&path).ok();
-            let files = checkpoints
-                .iter()
-                .filter(|c| !c.finished)
-                .filter(|c| pattern.as_ref().is_some_and(|p| p.matches_path(&c.path)))
-                .map(|c| {
-                    let meta = std::fs::metadata(&c.path).ok();
-                    FileView {
-                        path: c.path.to_string_lossy().into_owned(),
-                        position: c.offset,
-                        size: meta.as_ref().map(|m| m.len()).unwrap_or(c.size),
-                        updated_ms: meta
-                            .and_then(|m| m.modified().ok())
-                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                            .map(|d| d.as_millis() as i64),
-                    }
-                })
-                .collect();
-            SourceView {
-                name,
-                path,
-                profile,
-                files,
-            }
-        })
-        .collect();
+    let sources = source_views(s, &checkpoints);
     let sink = s.stats.sink_health();
     PageData {
         now_ms: now,

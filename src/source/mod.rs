@@ -16,16 +16,19 @@ mod watcher;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use follower::Follower;
+pub use follower::{Follower, Generations};
 pub use lines::{Line, LineSplitter, LineUnit};
+pub use watcher::Bell;
 
 /// The persisted position of one *generation* of a file: a file as identified
 /// by device, inode and its first bytes. A truncated or replaced file is a
 /// new generation; a renamed one is the same generation under a new path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
-    /// Unique, assigned by the follower (max known + 1), never reused.
+    /// Unique across all sources of a state database, never reused.
     pub generation: u64,
+    /// The `[[source]]` following it (its name).
+    pub source: String,
     /// Where the file was last seen.
     pub path: PathBuf,
     pub dev: u64,
@@ -47,6 +50,8 @@ pub struct Checkpoint {
 
 #[derive(Debug, Clone)]
 pub struct FollowOptions {
+    /// The source's name, recorded with each generation it follows.
+    pub source: String,
     /// A file or a glob (absolute).
     pub pattern: String,
     /// Stat poll period: rescans the glob and stats every open file, so that

@@ -25,6 +25,38 @@ pub(crate) struct Seen {
 struct Shared {
     seen: Mutex<Seen>,
     cond: Condvar,
+    /// Rung too, for a thread that waits on several followers at once.
+    bell: std::sync::OnceLock<Bell>,
+}
+
+/// Wakes a thread that follows several sources when any of their watchers
+/// sees a change (each follower's own `wait` watches only its own).
+#[derive(Clone, Default)]
+pub struct Bell(Arc<(Mutex<bool>, Condvar)>);
+
+impl Bell {
+    fn ring(&self) {
+        let mut rung = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        *rung = true;
+        self.0 .1.notify_all();
+    }
+
+    /// Block until a watcher rang since the last `wait`, or `timeout`.
+    pub fn wait(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut rung = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
+        while !*rung {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            rung = match self.0 .1.wait_timeout(rung, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        *rung = false;
+    }
 }
 
 impl Shared {
@@ -60,6 +92,7 @@ impl Watch {
         let shared = Arc::new(Shared {
             seen: Mutex::new(Seen::default()),
             cond: Condvar::new(),
+            bell: std::sync::OnceLock::new(),
         });
         let cb_shared = Arc::clone(&shared);
         let cb_root = root.clone();
@@ -121,6 +154,10 @@ impl Watch {
         }
     }
 
+    pub fn set_bell(&self, bell: Bell) {
+        let _ = self.shared.bell.set(bell);
+    }
+
     pub fn take(&self) -> Seen {
         std::mem::take(&mut *self.shared.lock())
     }
@@ -157,6 +194,9 @@ fn on_event(
             seen.scan = true;
             seen.signalled = true;
             shared.cond.notify_all();
+            if let Some(b) = shared.bell.get() {
+                b.ring();
+            }
             return;
         }
     };
@@ -198,6 +238,10 @@ fn on_event(
     }
     seen.signalled = true;
     shared.cond.notify_all();
+    drop(seen);
+    if let Some(b) = shared.bell.get() {
+        b.ring();
+    }
 }
 
 /// The directory to watch for a pattern: its literal parent, or, when the

@@ -119,10 +119,11 @@ impl Store {
             }
             if let Some(cp) = checkpoint {
                 tx.prepare_cached(
-                    "INSERT INTO files (generation, path, dev, ino, fp_len, fingerprint, offset, line, size, finished, updated_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                    "INSERT INTO files (generation, path, dev, ino, fp_len, fingerprint, offset, line, size, finished, updated_ms, source)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                      ON CONFLICT (generation) DO UPDATE SET path = ?2, dev = ?3, ino = ?4, fp_len = ?5,
-                       fingerprint = ?6, offset = ?7, line = ?8, size = ?9, finished = ?10, updated_ms = ?11",
+                       fingerprint = ?6, offset = ?7, line = ?8, size = ?9, finished = ?10, updated_ms = ?11,
+                       source = ?12",
                 )
                 .and_then(|mut st| {
                     st.execute(params![
@@ -136,7 +137,8 @@ impl Store {
                         cp.line as i64,
                         cp.size as i64,
                         cp.finished,
-                        now
+                        now,
+                        cp.source
                     ])
                 })
                 .map_err(|e| classify_with(&self.path, e))?;

@@ -212,7 +212,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT generation, path, dev, ino, fp_len, fingerprint, offset, line, size, finished
+                "SELECT generation, path, dev, ino, fp_len, fingerprint, offset, line, size, finished,
+                        coalesce(source, '')
                  FROM files ORDER BY generation",
             )
             .map_err(|e| self.err(e))?;
@@ -229,6 +230,7 @@ impl Store {
                     line: r.get::<_, i64>(7)? as u64,
                     size: r.get::<_, i64>(8)? as u64,
                     finished: r.get(9)?,
+                    source: r.get(10)?,
                 })
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -236,6 +238,60 @@ impl Store {
         rows
     }
 }
+
+impl Store {
+    /// Give the file generations no source owns yet (rows written before
+    /// sources had names) to the source whose path matches theirs; with one
+    /// source, all of them are its own. `sources` is (name, glob) in config
+    /// order. Returns how many rows were given.
+    pub fn adopt_files(&mut self, sources: &[(String, String)]) -> Result<u64, StoreError> {
+        let path = self.path.clone();
+        let sq = |e| classify_with(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sq)?;
+        let rows: Vec<(i64, String)> = {
+            let mut st = tx
+                .prepare("SELECT generation, path FROM files WHERE source IS NULL")
+                .map_err(sq)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(sq)?;
+            rows
+        };
+        let mut given = 0;
+        for (generation, file) in rows {
+            let owner = match sources {
+                [(name, _)] => Some(name),
+                _ => sources
+                    .iter()
+                    .find(|(_, glob)| {
+                        glob::Pattern::new(glob).is_ok_and(|p| p.matches_with(&file, SCAN_MATCH))
+                    })
+                    .map(|(name, _)| name),
+            };
+            if let Some(name) = owner {
+                given += tx
+                    .execute(
+                        "UPDATE files SET source = ?1 WHERE generation = ?2",
+                        rusqlite::params![name, generation],
+                    )
+                    .map_err(sq)? as u64;
+            }
+        }
+        tx.commit().map_err(sq)?;
+        Ok(given)
+    }
+}
+
+/// As the follower's scan (`glob::glob`) matches: `*` stays in a directory.
+const SCAN_MATCH: glob::MatchOptions = glob::MatchOptions {
+    case_sensitive: true,
+    require_literal_separator: true,
+    require_literal_leading_dot: false,
+};
 
 /// A damaged file is `Corrupt` (the daemon refuses to start rather than
 /// reset it); anything else is a plain SQLite error naming the database.

@@ -91,4 +91,8 @@ CREATE TABLE papercut_cache (
 CREATE INDEX outbox_created_ms ON outbox (created_ms);
 CREATE INDEX outbox_pending_error ON outbox (seq) WHERE state = 'pending' AND last_error IS NOT NULL;
 "#,
+    // 5: which [[source]] follows a generation. NULL in a database written
+    // before sources had names: `Store::adopt_files` gives those rows to
+    // the configured source at start.
+    "ALTER TABLE files ADD COLUMN source TEXT;",
 ];

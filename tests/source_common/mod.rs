@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 pub fn opts(pattern: &Path) -> FollowOptions {
     FollowOptions {
+        source: "pc".into(),
         pattern: pattern.to_string_lossy().into_owned(),
         poll_interval: Duration::from_millis(50),
         idle_after: Duration::from_secs(60),

@@ -54,7 +54,7 @@ mod read;
 mod scan;
 
 use super::fingerprint::{file_id, FileId, StatKey};
-use super::watcher::Watch;
+use super::watcher::{Bell, Watch};
 use super::{Checkpoint, FollowOptions, Line, LineSplitter, Notice, SourceError, SourceEvent};
 use read::Budget;
 use scan::{find_renamed, open_checked, same_content};
@@ -198,6 +198,22 @@ enum Look {
     Failed(io::Error),
 }
 
+/// The next generation number to hand out.
+#[derive(Debug, Clone, Default)]
+pub struct Generations(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Generations {
+    /// Numbers after every generation in `known`.
+    pub fn after(known: &[Checkpoint]) -> Generations {
+        let next = known.iter().map(|c| c.generation).max().unwrap_or(0) + 1;
+        Generations(std::sync::Arc::new(next.into()))
+    }
+
+    fn next(&self) -> u64 {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 pub struct Follower {
     opts: FollowOptions,
     matcher: glob::Pattern,
@@ -208,7 +224,7 @@ pub struct Follower {
     /// Files at matching paths known to be finished generations, with the
     /// stat that was checked (skip re-checking them until they change).
     ignored: HashMap<FileId, StatKey>,
-    next_generation: u64,
+    next_generation: Generations,
     /// Events produced outside `poll` (by `new`), handed out first.
     pending: Vec<SourceEvent>,
     watch: Option<Watch>,
@@ -265,7 +281,7 @@ impl Follower {
         opts.max_batch_lines = opts.max_batch_lines.max(1);
         opts.max_line_bytes = opts.max_line_bytes.max(1);
         let mut f = Follower {
-            next_generation: checkpoints.iter().map(|c| c.generation).max().unwrap_or(0) + 1,
+            next_generation: Generations::after(&checkpoints),
             buf: vec![0; opts.read_chunk],
             opts,
             matcher,
@@ -301,6 +317,18 @@ impl Follower {
             f.watch = Watch::start(&f.opts.pattern);
         }
         Ok(f)
+    }
+
+    /// Draw generation numbers from `g`, shared by the followers of one
+    /// state database (the number is the files table's key across sources).
+    pub fn share_generations(&mut self, g: &Generations) {
+        g.0.fetch_max(
+            self.next_generation
+                .0
+                .load(std::sync::atomic::Ordering::Relaxed),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.next_generation = g.clone();
     }
 
     /// For tests and tuning: how many idle files may stay open.
@@ -431,9 +459,31 @@ impl Follower {
     /// earlier when there is work already (backlog, a scan or a rotation
     /// grace period due), so a long timeout never delays the stat poll.
     pub fn wait(&mut self, timeout: Duration) {
+        let limit = self.wait_limit(timeout);
+        if limit.is_zero() {
+            return;
+        }
+        match &self.watch {
+            Some(w) => w.wait(limit),
+            None => std::thread::sleep(limit),
+        }
+    }
+
+    /// Also ring `bell` when this follower's watcher sees a change: one
+    /// thread following several sources waits on the bell (`Bell::wait`
+    /// for the least `wait_limit` of them).
+    pub fn set_bell(&mut self, bell: Bell) {
+        if let Some(w) = &self.watch {
+            w.set_bell(bell);
+        }
+    }
+
+    /// How long `wait` may block at most: zero when there is work already
+    /// (backlog, a scan or a rotation grace period due).
+    pub fn wait_limit(&self, timeout: Duration) -> Duration {
         let now = Instant::now();
         if !self.pending.is_empty() || self.force_scan || self.live.iter().any(|g| g.backlog) {
-            return;
+            return Duration::ZERO;
         }
         let mut limit = timeout;
         if let Some(t) = self.last_scan {
@@ -445,10 +495,7 @@ impl Follower {
                 limit = limit.min(due.saturating_duration_since(now));
             }
         }
-        match &self.watch {
-            Some(w) => w.wait(limit),
-            None => std::thread::sleep(limit),
-        }
+        limit
     }
 
     /// Identity checks (one fstat each) done so far.

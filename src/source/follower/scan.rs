@@ -220,10 +220,10 @@ impl Follower {
             Err(e) => return self.report_unreadable(path, &e, events),
         };
         self.unreadable.remove(path);
-        let generation = self.next_generation;
-        self.next_generation += 1;
+        let generation = self.next_generation.next();
         let cp = Checkpoint {
             generation,
+            source: self.opts.source.clone(),
             path: path.to_path_buf(),
             dev: id.0,
             ino: id.1,

@@ -1,0 +1,222 @@
+//! Several `[[source]]` tables in one daemon: each source its own files,
+//! positions, zone and currency, and its own order, through one outbox and
+//! one sink (the stdout sink here).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// A config with one `[[source]]` per (name, directory, zone, currency).
+fn sources_config(dir: &Path, sources: &[(&str, &Path, &str, &str)]) -> PathBuf {
+    let mut text = String::new();
+    for (name, d, tz, cur) in sources {
+        text.push_str(&format!(
+            "[[source]]\nname = \"{name}\"\npath = \"{}\"\ntimezone = \"{tz}\"\ncurrency = \"{cur}\"\n\
+             poll_interval_ms = 200\nrotate_grace_ms = 300\n\n",
+            d.join("*.log").display()
+        ));
+    }
+    text.push_str(&format!(
+        "[state]\npath = \"{}\"\n",
+        dir.join("state/state.db").display()
+    ));
+    let cfg = dir.join("config.toml");
+    std::fs::write(&cfg, text).unwrap();
+    cfg
+}
+
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap()
+}
+
+/// (source, transaction id) of each charge line, in the order received.
+fn by_source(lines: &[String]) -> Vec<(String, String)> {
+    lines
+        .iter()
+        .map(|l| json(l))
+        .filter(|v| v["type"] == "papercut.charge")
+        .map(|v| {
+            (
+                v["source"].as_str().unwrap_or("").to_string(),
+                v["data"]["transaction_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+fn txs_of(seen: &[(String, String)], source: &str) -> Vec<String> {
+    seen.iter()
+        .filter(|(s, _)| s == source)
+        .map(|(_, t)| t.clone())
+        .collect()
+}
+
+fn expected(range: std::ops::Range<u64>) -> Vec<String> {
+    range.map(|n| format!("tx-{n:06}")).collect()
+}
+
+#[test]
+fn two_sources_each_in_order_with_own_zone_currency_and_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("site-a"), dir.path().join("site-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg = sources_config(
+        dir.path(),
+        &[
+            ("site-a", &a, "Australia/Melbourne", "AUD"),
+            ("site-b", &b, "Europe/Madrid", "EUR"),
+        ],
+    );
+    // The same transaction ids in both files: the source name keeps the
+    // charge ids apart.
+    let (fa, fb) = (a.join("tx.log"), b.join("tx.log"));
+    append(&fa, HEADER);
+    append(&fb, HEADER);
+    for n in 0..300 {
+        append(&fa, &tx_line(n));
+        if n < 200 {
+            append(&fb, &tx_line(n));
+        }
+    }
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(500, T), 500);
+    for n in 300..400 {
+        append(&fa, &tx_line(n));
+        append(&fb, &tx_line(n - 100));
+    }
+    assert_eq!(d.wait_for(700, T), 700);
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    let seen = by_source(&lines);
+    assert_eq!(txs_of(&seen, "papercut/site-a"), expected(0..400));
+    assert_eq!(txs_of(&seen, "papercut/site-b"), expected(0..300));
+    let ids: std::collections::HashSet<String> = ids(&lines).into_iter().collect();
+    assert_eq!(
+        ids.len(),
+        700,
+        "one id per charge, none shared by the sources"
+    );
+    // Each source's own zone and currency.
+    let first = |src: &str| {
+        lines
+            .iter()
+            .map(|l| json(l))
+            .find(|v| v["source"] == src)
+            .unwrap()
+    };
+    let (va, vb) = (first("papercut/site-a"), first("papercut/site-b"));
+    assert_eq!(va["time"], "2026-11-20T09:00:00+11:00");
+    assert_eq!(va["data"]["currency"], "AUD");
+    assert_eq!(vb["time"], "2026-11-20T09:00:00+01:00");
+    assert_eq!(vb["data"]["currency"], "EUR");
+
+    // Positions per source: status lists each source's own file.
+    let out = run_cli(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let srcs = st["sources"].as_array().unwrap();
+    assert_eq!(srcs.len(), 2, "{st}");
+    for (s, file, size) in [(&srcs[0], &fa, &fa), (&srcs[1], &fb, &fb)] {
+        let files = s["files"].as_array().unwrap();
+        assert_eq!(files.len(), 1, "{s}");
+        assert_eq!(files[0]["path"], file.to_str().unwrap());
+        assert_eq!(
+            files[0]["offset"].as_u64().unwrap(),
+            std::fs::metadata(size).unwrap().len()
+        );
+        assert_eq!(s["lag_bytes"], 0);
+    }
+
+    // A restart resumes each source at its own position: only the new
+    // lines, of both sources.
+    append(&fb, &tx_line(300));
+    append(&fa, &tx_line(400));
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(2, T), 2);
+    d.drain(Duration::from_millis(700));
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    let mut seen = by_source(&lines);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("papercut/site-a".to_string(), "tx-000400".to_string()),
+            ("papercut/site-b".to_string(), "tx-000300".to_string())
+        ]
+    );
+}
+
+#[test]
+fn a_source_added_later_starts_from_its_files_and_the_first_keeps_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    for n in 0..50 {
+        append(&file, &tx_line(n));
+    }
+    // The single-[source] config of before.
+    let cfg = write_config(dir.path(), "*.log", "");
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(50, T), 50);
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+
+    // Now the same source as [[source]] beside a new one.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    append(&other.join("tx.log"), HEADER);
+    for n in 0..20 {
+        append(&other.join("tx.log"), &tx_line(n));
+    }
+    append(&file, &tx_line(50));
+    let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "[source]",
+        &format!(
+            "[[source]]\nname = \"other\"\npath = \"{}\"\n\n[[source]]",
+            other.join("*.log").display()
+        ),
+        1,
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(21, T), 21);
+    d.drain(Duration::from_millis(700));
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    let seen = by_source(&lines);
+    assert_eq!(
+        txs_of(&seen, "papercut/test"),
+        ["tx-000050"],
+        "no line read twice"
+    );
+    assert_eq!(txs_of(&seen, "papercut/other"), expected(0..20));
+}
+
+#[test]
+fn overlapping_sources_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sources_config(
+        dir.path(),
+        &[
+            ("a", dir.path(), "UTC", "AUD"),
+            ("b", dir.path(), "UTC", "AUD"),
+        ],
+    );
+    let out = run_cli(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config.toml") && err.contains("#1 (\"a\") and #2 (\"b\")"),
+        "{err}"
+    );
+}

@@ -180,7 +180,7 @@ fn neighbour(dir: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> 
             f.sync_data().unwrap();
             rounds += 1;
             // Keep the file small: rewrite from the start.
-            if rounds % 64 == 0 {
+            if rounds.is_multiple_of(64) {
                 f.set_len(0).unwrap();
                 use std::io::Seek;
                 f.seek(std::io::SeekFrom::Start(0)).unwrap();
@@ -193,10 +193,7 @@ fn neighbour(dir: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> 
 
 /// Append lines `from..=to` at `rate`/s, one write each; note when.
 fn write_at(file: &Path, from: usize, to: usize, rate: u64, written: &mut [Option<Instant>]) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(file)
-        .unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(file).unwrap();
     let start = Instant::now();
     let every = Duration::from_nanos(1_000_000_000 / rate.max(1));
     for (k, i) in (from..=to).enumerate() {

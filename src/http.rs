@@ -247,6 +247,11 @@ fn render_metrics(s: &HttpState) -> String {
         Stats::get(&st.lines_read),
     );
     counter(
+        "chargetail_source_wakeups_total",
+        "Wake-ups of the source loop (inotify events, polls, other deadlines).",
+        Stats::get(&st.source_wakeups),
+    );
+    counter(
         "chargetail_charges_read_total",
         "New charges put in the outbox.",
         Stats::get(&st.charges_read),

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 
-use chrono::{DateTime, FixedOffset, SecondsFormat};
+mod render;
+
+use chrono::{DateTime, FixedOffset};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -32,13 +34,16 @@ impl JobType {
     /// PRINT/COPY/SCAN/FAX in any case; anything else is `Other` (the caller
     /// keeps the raw value).
     pub fn from_raw(raw: &str) -> JobType {
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "print" => JobType::Print,
-            "copy" => JobType::Copy,
-            "scan" => JobType::Scan,
-            "fax" => JobType::Fax,
-            _ => JobType::Other,
-        }
+        let raw = raw.trim();
+        [
+            ("print", JobType::Print),
+            ("copy", JobType::Copy),
+            ("scan", JobType::Scan),
+            ("fax", JobType::Fax),
+        ]
+        .into_iter()
+        .find(|(name, _)| raw.eq_ignore_ascii_case(name))
+        .map_or(JobType::Other, |(_, t)| t)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -133,6 +138,26 @@ pub struct Charge {
     pub time_read: bool,
 }
 
+impl Charge {
+    /// The CloudEvents 1.0 structured-mode JSON of this charge. These bytes
+    /// are rendered once, stored in the outbox and sent unchanged by every
+    /// sink, so a redelivery is byte-identical to the first delivery.
+    pub fn to_event_json(&self, source_name: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        self.write_event_json(source_name, &mut out);
+        out
+    }
+
+    /// [`Charge::to_event_json`] appended to `out` (a buffer reused across
+    /// charges).
+    pub fn write_event_json(&self, source_name: &str, out: &mut Vec<u8>) {
+        render::write_event(out, self, source_name);
+    }
+}
+
+// ---------------------------------------------------------------- the oracle
+
+#[cfg(test)]
 #[derive(Serialize)]
 struct Event<'a> {
     specversion: &'static str,
@@ -146,6 +171,7 @@ struct Event<'a> {
     data: Data<'a>,
 }
 
+#[cfg(test)]
 #[derive(Serialize)]
 struct Data<'a> {
     user: &'a str,
@@ -178,18 +204,20 @@ struct Data<'a> {
     time_source: Option<&'static str>,
 }
 
+#[cfg(test)]
 impl Charge {
-    /// The CloudEvents 1.0 structured-mode JSON of this charge. These bytes
-    /// are rendered once, stored in the outbox and sent unchanged by every
-    /// sink, so a redelivery is byte-identical to the first delivery.
-    pub fn to_event_json(&self, source_name: &str) -> Vec<u8> {
+    /// The message as serde_json wrote it before `render` replaced it: the
+    /// oracle the renderer is tested against.
+    pub(crate) fn to_event_json_serde(&self, source_name: &str) -> Vec<u8> {
         let event = Event {
             specversion: "1.0",
             id: &self.id,
             source: format!("papercut/{source_name}"),
             kind: "papercut.charge",
             subject: &self.account,
-            time: self.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            time: self
+                .time
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
             datacontenttype: "application/json",
             data: Data {
                 user: &self.user,
@@ -260,7 +288,14 @@ pub fn charge_id(
         }
     }
     let digest = h.finalize();
-    format!("chg_{}", hex::encode(&digest[..16]))
+    let mut id = String::with_capacity(36);
+    id.push_str("chg_");
+    for b in &digest[..16] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xF)]));
+    }
+    id
 }
 
 /// Counts identical lines within one file so each gets its ordinal. Keyed by

@@ -407,12 +407,15 @@ fn parse(
         let name = canonical.to_string_lossy().into_owned();
         let mut parser = LineParser::new(settings.clone(), name.clone());
         let mut write_err = None;
+        // One buffer for every message (an allocation per line showed).
+        let mut bytes = Vec::with_capacity(2048);
         crate::source::historical::read_lines(&canonical, max_line, |line, _| {
             match parser.parse(&line) {
                 Parsed::Skip => {}
                 Parsed::Charge(c) => {
                     charges += 1;
-                    let mut bytes = c.to_event_json(&settings.source_name);
+                    bytes.clear();
+                    c.write_event_json(&settings.source_name, &mut bytes);
                     bytes.push(b'\n');
                     if let Err(e) = out.write_all(&bytes) {
                         write_err.get_or_insert(e);

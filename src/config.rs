@@ -142,6 +142,10 @@ pub struct DeliveryConfig {
     /// Charges handed to the sink at once.
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// Committed charges held in memory for delivery; beyond, delivery
+    /// reads them back from the outbox.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
 }
 
 impl SourceConfig {
@@ -282,6 +286,7 @@ impl Default for DeliveryConfig {
             retry_max_ms: default_retry_max_ms(),
             give_up_after_secs: 0,
             batch: default_batch(),
+            queue: default_queue(),
         }
     }
 }
@@ -360,6 +365,10 @@ fn default_retry_initial_ms() -> u64 {
 fn default_retry_max_ms() -> u64 {
     60_000
 }
+fn default_queue() -> usize {
+    4096
+}
+
 fn default_batch() -> usize {
     1000
 }

@@ -3,8 +3,9 @@
 //!
 //! Threads: the source loop is blocking file I/O and SQLite, so it runs on
 //! its own thread; delivery runs on a small tokio runtime (the sinks are
-//! async). They share nothing but the SQLite file (each has a connection),
-//! a `Notify` to wake delivery after a commit, the stats and the shutdown.
+//! async). They share the SQLite file (each has a connection), the
+//! `Handoff` that carries committed charges to delivery in memory (and wakes
+//! it), the stats and the shutdown.
 
 mod ticks;
 
@@ -14,10 +15,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use tokio::sync::mpsc::UnboundedSender;
-use tokio::sync::Notify;
 
 use crate::config::{Config, SourceConfig};
-use crate::deliver::{DeliverSettings, Deliverer};
+use crate::deliver::{DeliverSettings, Deliverer, Handoff, OtherWriters};
 use crate::format::{FormatSettings, LineParser};
 use crate::ingest::Batch;
 use crate::run_lock::RunLock;
@@ -66,7 +66,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     )?;
 
     let stats = Arc::new(Stats::default());
-    let wake = Arc::new(Notify::new());
+    let handoff = Arc::new(Handoff::new(cfg.delivery.queue));
+    // Before delivery starts (see `OtherWriters::new`).
+    let other_writers = OtherWriters::new(&store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -80,20 +82,22 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let sink = cfg.make_sink()?;
     let policy = cfg.delivery.retry_policy();
     let deliver = {
-        let (stats, wake, shutdown, cfg) =
-            (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
+        let (stats, handoff, shutdown, cfg) = (
+            stats.clone(),
+            handoff.clone(),
+            shutdown.clone(),
+            cfg.clone(),
+        );
         runtime.spawn(async move {
-            let d = Deliverer {
-                store: deliver_store,
+            let d = Deliverer::new(
+                deliver_store,
                 sink,
                 policy,
-                batch: cfg.delivery.batch,
-                wake,
+                cfg.delivery.batch,
+                handoff,
                 stats,
-                reload: Some(reload_rx),
-                resume_seen: None,
-                head: None,
-            };
+            )
+            .with_reload(reload_rx);
             run_deliverer(d, shutdown).await
         })
     };
@@ -155,11 +159,23 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let source_result = {
-        let (stats, wake, shutdown, cfg) =
-            (stats.clone(), wake.clone(), shutdown.clone(), cfg.clone());
+        let (stats, handoff, shutdown, cfg) = (
+            stats.clone(),
+            handoff.clone(),
+            shutdown.clone(),
+            cfg.clone(),
+        );
         std::thread::Builder::new()
             .name("chargetail-source".into())
-            .spawn(move || source_loop(&cfg, store, billing, sources, stats, wake, bell, shutdown))
+            .spawn(move || {
+                let delivery = Delivery {
+                    handoff,
+                    other_writers,
+                };
+                source_loop(
+                    &cfg, store, billing, sources, stats, delivery, bell, shutdown,
+                )
+            })
             .context("starting the source thread")?
             .join()
             .map_err(|_| anyhow!("the source thread panicked"))?
@@ -294,6 +310,13 @@ struct Followed {
     statements: crate::billing::statements::Cursor,
 }
 
+/// What the reading side tells delivery through: committed charges, and
+/// other processes' changes it notices on its poll.
+struct Delivery {
+    handoff: Arc<Handoff>,
+    other_writers: OtherWriters,
+}
+
 /// The reading side: follow every source's files, parse, commit charges +
 /// position. One thread for all sources: each batch is one source's lines
 /// and that source's position in one transaction, and the sources share
@@ -310,10 +333,14 @@ fn source_loop(
     mut billing: crate::billing::Billing,
     sources: Vec<(SourceConfig, Arc<FormatSettings>)>,
     stats: Arc<Stats>,
-    wake: Arc<Notify>,
+    delivery: Delivery,
     bell: crate::source::Bell,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    let Delivery {
+        handoff,
+        mut other_writers,
+    } = delivery;
     let names: Vec<(String, String)> = sources
         .iter()
         .map(|(s, _)| (s.name.clone(), s.path.clone()))
@@ -392,7 +419,7 @@ fn source_loop(
         // The mapping file changed or SIGHUP: reload; release held charges
         // a new mapping covers; queue the daily statements that are due.
         if billing.tick(&mut store).context("releasing held charges")? > 0 {
-            wake.notify_one();
+            handoff.store_changed();
         }
         if let Some(b) = billing.config().filter(|b| b.statements) {
             if last_statements.elapsed() >= Duration::from_secs(5) {
@@ -409,7 +436,7 @@ fn source_loop(
                     )
                     .context("queueing daily statements")?;
                     if n > 0 {
-                        wake.notify_one();
+                        handoff.store_changed();
                     }
                 }
                 last_statements = Instant::now();
@@ -472,7 +499,7 @@ fn source_loop(
         }
         let mut progressed = false;
         for r in runs.iter_mut().filter(|r| !r.paused) {
-            progressed |= read_source(r, &mut store, &mut billing, &stats, &wake, &mut backlog)?;
+            progressed |= read_source(r, &mut store, &mut billing, &stats, &handoff, &mut backlog)?;
         }
         if !progressed {
             let now = Instant::now();
@@ -504,6 +531,12 @@ fn source_loop(
             if !limit.is_zero() && !shutdown.is_triggered() {
                 bell.wait(limit);
             }
+            // Another process's change to the outbox (a replay,
+            // `dead-letters retry`): noticed here, on the poll we make
+            // anyway, so an idle deliverer needs no timer of its own.
+            if other_writers.changed(&store)? {
+                handoff.store_changed();
+            }
         }
     }
     Ok(())
@@ -516,7 +549,7 @@ fn read_source(
     store: &mut Store,
     billing: &mut crate::billing::Billing,
     stats: &Stats,
-    wake: &Notify,
+    handoff: &Handoff,
     backlog: &mut ticks::Backlog,
 ) -> anyhow::Result<bool> {
     if r.queued.is_empty() {
@@ -562,7 +595,7 @@ fn read_source(
                 // A failed commit stops reading: the error propagates and
                 // the daemon exits non-zero; nothing is skipped.
                 let done = batch
-                    .commit(store, Some(&checkpoint))
+                    .commit_and_hand_off(store, Some(&checkpoint), handoff)
                     .inspect_err(|_| {
                         stats
                             .store_failed
@@ -574,9 +607,6 @@ fn read_source(
                 backlog.added(done.inserted);
                 Stats::add(&stats.duplicates_ignored, done.duplicates);
                 Stats::add(&stats.bad_lines, batch.bad.len() as u64);
-                if done.inserted > 0 {
-                    wake.notify_one();
-                }
                 if checkpoint.finished {
                     r.parsers.remove(&checkpoint.generation);
                 }

@@ -197,6 +197,9 @@ pub(crate) fn problems(s: &HttpState) -> Problems {
                 .unwrap_or_default()
         ));
     }
+    if let Some(b) = &s.billing {
+        billing::problems(b, &mut p);
+    }
     p
 }
 
@@ -280,6 +283,11 @@ fn render_metrics(s: &HttpState) -> String {
         "chargetail_delivery_failures_total",
         "Failed delivery attempts.",
         Stats::get(&st.retried),
+    );
+    counter(
+        "chargetail_deliver_store_reads_total",
+        "Times delivery read pending charges back from the outbox (start, retries, overflow, another process's change); new charges reach it in memory.",
+        Stats::get(&st.deliver_store_reads),
     );
     counter(
         "chargetail_truncations_total",
@@ -531,6 +539,7 @@ fn render_status(s: &HttpState) -> serde_json::Value {
         "started_at_ms": s.started_ms,
         "outbox": totals,
         "job_stats": { "today": today, "since_start": since_start },
+        "billing": s.billing.as_deref().map(|b| billing::status(b, s.cfg.papercut.is_some())),
     })
 }
 

@@ -4,9 +4,11 @@
 //! following) in one transaction.
 
 use crate::charge::Charge;
+use crate::deliver::Handoff;
 use crate::format::{LineParser, Parsed};
+use crate::sink::Envelope;
 use crate::source::{Checkpoint, Line};
-use crate::store::{BadLine, Committed, NewCharge, Store, StoreError};
+use crate::store::{BadLine, Committed, NewCharge, Pending, Store, StoreError};
 
 /// Turn a parsed charge into its outbox row (rendering the message once).
 pub fn new_charge(charge: &Charge, source_name: &str) -> NewCharge {
@@ -117,7 +119,53 @@ impl Batch {
         store: &mut Store,
         position: Option<&Checkpoint>,
     ) -> Result<Committed, StoreError> {
-        store.commit(position, &self.charges, &self.bad)
+        let done = store.commit(position, &self.charges, &self.bad)?;
+        if self.run != 0 && done.inserted > 0 {
+            // A replay: a daemon running on this state (another process)
+            // learns of these charges from the token.
+            store.bump_outbox_token()?;
+        }
+        Ok(done)
+    }
+
+    /// `commit`, then hand the charges inserted to the deliverer in memory
+    /// (their message bytes move out of the batch): it sends them without
+    /// reading them back. The outbox rows stay the durable record.
+    pub fn commit_and_hand_off(
+        &mut self,
+        store: &mut Store,
+        position: Option<&Checkpoint>,
+        handoff: &Handoff,
+    ) -> Result<Committed, StoreError> {
+        let done = self.commit(store, position)?;
+        let mut ignored = done.ignored.iter().peekable();
+        let mut seqs = done.seqs.iter();
+        let mut rows = Vec::with_capacity(done.seqs.len());
+        for (i, c) in self.charges.iter_mut().enumerate() {
+            if ignored.peek() == Some(&&i) {
+                ignored.next();
+                continue;
+            }
+            let Some(&seq) = seqs.next() else { break };
+            rows.push(Pending {
+                envelope: Envelope {
+                    seq,
+                    id: c.id.clone(),
+                    payload: std::mem::take(&mut c.payload),
+                    job_type: c.job_type.clone(),
+                    account_type: c.account_type.clone(),
+                    attempts: 0,
+                },
+                next_ms: 0,
+                first_fail_ms: None,
+                wait_ms: 0,
+                created_ms: done.created_ms,
+            });
+        }
+        if !rows.is_empty() {
+            handoff.push(rows);
+        }
+        Ok(done)
     }
 
     /// Empty the batch for the next lines of the same file.

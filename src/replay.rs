@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::charge::Totals;
 use crate::config::{Config, SourceConfig};
-use crate::deliver::{Deliverer, Drained};
+use crate::deliver::{Deliverer, Drained, Handoff};
 use crate::format::{FormatSettings, LineParser, Parsed};
 use crate::ingest::{Batch, Pushed};
 use crate::run_lock::RunLock;
@@ -399,17 +399,15 @@ fn deliver_run(
             .build()
             .context("starting the async runtime")?;
         let sink = cfg.make_sink()?;
-        let mut d = Deliverer {
+        // Nothing is handed over in memory: the charges are in the outbox.
+        let mut d = Deliverer::new(
             store,
             sink,
-            policy: cfg.delivery.retry_policy(),
-            batch: cfg.delivery.batch,
-            wake: Arc::new(tokio::sync::Notify::new()),
-            stats: Arc::new(Stats::default()),
-            reload: None,
-            resume_seen: None,
-            head: None,
-        };
+            cfg.delivery.retry_policy(),
+            cfg.delivery.batch,
+            Arc::new(Handoff::new(0)),
+            Arc::new(Stats::default()),
+        );
         match rt.block_on(d.drain(opts.give_up_after))? {
             Drained::Empty => {}
             Drained::Stalled => {
@@ -420,8 +418,8 @@ fn deliver_run(
                 "the endpoint refused us and delivery is paused; the charges stay in the outbox"
             ),
         }
-        let store = &d.store;
-        tally(store, run, summary)?;
+        let store = d.store();
+        tally(&store, run, summary)?;
     } else {
         loop {
             let (pending, delivered, dead) = store.run_states(run)?;

@@ -18,6 +18,10 @@ pub struct Stats {
     pub dead_rejected: AtomicU64,
     /// Delivered after at least one failed attempt.
     pub redelivered: AtomicU64,
+    /// Times the deliverer read pending charges back from the outbox (at
+    /// start, for retries, after an overflow or another process's change);
+    /// fresh charges reach it in memory.
+    pub deliver_store_reads: AtomicU64,
     /// Line read (committed to the outbox) → delivered.
     pub latency: Histogram,
     pub truncations: AtomicU64,

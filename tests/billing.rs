@@ -712,3 +712,58 @@ fn sighup_reloads_a_mapping_the_file_watch_cannot_see() {
     let log = std::fs::read_to_string(&run.log).unwrap();
     assert!(log.contains("account mapping (re)loaded"), "{log}");
 }
+
+/// A job refunded, cancelled or denied (PaperCut's job status) is read and
+/// delivered but bills 0: reconcile counts it as not billed and leaves it
+/// out of the amounts.
+#[test]
+fn reconcile_counts_refunded_cancelled_and_denied_jobs_as_not_billed() {
+    let (dir, cfg) = setup(FULL_MAPPING, "[sink]\nkind = \"stdout\"", "");
+    for f in std::fs::read_dir(dir.path().join("tx")).unwrap() {
+        std::fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let liam = "liam.ng@harbourworks.com.au";
+    let ava = "ava.patel@harbourworks.com.au";
+    std::fs::write(
+        dir.path().join("tx/tx-2026-10-08.log"),
+        format!(
+            "time\ttransaction_id\tuser\taccount\tamount\tstatus\n\
+             2026-10-08 09:00:00\ttx-9001\t{liam}\t{liam}\t-1.20\tprinted\n\
+             2026-10-08 09:05:00\ttx-9002\t{liam}\t{liam}\t-2.40\trefunded\n\
+             2026-10-08 09:10:00\ttx-9003\t{ava}\tKoala Labs\t-3.60\tcancelled\n\
+             2026-10-08 09:15:00\ttx-9004\t{ava}\tKoala Labs\t-4.80\tdenied\n"
+        ),
+    )
+    .unwrap();
+    let (code, events) = replay_all(dir.path(), &cfg, &[]);
+    assert_eq!((code, events.len()), (0, 4));
+    let statuses: BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["data"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeSet::from(["cancelled", "charged", "denied", "refunded"])
+    );
+    let (code, rep) = reconcile(dir.path(), &cfg, &["--by", "account"]);
+    assert_eq!(code, 0, "{rep}");
+    let t = &rep["totals"];
+    assert_eq!(
+        (t["read"].as_u64(), t["delivered"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert_eq!(t["not_billed"], 3, "{rep}");
+    assert_eq!(t["amount_read"], "1.20", "{rep}");
+    assert_eq!(t["amount_delivered"], "1.20", "{rep}");
+    let koala = rep["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "Koala Labs")
+        .unwrap();
+    assert_eq!(
+        (koala["read"].as_u64(), koala["not_billed"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(koala["amount_read"], "0.00", "{koala}");
+}

@@ -73,12 +73,94 @@ fn partial_last_line_waits_for_its_end_even_across_a_restart() {
     );
 }
 
+/// `chargetail_deliver_store_reads_total` of a daemon on `port`.
+fn store_reads(port: u16) -> f64 {
+    let m = http_get(port, "/metrics");
+    metric(&m, "chargetail_deliver_store_reads_total").expect("the store-reads series")
+}
+
 #[test]
-fn kill9_at_random_moments_loses_nothing_and_repeats_only_same_ids() {
+fn new_charges_reach_delivery_in_memory_without_reading_the_outbox_back() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tx.log");
     append(&file, HEADER);
-    let cfg = write_config(dir.path(), "tx.log", "");
+    let port = free_http_port();
+    let cfg = write_config(
+        dir.path(),
+        "tx.log",
+        &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut d = Daemon::start(&cfg);
+    // The start reads the (empty) outbox once.
+    let at_start = store_reads(port);
+    let total = 600u64;
+    for burst in 0..30 {
+        let text: String = (burst * 20..burst * 20 + 20).map(tx_line).collect();
+        append(&file, &text);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    assert_eq!(d.wait_for(total as usize, T), total as usize);
+    let after = store_reads(port);
+    // Idle: nothing re-reads the outbox on a timer.
+    std::thread::sleep(Duration::from_millis(1500));
+    let idle = store_reads(port);
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    let expected: Vec<String> = (0..total).map(|n| format!("tx-{n:06}")).collect();
+    assert_eq!(tx_ids(&lines), expected, "every charge once, in file order");
+    assert!(at_start <= 1.0, "{at_start} reads at start");
+    assert_eq!(
+        after, at_start,
+        "{total} charges in 30 commits delivered without reading the outbox"
+    );
+    assert_eq!(idle, after, "no reads while idle");
+}
+
+#[test]
+fn an_overflowing_hand_off_falls_back_to_the_outbox_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    let port = free_http_port();
+    // Room for 7 charges in memory, 5 per batch: most of a burst of
+    // hundreds is read back from the outbox.
+    let cfg = write_config(
+        dir.path(),
+        "tx.log",
+        &format!("\n[delivery]\nqueue = 7\nbatch = 5\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let mut d = Daemon::start(&cfg);
+    let total = 400u64;
+    for burst in 0..4 {
+        let text: String = (burst * 100..burst * 100 + 100).map(tx_line).collect();
+        append(&file, &text);
+    }
+    assert_eq!(d.wait_for(total as usize, T), total as usize);
+    let reads = store_reads(port);
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    let expected: Vec<String> = (0..total).map(|n| format!("tx-{n:06}")).collect();
+    assert_eq!(tx_ids(&lines), expected, "every charge once, in file order");
+    assert!(reads > 1.0, "the outbox was read back ({reads} reads)");
+}
+
+#[test]
+fn kill9_at_random_moments_loses_nothing_and_repeats_only_same_ids() {
+    kill9_rounds("");
+}
+
+#[test]
+fn kill9_with_an_overflowing_hand_off_loses_nothing() {
+    kill9_rounds("\n[delivery]\nqueue = 7\nbatch = 50\n");
+}
+
+/// Bursts written while the daemon runs, each ended by a kill -9 at a
+/// different moment; then every charge is there, repeats only same ids.
+fn kill9_rounds(extra: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    let cfg = write_config(dir.path(), "tx.log", extra);
     let total = 3000u64;
     let mut all: Vec<String> = Vec::new();
     let mut written = 0u64;

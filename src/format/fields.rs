@@ -265,6 +265,14 @@ pub fn resolve_local(naive: NaiveDateTime, tz: Tz) -> DateTime<FixedOffset> {
 /// the wrong currency. Grouping must be well-formed (`1,20` without
 /// `decimal_comma` is refused, not read as 120).
 pub fn parse_amount(raw: &str, decimal_comma: bool, currency: &str) -> Result<Decimal, String> {
+    match plain_amount(raw.trim(), decimal_comma) {
+        Some(d) => Ok(d),
+        None => general_amount(raw, decimal_comma, currency),
+    }
+}
+
+/// Every accepted form of [`parse_amount`].
+fn general_amount(raw: &str, decimal_comma: bool, currency: &str) -> Result<Decimal, String> {
     let bad = || format!("{:?} is not an amount", raw.trim());
     let mut s = raw.trim();
     if s.is_empty() {
@@ -347,6 +355,38 @@ pub fn parse_amount(raw: &str, decimal_comma: bool, currency: &str) -> Result<De
     Ok(normalize_zero(d))
 }
 
+/// The common case of [`parse_amount`] without its copies: an optional sign,
+/// digits, optionally a point and digits (`-1.20`). The general path reads
+/// these to the same value: it builds the same digit string for
+/// `Decimal::from_str_exact`. `None` for anything else, or out of range.
+fn plain_amount(s: &str, decimal_comma: bool) -> Option<Decimal> {
+    let point = if decimal_comma { b',' } else { b'.' };
+    let (negative, digits) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let b = digits.as_bytes();
+    let int_len = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if int_len == 0 {
+        return None;
+    }
+    let text = match &b[int_len..] {
+        [] => digits,
+        [p, frac @ ..]
+            if *p == point && !frac.is_empty() && frac.iter().all(u8::is_ascii_digit) =>
+        {
+            if decimal_comma {
+                return None; // the general path swaps the comma for a point
+            }
+            digits
+        }
+        _ => return None,
+    };
+    let d = Decimal::from_str_exact(text).ok()?;
+    Some(normalize_zero(if negative { -d } else { d }))
+}
+
 /// `-0.00` renders as `"-0.00"`; a zero has no sign in a bill.
 pub fn normalize_zero(mut d: Decimal) -> Decimal {
     if d.is_zero() {
@@ -427,7 +467,23 @@ pub enum BoolKind {
 }
 
 pub fn parse_bool(raw: &str, kind: BoolKind) -> Result<bool, String> {
-    let s = raw.trim().to_ascii_uppercase();
+    // The common words without an uppercased copy.
+    let t = raw.trim();
+    for (word, value) in [
+        ("TRUE", true),
+        ("FALSE", false),
+        ("Y", true),
+        ("N", false),
+        ("YES", true),
+        ("NO", false),
+        ("1", true),
+        ("0", false),
+    ] {
+        if t.eq_ignore_ascii_case(word) {
+            return Ok(value);
+        }
+    }
+    let s = t.to_ascii_uppercase();
     let words: &[&str] = match kind {
         BoolKind::Duplex => &["DUPLEX"],
         BoolKind::Grayscale => &["GRAYSCALE", "GREYSCALE", "GRAY SCALE", "GREY SCALE"],
@@ -705,6 +761,62 @@ mod tests {
         // The scale is kept as written.
         assert_eq!(a("1.20").to_string(), "1.20");
         assert_eq!(a("-0.00").to_string(), "0.00");
+    }
+
+    /// The fast path reads what the general one reads, to the same value
+    /// and scale, and leaves the rest to it.
+    #[test]
+    fn plain_amounts_agree_with_the_general_path() {
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "+0",
+            "0.00",
+            "-0.00",
+            "1.20",
+            "-1.20",
+            "+1.20",
+            "007.50",
+            "12",
+            "1.",
+            ".5",
+            "-",
+            "+",
+            "--1",
+            "+-1",
+            "1.2.3",
+            "1,20",
+            "1,234",
+            "1e3",
+            "-1.20x",
+            "99999999999999999999999999999999",
+            "7.9228162514264337593543950335",
+            "79228162514264337593543950336",
+            "1.00000000000000000000000000001",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let good = "-1234.50";
+        for i in 0..good.len() {
+            for c in ['0', '-', '+', '.', ',', ' ', 'x', '$'] {
+                let mut v: Vec<char> = good.chars().collect();
+                v[i] = c;
+                cases.push(v.iter().collect());
+            }
+            cases.push(good[..i].to_string());
+        }
+        for c in &cases {
+            for comma in [false, true] {
+                let general = general_amount(c, comma, "AUD");
+                if let Some(fast) = plain_amount(c, comma) {
+                    let g = general.clone().unwrap();
+                    assert_eq!((fast, fast.to_string()), (g, g.to_string()), "{c:?}");
+                }
+                assert_eq!(parse_amount(c, comma, "AUD"), general, "{c:?}");
+            }
+        }
+        assert!(plain_amount("-1.20", false).is_some());
     }
 
     #[test]

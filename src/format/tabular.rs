@@ -122,6 +122,9 @@ enum State {
         mapping: Mapping,
         /// The header line, to skip it if it is repeated (concatenated files).
         header: Option<String>,
+        /// By 0-based column: whether a field's slot reads it (the others go
+        /// to `extra`). Looked up per cell of every row.
+        taken: Vec<bool>,
     },
     /// The header or the column settings are unusable: every record is an
     /// error naming why (rather than guessing columns).
@@ -166,6 +169,7 @@ impl Tabular {
                 delimiter,
                 mapping,
                 header,
+                ..
             } => Some((*delimiter, header.as_deref(), mapping)),
             _ => None,
         }
@@ -187,11 +191,7 @@ impl Tabular {
             } else {
                 match positions(s) {
                     Ok(mapping) => {
-                        self.state = State::Ready {
-                            delimiter,
-                            mapping,
-                            header: None,
-                        };
+                        self.state = ready(delimiter, mapping, None);
                         None
                     }
                     Err(e) => {
@@ -213,11 +213,12 @@ impl Tabular {
                 delimiter,
                 mapping,
                 header,
+                taken,
             } => {
                 if header.as_deref() == Some(text) {
                     return Step::Skip;
                 }
-                match row(text, *delimiter, mapping) {
+                match row(text, *delimiter, mapping, taken) {
                     Ok(r) => Step::Record(Box::new(r)),
                     Err(e) => Step::Error(e),
                 }
@@ -278,11 +279,7 @@ impl Tabular {
             }
         };
         let is_header = header.is_some();
-        self.state = State::Ready {
-            delimiter,
-            mapping,
-            header: is_header.then(|| text.to_string()),
-        };
+        self.state = ready(delimiter, mapping, is_header.then(|| text.to_string()));
         // A record: the caller reads it, now that the state is ready.
         is_header.then_some(Step::Skip)
     }
@@ -330,12 +327,27 @@ impl Tabular {
                 return Step::Error(why);
             }
         };
-        self.state = State::Ready {
-            delimiter,
-            mapping,
-            header: Some(text.to_string()),
-        };
+        self.state = ready(delimiter, mapping, Some(text.to_string()));
         Step::Skip
+    }
+}
+
+fn ready(delimiter: u8, mapping: Mapping, header: Option<String>) -> State {
+    let width = mapping
+        .slots
+        .values()
+        .map(|s| s.index + 1)
+        .max()
+        .unwrap_or(0);
+    let mut taken = vec![false; width];
+    for slot in mapping.slots.values() {
+        taken[slot.index] = true;
+    }
+    State::Ready {
+        delimiter,
+        mapping,
+        header,
+        taken,
     }
 }
 
@@ -378,7 +390,12 @@ fn positions(s: &FormatSettings) -> Result<Mapping, String> {
 }
 
 /// Split a row and pick its values by the mapping.
-fn row<'a>(text: &'a str, delimiter: u8, mapping: &'a Mapping) -> Result<Record<'a>, String> {
+fn row<'a>(
+    text: &'a str,
+    delimiter: u8,
+    mapping: &'a Mapping,
+    taken: &[bool],
+) -> Result<Record<'a>, String> {
     let mut cells = columns::split_line(text, delimiter)?;
     if let Some(w) = mapping.width {
         // Trailing empty fields beyond the header are no data: the Print
@@ -421,7 +438,7 @@ fn row<'a>(text: &'a str, delimiter: u8, mapping: &'a Mapping) -> Result<Record<
         }
     }
     for (i, v) in cells.into_iter().enumerate() {
-        if mapping.slots.values().any(|sl| sl.index == i) {
+        if taken.get(i) == Some(&true) {
             continue;
         }
         let key = mapping

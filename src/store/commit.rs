@@ -44,6 +44,11 @@ pub struct Committed {
     pub bad_lines: u64,
     /// Indexes (into the committed slice) of the ignored charges.
     pub ignored: Vec<usize>,
+    /// The outbox `seq` of each inserted charge, in order (for the hand-off
+    /// to the deliverer).
+    pub seqs: Vec<i64>,
+    /// The inserted rows' `created_ms`.
+    pub created_ms: i64,
 }
 
 impl Store {
@@ -60,7 +65,10 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| classify_with(&self.path, e))?;
-        let mut done = Committed::default();
+        let mut done = Committed {
+            created_ms: now,
+            ..Committed::default()
+        };
         {
             let mut ins = tx
                 .prepare_cached(
@@ -88,6 +96,7 @@ impl Store {
                     .map_err(|e| classify_with(&self.path, e))?;
                 if n == 1 {
                     done.inserted += 1;
+                    done.seqs.push(tx.last_insert_rowid());
                 } else {
                     done.duplicates += 1;
                     done.ignored.push(i);

@@ -106,19 +106,20 @@ impl Store {
         let sql =
             "UPDATE outbox SET state = 'pending', attempts = 0, next_ms = 0, first_fail_ms = NULL
                    WHERE state = 'dead'";
-        if ids.is_empty() {
-            return self
-                .conn
-                .execute(sql, [])
-                .map(|n| n as u64)
-                .map_err(|e| self.err(e));
-        }
         let mut n = 0;
+        if ids.is_empty() {
+            n = self.conn.execute(sql, []).map_err(|e| self.err(e))? as u64;
+        }
         for id in ids {
             n += self
                 .conn
                 .execute(&format!("{sql} AND id = ?1"), [id])
                 .map_err(|e| self.err(e))? as u64;
+        }
+        if n > 0 {
+            // A running daemon holds later charges in memory: it reads the
+            // outbox again when it sees this.
+            self.bump_outbox_token()?;
         }
         Ok(n)
     }

@@ -59,14 +59,20 @@ impl Store {
     /// The stored message bytes are kept; `payload` (the charge as read
     /// now, same id) only fills in if none are stored.
     pub fn requeue_dead(&mut self, id: &str, run: i64, payload: &[u8]) -> Result<bool, StoreError> {
-        self.conn
+        let requeued = self
+            .conn
             .prepare_cached(
                 "UPDATE outbox SET state = 'pending', run = ?2, attempts = 0, next_ms = 0,
                  first_fail_ms = NULL, payload = COALESCE(payload, ?3) WHERE id = ?1 AND state = 'dead'",
             )
             .and_then(|mut st| st.execute(params![id, run, payload]))
             .map(|n| n == 1)
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        if requeued {
+            // Pending again, maybe before what a running daemon holds.
+            self.bump_outbox_token()?;
+        }
+        Ok(requeued)
     }
 
     /// Whether a charge id is already in the outbox or ledger.
@@ -79,33 +85,57 @@ impl Store {
 
     /// The oldest pending charges, in outbox order.
     pub fn pending(&self, limit: usize) -> Result<Vec<Pending>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT seq, id, payload, job_type, account_type, attempts, next_ms, created_ms, first_fail_ms, wait_ms
-                 FROM outbox WHERE state = 'pending' ORDER BY seq LIMIT ?1",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([limit as i64], |r| {
-                Ok(Pending {
-                    envelope: Envelope {
-                        seq: r.get(0)?,
-                        id: r.get(1)?,
-                        payload: r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
-                        job_type: r.get(3)?,
-                        account_type: r.get(4)?,
-                        attempts: r.get::<_, i64>(5)? as u32,
-                    },
-                    next_ms: r.get(6)?,
-                    created_ms: r.get(7)?,
-                    first_fail_ms: r.get(8)?,
-                    wait_ms: r.get(9)?,
+        self.pending_after(0, limit).map(|(rows, _)| rows)
+    }
+
+    /// The oldest pending charges after `seq`, in outbox order, and the
+    /// highest `seq` in the outbox at that moment (one read transaction):
+    /// when fewer than `limit` come back, every pending charge up to that
+    /// `seq` is among them.
+    pub fn pending_after(&self, seq: i64, limit: usize) -> Result<(Vec<Pending>, i64), StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let rows = {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT seq, id, payload, job_type, account_type, attempts, next_ms, created_ms, first_fail_ms, wait_ms
+                     FROM outbox WHERE state = 'pending' AND seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = stmt
+                .query_map(params![seq, limit as i64], |r| {
+                    Ok(Pending {
+                        envelope: Envelope {
+                            seq: r.get(0)?,
+                            id: r.get(1)?,
+                            payload: r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
+                            job_type: r.get(3)?,
+                            account_type: r.get(4)?,
+                            attempts: r.get::<_, i64>(5)? as u32,
+                        },
+                        next_ms: r.get(6)?,
+                        created_ms: r.get(7)?,
+                        first_fail_ms: r.get(8)?,
+                        wait_ms: r.get(9)?,
+                    })
                 })
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| self.err(e));
-        rows
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| self.err(e))?;
+            rows
+        };
+        let top: i64 = tx
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM outbox")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok((rows, top))
+    }
+
+    /// SQLite's `data_version`: changes when another connection (thread or
+    /// process) commits to the database. Reads no page.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
     }
 
     /// Record what became of the charges attempted, in one transaction
@@ -113,6 +143,14 @@ impl Store {
     /// listed and stay as they are). Returns how many were delivered and
     /// how many became dead letters.
     pub fn record(&mut self, results: &[(&Envelope, Record)]) -> Result<(u64, u64), StoreError> {
+        let by_seq: Vec<(i64, Record)> = results.iter().map(|(e, r)| (e.seq, r.clone())).collect();
+        self.record_seqs(&by_seq)
+    }
+
+    /// [`Store::record`] by outbox `seq` (owned, for a blocking thread).
+    /// Delivered charges with consecutive `seq`s are marked by one range
+    /// UPDATE: a batch delivered whole is one statement.
+    pub fn record_seqs(&mut self, results: &[(i64, Record)]) -> Result<(u64, u64), StoreError> {
         let now = now_ms();
         let tx = self
             .conn
@@ -122,8 +160,9 @@ impl Store {
         {
             let mut ok = tx
                 .prepare_cached(
-                    "UPDATE outbox SET state = 'delivered', payload = NULL, delivered_ms = ?2,
-                     attempts = attempts + 1, last_error = NULL WHERE seq = ?1 AND state = 'pending'",
+                    "UPDATE outbox SET state = 'delivered', payload = NULL, delivered_ms = ?3,
+                     attempts = attempts + 1, last_error = NULL
+                     WHERE seq BETWEEN ?1 AND ?2 AND state = 'pending'",
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
             let mut retry = tx
@@ -138,14 +177,32 @@ impl Store {
                      first_fail_ms = ?3, next_ms = ?4 WHERE seq = ?1 AND state = 'pending'",
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
-            for (env, rec) in results {
+            // A run of delivered seqs a..=b, each one more than the last.
+            let mut run: Option<(i64, i64)> = None;
+            let mut flush = |run: &mut Option<(i64, i64)>| -> Result<u64, StoreError> {
+                match run.take() {
+                    Some((a, b)) => ok
+                        .execute(params![a, b, now])
+                        .map(|n| n as u64)
+                        .map_err(|e| classify_with(&self.path, e)),
+                    None => Ok(0),
+                }
+            };
+            for (seq, rec) in results {
+                if let Record::Delivered = rec {
+                    run = match run {
+                        Some((a, b)) if b + 1 == *seq => Some((a, *seq)),
+                        other => {
+                            let mut other = other;
+                            delivered += flush(&mut other)?;
+                            Some((*seq, *seq))
+                        }
+                    };
+                    continue;
+                }
+                delivered += flush(&mut run)?;
                 match rec {
-                    Record::Delivered => {
-                        delivered += ok
-                            .execute(params![env.seq, now])
-                            .map_err(|e| classify_with(&self.path, e))?
-                            as u64;
-                    }
+                    Record::Delivered => {}
                     Record::Retry {
                         next_ms,
                         wait_ms,
@@ -153,7 +210,7 @@ impl Store {
                         error,
                     } => {
                         retry
-                            .execute(params![env.seq, next_ms, error, first_fail_ms, wait_ms])
+                            .execute(params![seq, next_ms, error, first_fail_ms, wait_ms])
                             .map_err(|e| classify_with(&self.path, e))?;
                     }
                     Record::Dead {
@@ -161,34 +218,66 @@ impl Store {
                         first_fail_ms,
                     } => {
                         dead += kill
-                            .execute(params![env.seq, error, first_fail_ms, now])
+                            .execute(params![seq, error, first_fail_ms, now])
                             .map_err(|e| classify_with(&self.path, e))?
                             as u64;
                     }
                 }
             }
+            delivered += flush(&mut run)?;
         }
         tx.commit().map_err(|e| classify_with(&self.path, e))?;
         Ok((delivered, dead))
     }
 
-    /// A counter `dead-letters retry` bumps so that a running daemon (another
-    /// process) lifts a pause its sink imposed (410 Gone).
+    /// Counters other processes bump so that a running daemon notices what
+    /// they did to the outbox without re-reading it: `resume_token`
+    /// (`dead-letters retry`: also lift a pause the sink imposed, such as a
+    /// 410 Gone) and `outbox_token` (a replay queued or re-queued charges,
+    /// dead letters put back). One indexed read.
+    pub fn change_tokens(&self) -> Result<(i64, i64), StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT key, value FROM meta WHERE key IN ('resume_token', 'outbox_token')",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([]).map_err(|e| self.err(e))?;
+        let (mut resume, mut outbox) = (0, 0);
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let key: String = r.get(0).map_err(|e| self.err(e))?;
+            let value: String = r.get(1).map_err(|e| self.err(e))?;
+            let v = value.parse().unwrap_or(0);
+            if key == "resume_token" {
+                resume = v;
+            } else {
+                outbox = v;
+            }
+        }
+        Ok((resume, outbox))
+    }
+
+    /// See [`Store::change_tokens`].
     pub fn resume_token(&self) -> Result<i64, StoreError> {
-        self.conn
-            .prepare_cached("SELECT value FROM meta WHERE key = 'resume_token'")
-            .and_then(|mut st| st.query_row([], |r| r.get::<_, String>(0)).optional())
-            .map(|v| v.and_then(|v| v.parse().ok()).unwrap_or(0))
-            .map_err(|e| self.err(e))
+        self.change_tokens().map(|(r, _)| r)
     }
 
     pub fn bump_resume_token(&mut self) -> Result<(), StoreError> {
+        self.bump_token("resume_token")
+    }
+
+    /// Another process changed pending charges (see [`Store::change_tokens`]).
+    pub fn bump_outbox_token(&mut self) -> Result<(), StoreError> {
+        self.bump_token("outbox_token")
+    }
+
+    fn bump_token(&mut self, key: &str) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES ('resume_token', '1')
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, '1')
                  ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
-                [],
             )
+            .and_then(|mut st| st.execute([key]))
             .map(|_| ())
             .map_err(|e| self.err(e))
     }

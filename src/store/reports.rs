@@ -97,15 +97,6 @@ impl Store {
         Ok(())
     }
 
-    /// SQLite's `data_version`: changes when another connection (of any
-    /// process) commits, not on this one's own commits. A cheap "did the
-    /// outbox change?" before a count.
-    pub fn data_version(&self) -> Result<i64, StoreError> {
-        self.conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .map_err(|e| self.err(e))
-    }
-
     /// Charges waiting for delivery.
     pub fn backlog(&self) -> Result<u64, StoreError> {
         self.conn

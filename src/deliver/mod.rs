@@ -5,13 +5,22 @@
 //!
 //! Order: the worker never sends a charge before an older pending one is
 //! due, so charges leave in outbox order, which is file order per file.
+//!
+//! Charges the reader commits reach the worker in memory ([`Handoff`]); it
+//! reads the outbox back only at start, after a failed attempt, when the
+//! hand-off overflowed or skipped a `seq`, and when another process changed
+//! the outbox.
 
+mod handoff;
+
+pub use handoff::{Handoff, OtherWriters};
+
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio::sync::Notify;
 
 use crate::shutdown::Shutdown;
 use crate::sink::{Envelope, Outcome, Sink, SinkConfig};
@@ -19,19 +28,31 @@ use crate::stats::Stats;
 use crate::store::{now_ms, Pending, Record, Store, StoreError};
 
 pub struct Deliverer<S: Sink> {
-    pub store: Store,
+    /// Shared with the blocking thread that records a round's outcomes
+    /// (never locked on the runtime while a record runs: see `recording`).
+    store: Arc<Mutex<Store>>,
+    /// The last round's outcomes being written on a blocking thread while
+    /// the next round is sent; settled before the store is used again.
+    recording: Option<Recording>,
     pub sink: S,
     pub policy: RetryPolicy,
     pub batch: usize,
-    /// Poked by the reader after each commit, so delivery starts at once.
-    pub wake: Arc<Notify>,
+    /// Charges the reader committed, in memory; its notify wakes delivery.
+    pub handoff: Arc<Handoff>,
     pub stats: Arc<Stats>,
     /// Re-read settings (SIGHUP) to apply without a restart.
     pub reload: Option<UnboundedReceiver<DeliverSettings>>,
-    /// Last seen `resume_token` (see `Store::bump_resume_token`).
-    pub resume_seen: Option<i64>,
+    /// Last seen change tokens (see `Store::change_tokens`).
+    tokens_seen: Option<(i64, i64)>,
     /// The head's retry clock (`None`: made from the store when needed).
-    pub head: Option<HeadClock>,
+    head: Option<HeadClock>,
+    /// The pending charges known, in outbox order, from the head on.
+    queue: VecDeque<Pending>,
+    /// Every pending charge with a `seq` up to this is in `queue`.
+    known_to: i64,
+    /// The outbox may hold pending charges after `known_to` that the
+    /// hand-off does not have: read it before taking from the hand-off.
+    behind: bool,
 }
 
 /// What the deliver stage takes from the configuration: at start, and again
@@ -78,11 +99,127 @@ impl RetryPolicy {
     }
 }
 
-/// How long to idle when nothing is pending and nobody pokes us (a replay or
-/// `dead-letters retry` in another process may have added work).
-const IDLE: Duration = Duration::from_secs(1);
-
 impl<S: Sink> Deliverer<S> {
+    pub fn new(
+        store: Store,
+        sink: S,
+        policy: RetryPolicy,
+        batch: usize,
+        handoff: Arc<Handoff>,
+        stats: Arc<Stats>,
+    ) -> Deliverer<S> {
+        Deliverer {
+            store: Arc::new(Mutex::new(store)),
+            recording: None,
+            sink,
+            policy,
+            batch,
+            handoff,
+            stats,
+            reload: None,
+            tokens_seen: None,
+            head: None,
+            queue: VecDeque::new(),
+            known_to: 0,
+            behind: true,
+        }
+    }
+
+    /// The state database (no record may be running: see `settle`).
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait for the last round's record (on its blocking thread) and count
+    /// what it did; the change tokens read with it are looked at too.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        let Some(r) = self.recording.take() else {
+            return Ok(());
+        };
+        let (delivered, dead, tokens) = match r.handle.await {
+            Ok(res) => res?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("recording deliveries: {e}"),
+        };
+        tracing::trace!(
+            sent = r.sent,
+            delivered,
+            record_us = r.started.elapsed().as_micros() as u64,
+            "recorded"
+        );
+        if dead > 0 {
+            tracing::error!(
+                count = dead,
+                "charges became dead letters (see `chargetail dead-letters list`)"
+            );
+        }
+        Stats::add(&self.stats.delivered, delivered);
+        Stats::add(&self.stats.dead_lettered, dead);
+        Stats::add(&self.stats.dead_rejected, r.rejected.min(dead));
+        if delivered > 0 {
+            self.stats
+                .last_delivery_ms
+                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        }
+        self.see_tokens(tokens)
+    }
+
+    /// Apply re-read settings (SIGHUP) sent on `reload`.
+    pub fn with_reload(mut self, reload: UnboundedReceiver<DeliverSettings>) -> Deliverer<S> {
+        self.reload = Some(reload);
+        self
+    }
+
+    /// Forget what is known in memory: the next round reads the outbox from
+    /// the start (after a failure, an operator's change, another process's).
+    fn reread(&mut self) {
+        self.queue.clear();
+        self.known_to = 0;
+        self.behind = true;
+        self.head = None;
+    }
+
+    /// Fill `queue` up to a batch: from the hand-off while it continues the
+    /// outbox without a gap, else from the outbox.
+    async fn fill(&mut self) -> Result<(), StoreError> {
+        if !self.behind {
+            let room = self.batch.saturating_sub(self.queue.len());
+            if room > 0 {
+                let (rows, dirty) = self.handoff.take(room);
+                self.behind |= dirty;
+                for r in rows {
+                    let seq = r.envelope.seq;
+                    if seq <= self.known_to {
+                        // Already read from the outbox.
+                        continue;
+                    }
+                    if seq != self.known_to + 1 {
+                        // Another writer's row may sit in the gap: the
+                        // outbox has it (and these).
+                        self.behind = true;
+                        break;
+                    }
+                    self.known_to = seq;
+                    self.queue.push_back(r);
+                }
+            }
+        }
+        if self.behind && self.queue.len() < self.batch {
+            let limit = self.batch - self.queue.len();
+            self.settle().await?;
+            let (rows, top) = self.store().pending_after(self.known_to, limit)?;
+            Stats::add(&self.stats.deliver_store_reads, 1);
+            if rows.len() < limit {
+                self.known_to = self.known_to.max(top);
+                self.behind = false;
+            } else if let Some(last) = rows.last() {
+                self.known_to = last.envelope.seq;
+            }
+            self.queue.extend(rows);
+        }
+        Ok(())
+    }
+
     /// Run until shutdown. Returns an error only when the state database
     /// fails; the daemon then stops (a delivery we cannot record must not be
     /// repeated blindly forever).
@@ -94,32 +231,46 @@ impl<S: Sink> Deliverer<S> {
             }
             if let Some(rx) = reload.as_mut() {
                 while let Ok(cfg) = rx.try_recv() {
+                    self.settle().await?;
                     self.apply(&cfg)?;
                 }
             }
-            self.check_resume()?;
+            // While a record runs, the tokens come with it (`settle`).
+            if self.recording.is_none() {
+                self.check_tokens()?;
+            }
             let sent = self.step().await?;
-            let wait = match sent {
+            // Idle and paused wait for a commit, a poke from the reader (an
+            // operator's or another process's change, which it notices on
+            // its poll), a reload or shutdown: no timer.
+            let wait_for_work = matches!(sent, Step::Idle | Step::Paused);
+            let until = match sent {
                 Step::Sent => continue,
-                // Look at the resume token again in a while.
-                Step::Idle | Step::Paused => IDLE,
-                Step::WaitUntil(at) => at
-                    .saturating_duration_since(Instant::now())
-                    .clamp(Duration::from_millis(1), IDLE),
+                Step::Idle | Step::Paused => None,
+                Step::WaitUntil(at) => Some(at),
             };
+            // Nothing to send: finish the last record before waiting.
+            self.settle().await?;
             let next_config = async {
                 match reload.as_mut() {
                     Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
             };
+            let head_due = async {
+                match until {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                _ = self.wake.notified(), if sent == Step::Idle => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.handoff.notified(), if wait_for_work => {}
+                _ = head_due => {}
                 Some(cfg) = next_config => self.apply(&cfg)?,
                 _ = shutdown.wait() => break,
             }
         }
+        self.settle().await?;
         self.sink.close().await;
         Ok(())
     }
@@ -155,25 +306,38 @@ impl<S: Sink> Deliverer<S> {
     /// backoff), and health shows the end of the alert at once.
     fn after_resume(&mut self, was_paused: bool) -> Result<(), StoreError> {
         if was_paused && !self.sink.is_paused() {
-            let n = self.store.make_due_now()?;
-            self.head = None;
+            let n = self.store().make_due_now()?;
+            self.reread();
             tracing::info!(charges = n, "sink resumed: waiting charges are due now");
         }
         self.stats.set_sink_health(self.sink.health());
         Ok(())
     }
 
-    fn check_resume(&mut self) -> Result<(), StoreError> {
-        let token = self.store.resume_token()?;
-        if self.resume_seen.is_some_and(|seen| seen != token) {
-            tracing::info!(
-                "dead letters put back by an operator: resuming the sink if it was paused"
-            );
-            let was_paused = self.sink.is_paused();
-            self.sink.resume();
-            self.after_resume(was_paused)?;
+    /// The tokens other processes bump (`Store::change_tokens`): an
+    /// operator's `dead-letters retry` resumes a paused sink; either change
+    /// means pending charges we do not hold, maybe before those we do.
+    fn check_tokens(&mut self) -> Result<(), StoreError> {
+        let tokens = self.store().change_tokens()?;
+        self.see_tokens(tokens)
+    }
+
+    fn see_tokens(&mut self, (resume, outbox): (i64, i64)) -> Result<(), StoreError> {
+        if let Some((seen_resume, seen_outbox)) = self.tokens_seen {
+            if seen_resume != resume {
+                tracing::info!(
+                    "dead letters put back by an operator: resuming the sink if it was paused"
+                );
+                let was_paused = self.sink.is_paused();
+                self.sink.resume();
+                self.reread();
+                self.after_resume(was_paused)?;
+            } else if seen_outbox != outbox {
+                tracing::debug!("outbox changed by another process: reading it again");
+                self.reread();
+            }
         }
-        self.resume_seen = Some(token);
+        self.tokens_seen = Some((resume, outbox));
         Ok(())
     }
 
@@ -224,7 +388,11 @@ impl<S: Sink> Deliverer<S> {
             } else if last_progress.elapsed() > stall {
                 break Drained::Stalled;
             }
-            match self.step().await? {
+            let step = self.step().await?;
+            if step != Step::Sent {
+                self.settle().await?;
+            }
+            match step {
                 Step::Sent => {}
                 Step::Idle => break Drained::Empty,
                 Step::Paused => break Drained::Paused,
@@ -255,15 +423,18 @@ impl<S: Sink> Deliverer<S> {
             return Ok(Step::Paused);
         }
         let t_fetch = Instant::now();
-        let pending = self.store.pending(self.batch)?;
-        let Some(head) = pending.first() else {
+        self.fill().await?;
+        let Some(head) = self.queue.front() else {
             self.head = None;
             return Ok(Step::Idle);
         };
-        let clock = self.head_clock(head);
+        let head = head.clone();
+        let clock = self.head_clock(&head);
         if clock.next > Instant::now() {
             return Ok(Step::WaitUntil(clock.next));
         }
+        let n = self.queue.len().min(self.batch);
+        let pending: Vec<Pending> = self.queue.drain(..n).collect();
         let due: Vec<Envelope> = pending.iter().map(|p| p.envelope.clone()).collect();
         let t_send = Instant::now();
         let mut outcomes = self.sink.send(&due).await;
@@ -356,33 +527,58 @@ impl<S: Sink> Deliverer<S> {
             let waiting = pending.iter().filter(|p| p.envelope.seq > env.seq).count();
             tracing::warn!(charge = %env.id, attempts = env.attempts + 1, waiting, error = %error, "delivery failed; will retry");
         }
-        let (delivered, dead) = self.store.record(&records)?;
+        // What is still pending after this round (a retry, or held back
+        // behind one) is read back from the outbox with its new schedule;
+        // the rows after it in memory are dropped with it.
+        let mut recs = records.iter().peekable();
+        let left = pending.iter().find(|p| match recs.peek() {
+            Some((e, r)) if e.seq == p.envelope.seq => {
+                recs.next();
+                matches!(r, Record::Retry { .. })
+            }
+            _ => true,
+        });
+        if let Some(first) = left {
+            self.queue.clear();
+            self.known_to = first.envelope.seq - 1;
+            self.behind = true;
+        }
+        // Written on a blocking thread while the next round is sent (one
+        // record outstanding at most).
+        let by_seq: Vec<(i64, Record)> = records.into_iter().map(|(e, r)| (e.seq, r)).collect();
+        self.settle().await?;
+        let store = self.store.clone();
+        self.recording = Some(Recording {
+            handle: tokio::task::spawn_blocking(move || {
+                let mut st = store.lock().unwrap_or_else(|p| p.into_inner());
+                let (delivered, dead) = st.record_seqs(&by_seq)?;
+                Ok((delivered, dead, st.change_tokens()?))
+            }),
+            rejected,
+            sent: due.len(),
+            started: t_record,
+        });
         tracing::trace!(
             sent = due.len(),
-            delivered,
             fetch_us = (t_send - t_fetch).as_micros() as u64,
             send_us = (t_record - t_send).as_micros() as u64,
-            record_us = t_record.elapsed().as_micros() as u64,
             "batch"
         );
-        if dead > 0 {
-            tracing::error!(
-                count = dead,
-                "charges became dead letters (see `chargetail dead-letters list`)"
-            );
-        }
-        Stats::add(&self.stats.delivered, delivered);
         Stats::add(&self.stats.retried, retried);
-        Stats::add(&self.stats.dead_lettered, dead);
-        Stats::add(&self.stats.dead_rejected, rejected.min(dead));
-        if delivered > 0 {
-            self.stats
-                .last_delivery_ms
-                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-        }
         self.stats.set_sink_health(self.sink.health());
         Ok(Step::Sent)
     }
+}
+
+/// Delivered, dead-lettered, and the change tokens read after.
+type Recorded = (u64, u64, (i64, i64));
+
+/// A round's outcomes being written (see `Deliverer::settle`).
+struct Recording {
+    handle: tokio::task::JoinHandle<Result<Recorded, StoreError>>,
+    rejected: u64,
+    sent: usize,
+    started: Instant,
 }
 
 /// When the head of the outbox is tried next, and since when it fails.

@@ -220,3 +220,65 @@ fn overlapping_sources_are_refused_naming_both() {
         "{err}"
     );
 }
+
+#[test]
+fn replay_takes_the_source_whose_path_matches_or_the_one_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, elsewhere) = (
+        dir.path().join("site-a"),
+        dir.path().join("site-b"),
+        dir.path().join("backup"),
+    );
+    for d in [&a, &b, &elsewhere] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let cfg = sources_config(
+        dir.path(),
+        &[("site-a", &a, "UTC", "AUD"), ("site-b", &b, "UTC", "EUR")],
+    );
+    let c = cfg.to_str().unwrap();
+    let write = |path: &Path, from: u64, to: u64| {
+        append(path, HEADER);
+        for n in from..to {
+            append(path, &tx_line(n));
+        }
+    };
+    let in_b = b.join("old.log");
+    write(&in_b, 0, 5);
+    let old = elsewhere.join("2026-10.log");
+    write(&old, 100, 103);
+    let replay = |args: &[&str]| {
+        let mut all = vec!["replay", "--config", c];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    };
+    let stdout = |out: &std::process::Output| -> Vec<String> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    // A file under site-b's path: site-b's, unasked.
+    let out = replay(&[in_b.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let seen = by_source(&stdout(&out));
+    assert_eq!(txs_of(&seen, "papercut/site-b"), expected(0..5), "{seen:?}");
+    assert_eq!(seen.len(), 5);
+    // A file no source's path matches: which one is not guessed.
+    let out = replay(&[old.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--source") && err.contains("site-a"), "{err}");
+    assert!(out.stdout.is_empty());
+    // Named: read as site-a's, in its currency.
+    let out = replay(&["--source", "site-a", old.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let lines = stdout(&out);
+    assert_eq!(
+        txs_of(&by_source(&lines), "papercut/site-a"),
+        expected(100..103)
+    );
+    assert!(lines.iter().all(|l| json(l)["data"]["currency"] == "AUD"));
+    let out = replay(&["--source", "nope", old.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

@@ -347,6 +347,16 @@ async fn nack_is_retry_and_later_messages_still_confirm() {
         );
     }
     assert!(sink.health().connected, "a nack keeps the connection");
+    // After a nack the sink sends one at a time until an ack: the first
+    // charge is nacked again and nothing behind it is published, so no
+    // later charge can overtake it.
+    let out = sink.send(&envelopes("nack", 8)[5..]).await;
+    assert!(
+        matches!(&out[0], Outcome::Retry { error, .. } if error.contains("nacked")),
+        "{out:?}"
+    );
+    assert!(out[1..].iter().all(|o| *o == Outcome::NotSent), "{out:?}");
+    assert_eq!(message_count(&shared_url(), &q).await, 5);
     sink.close().await;
     cleanup(&shared_url(), &ex, Some(&q)).await;
 }

@@ -23,7 +23,7 @@ use crate::run_lock::RunLock;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
 use crate::source::{Checkpoint, FollowOptions, Follower, Notice, SourceEvent};
-use crate::stats::Stats;
+use crate::stats::{SourceStats, Stats};
 use crate::store::{BadLine, Store};
 
 pub fn run(cfg: Config) -> anyhow::Result<()> {
@@ -57,6 +57,15 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     )?;
 
     let stats = Arc::new(Stats::default());
+    // Registered before the HTTP listener starts, so every source has its
+    // series from the first scrape.
+    let sources: Vec<_> = sources
+        .into_iter()
+        .map(|(src, settings)| {
+            let own = stats.add_source(&src.name);
+            (src, settings, own)
+        })
+        .collect();
     let handoff = Arc::new(Handoff::new(cfg.delivery.queue));
     // Before delivery starts (see `OtherWriters::new`).
     let other_writers = OtherWriters::new(&store)?;
@@ -291,6 +300,7 @@ struct Followed {
     paused: bool,
     last_check: Instant,
     statements: crate::billing::statements::Cursor,
+    stats: Arc<SourceStats>,
 }
 
 /// What the reading side tells delivery through: committed charges, and
@@ -308,7 +318,7 @@ fn source_loop(
     cfg: &Config,
     mut store: Store,
     mut billing: crate::billing::Billing,
-    sources: Vec<(SourceConfig, Arc<FormatSettings>)>,
+    sources: Vec<(SourceConfig, Arc<FormatSettings>, Arc<SourceStats>)>,
     stats: Arc<Stats>,
     delivery: Delivery,
     shutdown: Shutdown,
@@ -319,7 +329,7 @@ fn source_loop(
     } = delivery;
     let names: Vec<(String, String)> = sources
         .iter()
-        .map(|(s, _)| (s.name.clone(), s.path.clone()))
+        .map(|(s, _, _)| (s.name.clone(), s.path.clone()))
         .collect();
     let adopted = store.adopt_files(&names)?;
     if adopted > 0 {
@@ -345,7 +355,7 @@ fn source_loop(
         );
     }
     let mut runs = Vec::new();
-    for (src, settings) in sources {
+    for (src, settings, own_stats) in sources {
         let opts = FollowOptions {
             source: src.name.clone(),
             pattern: src.path.clone(),
@@ -374,6 +384,7 @@ fn source_loop(
             paused: false,
             last_check: Instant::now() - Duration::from_secs(3600),
             statements: Default::default(),
+            stats: own_stats,
         });
     }
     // State open, positions recovered: tell systemd we are up.
@@ -470,6 +481,9 @@ fn source_loop(
                         tracing::info!(source = %r.cfg.name, backlog, "outbox backlog below its bound: reading resumed");
                     }
                     r.paused = over;
+                    r.stats
+                        .reading_paused
+                        .store(u64::from(over), std::sync::atomic::Ordering::Relaxed);
                 }
             }
             let paused = runs.iter().filter(|r| r.paused).count() as u64;
@@ -576,11 +590,21 @@ fn read_source(
                             .store(1, std::sync::atomic::Ordering::Relaxed)
                     })
                     .context("committing charges and position")?;
-                Stats::add(&stats.lines_read, lines.len() as u64);
-                Stats::add(&stats.charges_read, done.inserted);
+                let own = &r.stats;
+                for (total, mine, n) in [
+                    (&stats.lines_read, &own.lines_read, lines.len() as u64),
+                    (&stats.charges_read, &own.charges_read, done.inserted),
+                    (
+                        &stats.duplicates_ignored,
+                        &own.duplicates_ignored,
+                        done.duplicates,
+                    ),
+                    (&stats.bad_lines, &own.bad_lines, batch.bad.len() as u64),
+                ] {
+                    Stats::add(total, n);
+                    Stats::add(mine, n);
+                }
                 *backlog_est += done.inserted;
-                Stats::add(&stats.duplicates_ignored, done.duplicates);
-                Stats::add(&stats.bad_lines, batch.bad.len() as u64);
                 if checkpoint.finished {
                     r.parsers.remove(&checkpoint.generation);
                 }
@@ -618,8 +642,9 @@ fn read_source(
                     )
                     .context("recording an unterminated line")?;
                 Stats::add(&stats.bad_lines, 1);
+                Stats::add(&r.stats.bad_lines, 1);
             }
-            SourceEvent::Notice(n) => log_notice(&n, stats),
+            SourceEvent::Notice(n) => log_notice(&n, stats, &r.stats),
         }
     }
     Ok(progressed)
@@ -633,6 +658,12 @@ fn check_sources(runs: &mut [Followed], stats: &Stats) {
         let (f, u) = check_source(&r.cfg.path);
         found += f;
         unreadable += u;
+        r.stats
+            .files
+            .store(f - u, std::sync::atomic::Ordering::Relaxed);
+        r.stats
+            .unreadable
+            .store(u, std::sync::atomic::Ordering::Relaxed);
         r.last_check = Instant::now();
     }
     stats
@@ -703,13 +734,14 @@ impl Watchdog {
     }
 }
 
-fn log_notice(n: &Notice, stats: &Stats) {
+fn log_notice(n: &Notice, stats: &Stats, own: &SourceStats) {
     match n {
         Notice::Opened { path, generation } => {
             tracing::debug!(file = %path.display(), generation, "following file")
         }
         Notice::Truncated { path, offset, size } => {
             Stats::add(&stats.truncations, 1);
+            Stats::add(&own.truncations, 1);
             tracing::warn!(
                 file = %path.display(), offset, size,
                 "file was truncated below our position: reading it again from the start \
@@ -718,6 +750,7 @@ fn log_notice(n: &Notice, stats: &Stats) {
         }
         Notice::Rotated { path, generation } => {
             Stats::add(&stats.rotations, 1);
+            Stats::add(&own.rotations, 1);
             tracing::info!(file = %path.display(), generation, "file rotated: finishing the old one")
         }
         Notice::Finished { path, generation } => {
@@ -730,6 +763,7 @@ fn log_notice(n: &Notice, stats: &Stats) {
         Notice::Unterminated { .. } => {}
         Notice::Unreadable { path, error } => {
             Stats::add(&stats.source_unreadable, 1);
+            Stats::add(&own.unreadable, 1);
             tracing::error!(file = %path.display(), %error, "cannot read file")
         }
     }

@@ -178,6 +178,7 @@ fn cluster_node_killed_twice_under_streaming_sources_loses_nothing() {
             .expect("list_connections");
         assert_eq!(conns.len(), 1, "the daemon holds one connection: {conns:?}");
         let victim = conns[0];
+        let leader = cluster.queue_leader(via, &q).expect("list_queues");
         let before = delivered();
         let t_kill = Instant::now();
         cluster.nodes[victim].kill();
@@ -188,7 +189,7 @@ fn cluster_node_killed_twice_under_streaming_sources_loses_nothing() {
         cluster
             .await_running(victim, 3)
             .expect("the node rejoins the cluster");
-        kills.push((victim, before, t_kill));
+        kills.push((victim, leader, before, t_kill));
     }
     for w in writers {
         w.join().unwrap();
@@ -249,10 +250,16 @@ fn cluster_node_killed_twice_under_streaming_sources_loses_nothing() {
     let figures: Vec<String> = kills
         .iter()
         .enumerate()
-        .map(|(k, (node, before, t))| {
-            let stall = longest_stall(&samples.lock().unwrap(), *t, Duration::from_secs(20));
+        .map(|(k, (node, leader, before, t))| {
+            // Up to the next kill: each figure is its own kill's.
+            let within = kills
+                .get(k + 1)
+                .map(|next| next.3.duration_since(*t))
+                .unwrap_or(Duration::from_secs(20));
+            let stall = longest_stall(&samples.lock().unwrap(), *t, within);
             format!(
-                "kill {k}: node {node} at {before} delivered, delivery stalled {} ms",
+                "kill {k}: node {node} (queue leader: node {leader:?}) at {before} delivered, \
+                 delivery stalled {} ms",
                 stall.as_millis()
             )
         })

@@ -463,3 +463,36 @@ fn kill9_with_two_sources_loses_nothing_and_keeps_each_order() {
         total_a + total_b
     );
 }
+
+#[test]
+fn parse_and_inspect_take_the_named_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("site-a"), dir.path().join("site-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg = sources_config(
+        dir.path(),
+        &[
+            ("site-a", &a, "UTC", "AUD"),
+            ("site-b", &b, "Europe/Madrid", "EUR"),
+        ],
+    );
+    let file = dir.path().join("sample.log");
+    append(&file, HEADER);
+    append(&file, &tx_line(3));
+    let (c, f) = (cfg.to_str().unwrap(), file.to_str().unwrap());
+    for cmd in ["parse", "inspect"] {
+        let out = run_cli(&[cmd, "--config", c, f]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--source"), "{cmd}: {err}");
+    }
+    let out = run_cli(&["parse", "--config", c, "--source", "site-b", f]);
+    assert!(out.status.success(), "{out:?}");
+    let v = json(String::from_utf8_lossy(&out.stdout).lines().next().unwrap());
+    assert_eq!(v["source"], "papercut/site-b");
+    assert_eq!(v["data"]["currency"], "EUR");
+    assert_eq!(v["time"], "2026-11-20T09:00:03+01:00");
+    let out = run_cli(&["inspect", "--config", c, "--source", "site-a", f]);
+    assert!(out.status.success(), "{out:?}");
+}

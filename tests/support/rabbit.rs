@@ -1,7 +1,8 @@
 //! A private RabbitMQ node for fault tests: its own node name, ports, data
 //! and log directories under a temp dir, started detached in its own
 //! process group and stopped (gracefully or with SIGKILL) by the test.
-//! Dropping it kills the node and removes its files.
+//! Dropping it kills the node and removes its files (kept, and their path
+//! printed, when the test is failing).
 //!
 //! Reusable by daemon-level tests: `RabbitNode::start(NodeOptions::default())`,
 //! `amqp_url()`, `kill()`, `stop()`, `start_again()`.
@@ -351,6 +352,15 @@ impl Drop for RabbitNode {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             kill_group(&mut c);
+        }
+        // A failing test leaves the broker's logs to be read.
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "rabbitmq node {} kept: {}",
+                self.name,
+                self.dir.path().display()
+            );
         }
     }
 }

@@ -142,9 +142,20 @@ impl RabbitCluster {
 
     /// The type (`quorum`, `classic`, …) of queue `queue`, asked of node `via`.
     pub fn queue_type(&self, via: usize, queue: &str) -> io::Result<Option<String>> {
+        self.queue_info(via, queue, "type")
+    }
+
+    /// The node (index) leading quorum queue `queue`, asked of node `via`.
+    pub fn queue_leader(&self, via: usize, queue: &str) -> io::Result<Option<usize>> {
+        let leader = self.queue_info(via, queue, "leader")?;
+        Ok(leader.and_then(|l| self.nodes.iter().position(|n| n.name == l)))
+    }
+
+    /// One `list_queues` item of queue `queue`, as a string.
+    fn queue_info(&self, via: usize, queue: &str, item: &str) -> io::Result<Option<String>> {
         let out = ctl_ok(
             &self.nodes[via],
-            &["-q", "list_queues", "name", "type", "--formatter", "json"],
+            &["-q", "list_queues", "name", item, "--formatter", "json"],
         )?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| io::Error::other(format!("list_queues: {e}")))?;
@@ -152,7 +163,7 @@ impl RabbitCluster {
             .into_iter()
             .flatten()
             .find(|q| q["name"] == queue)
-            .and_then(|q| q["type"].as_str().map(String::from)))
+            .and_then(|q| q[item].as_str().map(String::from)))
     }
 }
 

@@ -356,10 +356,19 @@ fn source_loop(
         .map(|(s, _, _)| (s.name.clone(), s.path.clone()))
         .collect();
     let adopted = store.adopt_files(&names)?;
-    if adopted > 0 {
+    let unnamed = adopted.iter().filter(|a| a.from.is_none()).count();
+    if unnamed > 0 {
         tracing::info!(
-            files = adopted,
+            files = unnamed,
             "positions written before sources had names now belong to the source whose path matches"
+        );
+    }
+    for a in adopted.iter().filter(|a| a.from.is_some()) {
+        tracing::warn!(
+            from = a.from.as_deref().unwrap_or(""), to = %a.to, file = %a.file,
+            "a file followed for a source the config no longer names matches this source's path: \
+             it resumes where it was (its lines are not billed again); new lines get this source's \
+             charge ids"
         );
     }
     let all = store.checkpoints()?;
@@ -373,8 +382,8 @@ fn source_loop(
     for c in orphans {
         tracing::warn!(
             source = %c.source, file = %c.path.display(),
-            "the state database follows files for a source the config no longer names; \
-             they are not read (a renamed source reads its files again under new charge ids)"
+            "the state database follows files for a source the config no longer names, \
+             at paths no source matches: they are not read"
         );
     }
     let mut runs = Vec::new();

@@ -345,6 +345,11 @@ fn render_metrics(s: &HttpState) -> String {
         );
     };
     counter(
+        "chargetail_source_wakeups_total",
+        "Wake-ups of the source loop (inotify events, polls, other deadlines).",
+        Stats::get(&st.source_wakeups),
+    );
+    counter(
         "chargetail_delivered_total",
         "Charges delivered.",
         Stats::get(&st.delivered),

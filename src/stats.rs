@@ -32,6 +32,8 @@ pub struct Stats {
     /// Files matching the source path at the last look, and unreadable ones.
     pub source_files: AtomicU64,
     pub source_unreadable: AtomicU64,
+    /// Turns of the source loop (each a wake-up: inotify, a deadline).
+    pub source_wakeups: AtomicU64,
     /// Set when the state database failed; the daemon is stopping.
     pub store_failed: AtomicU64,
     pub sink: Mutex<SinkHealth>,

@@ -496,3 +496,38 @@ fn parse_and_inspect_take_the_named_source() {
     let out = run_cli(&["inspect", "--config", c, "--source", "site-a", f]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn a_renamed_source_resumes_its_files_instead_of_billing_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    for n in 0..20 {
+        append(&file, &tx_line(n));
+    }
+    let cfg = write_config(dir.path(), "*.log", "");
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(20, T), 20);
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("name = \"test\"", "name = \"renamed\"");
+    std::fs::write(&cfg, text).unwrap();
+    append(&file, &tx_line(20));
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(1, T), 1);
+    d.drain(Duration::from_millis(700));
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        by_source(&lines),
+        [("papercut/renamed".to_string(), "tx-000020".to_string())],
+        "the old lines are not read again under the new name"
+    );
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    assert!(
+        log.contains("no longer names matches this source's path"),
+        "{log}"
+    );
+}

@@ -88,6 +88,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // Checked above; a second full scan would only double the start time.
     let deliver_store = Store::open_unchecked(&cfg.state.path)?;
     checkpointer.attach(&deliver_store)?;
+    let reader = Store::open_unchecked(&cfg.state.path)?;
     let sink = cfg.make_sink()?;
     let policy = cfg.delivery.retry_policy();
     let deliver = {
@@ -106,6 +107,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 handoff,
                 stats,
             )
+            .with_reader(reader)
             .with_reload(reload_rx);
             run_deliverer(d, shutdown).await
         })
@@ -356,10 +358,19 @@ fn source_loop(
         .map(|(s, _, _)| (s.name.clone(), s.path.clone()))
         .collect();
     let adopted = store.adopt_files(&names)?;
-    if adopted > 0 {
+    let unnamed = adopted.iter().filter(|a| a.from.is_none()).count();
+    if unnamed > 0 {
         tracing::info!(
-            files = adopted,
+            files = unnamed,
             "positions written before sources had names now belong to the source whose path matches"
+        );
+    }
+    for a in adopted.iter().filter(|a| a.from.is_some()) {
+        tracing::warn!(
+            from = a.from.as_deref().unwrap_or(""), to = %a.to, file = %a.file,
+            "a file followed for a source the config no longer names matches this source's path: \
+             it resumes where it was (its lines are not billed again); new lines get this source's \
+             charge ids"
         );
     }
     let all = store.checkpoints()?;
@@ -373,8 +384,8 @@ fn source_loop(
     for c in orphans {
         tracing::warn!(
             source = %c.source, file = %c.path.display(),
-            "the state database follows files for a source the config no longer names; \
-             they are not read (a renamed source reads its files again under new charge ids)"
+            "the state database follows files for a source the config no longer names, \
+             at paths no source matches: they are not read"
         );
     }
     let mut runs = Vec::new();

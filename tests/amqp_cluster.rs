@@ -251,10 +251,15 @@ fn cluster_node_killed_twice_under_streaming_sources_loses_nothing() {
         .iter()
         .enumerate()
         .map(|(k, (node, leader, before, t))| {
-            // Up to the next kill: each figure is its own kill's.
+            // Short of the next kill (whose stall begins up to 100 ms
+            // before it): each figure is its own kill's.
             let within = kills
                 .get(k + 1)
-                .map(|next| next.3.duration_since(*t))
+                .map(|next| {
+                    next.3
+                        .duration_since(*t)
+                        .saturating_sub(Duration::from_millis(200))
+                })
                 .unwrap_or(Duration::from_secs(20));
             let stall = longest_stall(&samples.lock().unwrap(), *t, within);
             format!(

@@ -496,3 +496,101 @@ fn parse_and_inspect_take_the_named_source() {
     let out = run_cli(&["inspect", "--config", c, "--source", "site-a", f]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn a_renamed_source_resumes_its_files_instead_of_billing_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    for n in 0..20 {
+        append(&file, &tx_line(n));
+    }
+    let cfg = write_config(dir.path(), "*.log", "");
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(20, T), 20);
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("name = \"test\"", "name = \"renamed\"");
+    std::fs::write(&cfg, text).unwrap();
+    append(&file, &tx_line(20));
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(1, T), 1);
+    d.drain(Duration::from_millis(700));
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        by_source(&lines),
+        [("papercut/renamed".to_string(), "tx-000020".to_string())],
+        "the old lines are not read again under the new name"
+    );
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    assert!(
+        log.contains("no longer names matches this source's path"),
+        "{log}"
+    );
+}
+
+#[test]
+fn amqp_routing_key_names_each_message_s_own_source() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ex = unique("ct-src-x");
+    let (qa, qb) = (unique("ct-src-a"), unique("ct-src-b"));
+    rt.block_on(declare(
+        &shared_url(),
+        &ex,
+        Some((&qa, false, "charge.site-a")),
+    ));
+    rt.block_on(declare(
+        &shared_url(),
+        &ex,
+        Some((&qb, false, "charge.site-b")),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("site-a"), dir.path().join("site-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg = sources_config(
+        dir.path(),
+        &[("site-a", &a, "UTC", "AUD"), ("site-b", &b, "UTC", "EUR")],
+    );
+    append(
+        &cfg,
+        &format!(
+            "\n[sink]\nkind = \"amqp\"\n\n[sink.amqp]\nurl = \"{}\"\nexchange = \"{ex}\"\n\
+             routing_key = \"charge.{{source}}\"\n",
+            shared_url()
+        ),
+    );
+    for (d, n) in [(&a, 30), (&b, 20)] {
+        append(&d.join("tx.log"), HEADER);
+        for i in 0..n {
+            append(&d.join("tx.log"), &tx_line(i));
+        }
+    }
+    let d = Daemon::start(&cfg);
+    let deadline = std::time::Instant::now() + T;
+    while rt.block_on(message_count(&shared_url(), &qa)) < 30
+        || rt.block_on(message_count(&shared_url(), &qb)) < 20
+    {
+        assert!(std::time::Instant::now() < deadline, "not all routed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    for (q, src, n) in [(&qa, "site-a", 30), (&qb, "site-b", 20)] {
+        let got = rt.block_on(drain(&shared_url(), q));
+        assert_eq!(got.len(), n, "{q}");
+        for m in &got {
+            assert_eq!(m.routing_key.as_str(), format!("charge.{src}"));
+            let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+            assert_eq!(v["source"], format!("papercut/{src}"));
+        }
+    }
+    rt.block_on(cleanup(&shared_url(), &ex, Some(&qa)));
+    rt.block_on(cleanup(&shared_url(), &ex, Some(&qb)));
+}

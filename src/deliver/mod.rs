@@ -34,6 +34,9 @@ pub struct Deliverer<S: Sink> {
     /// The last round's outcomes being written on a blocking thread while
     /// the next round is sent; settled before the store is used again.
     recording: Option<Recording>,
+    /// A second connection, to read the outbox after `known_to` while a
+    /// record runs (those rows are not the record's).
+    reader: Option<Store>,
     pub sink: S,
     pub policy: RetryPolicy,
     pub batch: usize,
@@ -111,6 +114,7 @@ impl<S: Sink> Deliverer<S> {
         Deliverer {
             store: Arc::new(Mutex::new(store)),
             recording: None,
+            reader: None,
             sink,
             policy,
             batch,
@@ -164,6 +168,13 @@ impl<S: Sink> Deliverer<S> {
         self.see_tokens(tokens)
     }
 
+    /// Read the outbox on `reader` (another connection to the same
+    /// database) while the last round is being recorded.
+    pub fn with_reader(mut self, reader: Store) -> Deliverer<S> {
+        self.reader = Some(reader);
+        self
+    }
+
     /// Apply re-read settings (SIGHUP) sent on `reload`.
     pub fn with_reload(mut self, reload: UnboundedReceiver<DeliverSettings>) -> Deliverer<S> {
         self.reload = Some(reload);
@@ -206,8 +217,19 @@ impl<S: Sink> Deliverer<S> {
         }
         if self.behind && self.queue.len() < self.batch {
             let limit = self.batch - self.queue.len();
-            self.settle().await?;
-            let (rows, top) = self.store().pending_after(self.known_to, limit)?;
+            // The rows after every seq being recorded can be read beside
+            // the record; anything else waits for it (a retry's schedule).
+            let beside = self
+                .recording
+                .as_ref()
+                .is_some_and(|r| r.last_seq <= self.known_to);
+            let (rows, top) = match &self.reader {
+                Some(reader) if beside => reader.pending_after(self.known_to, limit)?,
+                _ => {
+                    self.settle().await?;
+                    self.store().pending_after(self.known_to, limit)?
+                }
+            };
             Stats::add(&self.stats.deliver_store_reads, 1);
             if rows.len() < limit {
                 self.known_to = self.known_to.max(top);
@@ -546,6 +568,7 @@ impl<S: Sink> Deliverer<S> {
         // Written on a blocking thread while the next round is sent (one
         // record outstanding at most).
         let by_seq: Vec<(i64, Record)> = records.into_iter().map(|(e, r)| (e.seq, r)).collect();
+        let last_seq = by_seq.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
         self.settle().await?;
         let store = self.store.clone();
         self.recording = Some(Recording {
@@ -555,6 +578,7 @@ impl<S: Sink> Deliverer<S> {
                 Ok((delivered, dead, st.change_tokens()?))
             }),
             rejected,
+            last_seq,
             sent: due.len(),
             started: t_record,
         });
@@ -577,6 +601,8 @@ type Recorded = (u64, u64, (i64, i64));
 struct Recording {
     handle: tokio::task::JoinHandle<Result<Recorded, StoreError>>,
     rejected: u64,
+    /// The highest seq it writes.
+    last_seq: i64,
     sent: usize,
     started: Instant,
 }

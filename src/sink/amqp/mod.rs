@@ -233,6 +233,21 @@ impl AmqpSink {
     }
 }
 
+/// The source name of a CloudEvents message (`"source": "papercut/NAME"`).
+fn source_of(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        source: String,
+    }
+    let h: Head = serde_json::from_slice(payload).ok()?;
+    Some(
+        h.source
+            .strip_prefix("papercut/")
+            .unwrap_or(&h.source)
+            .to_string(),
+    )
+}
+
 impl Sink for AmqpSink {
     async fn send(&mut self, batch: &[Envelope]) -> Vec<Outcome> {
         if batch.is_empty() {
@@ -245,10 +260,18 @@ impl Sink for AmqpSink {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let k = self
-                    .res
-                    .template
-                    .render(&e.job_type, &e.account_type, &self.source);
+                // With several sources one sink carries them all: the
+                // message's own `source` (papercut/NAME) names it.
+                let own = if self.res.template.uses_source() {
+                    source_of(&e.payload)
+                } else {
+                    None
+                };
+                let k = self.res.template.render(
+                    &e.job_type,
+                    &e.account_type,
+                    own.as_deref().unwrap_or(&self.source),
+                );
                 let error = if k.len() > MAX_SHORT_STRING {
                     format!(
                         "routing key from template '{}' is longer than {MAX_SHORT_STRING} bytes",

@@ -482,17 +482,6 @@ impl Config {
                 }
             }
         }
-        if let (true, Some(a)) = (self.sources.len() > 1, &self.sink.amqp) {
-            if a.routing_key.contains("{source}") {
-                // The outbox row does not say which source queued it, so the
-                // sink could not fill in the right name per message.
-                return Err(format!(
-                    "[sink.amqp] routing_key {:?}: {{source}} is not available with several \
-                     [[source]] tables (the charge's source is in the message's `source` field)",
-                    a.routing_key
-                ));
-            }
-        }
         match self.sink.kind {
             SinkKind::Amqp if self.sink.amqp.is_none() => {
                 return Err("[sink] kind = \"amqp\" needs a [sink.amqp] table".into())
@@ -737,14 +726,6 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(two("a", "/x/a/*.log", "b", "/x/b/*.log").is_ok());
         assert!(two("a", "/x/*.log", "b", "/x/sub/*.log").is_ok());
-        // {source} in a routing key cannot name the right one of several.
-        let e = load(
-            "[[source]]\nname='a'\npath='/a/*'\n[[source]]\nname='b'\npath='/b/*'\n[state]\npath='s'\n\
-             [sink]\nkind='amqp'\n[sink.amqp]\nurl='amqp://h'\nexchange='x'\nrouting_key='c.{source}'\n",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("{source}"), "{e}");
     }
 
     #[test]

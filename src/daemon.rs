@@ -7,8 +7,9 @@
 //! `Handoff` that carries committed charges to delivery in memory (and wakes
 //! it), the stats and the shutdown.
 
+mod ticks;
+
 use std::collections::{HashMap, VecDeque};
-use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use crate::run_lock::RunLock;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
 use crate::source::{Checkpoint, FollowOptions, Follower, Notice, SourceEvent};
-use crate::stats::Stats;
+use crate::stats::{SourceStats, Stats};
 use crate::store::{BadLine, Store};
 
 pub fn run(cfg: Config) -> anyhow::Result<()> {
@@ -49,14 +50,31 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let billing = crate::billing::Billing::open(cfg.billing.as_ref(), &cfg.state.path)
         .and_then(|b| b.with_papercut(cfg.papercut.as_ref(), &cfg.state.path))
         .map_err(|e| anyhow!("[billing]: {e}"))?;
+    // Rung by every source's watcher, by SIGHUP and by shutdown: the source
+    // loop sleeps until its next deadline or this.
+    let bell = crate::source::Bell::default();
+    {
+        let bell = bell.clone();
+        shutdown.on_trigger(move || bell.ring());
+    }
     install_signal_handlers(
         shutdown.clone(),
         cfg.clone(),
         reload_tx,
         billing.reload_flag(),
+        bell.clone(),
     )?;
 
     let stats = Arc::new(Stats::default());
+    // Registered before the HTTP listener starts, so every source has its
+    // series from the first scrape.
+    let sources: Vec<_> = sources
+        .into_iter()
+        .map(|(src, settings)| {
+            let own = stats.add_source(&src.name);
+            (src, settings, own)
+        })
+        .collect();
     let handoff = Arc::new(Handoff::new(cfg.delivery.queue));
     // Before delivery starts (see `OtherWriters::new`).
     let other_writers = OtherWriters::new(&store)?;
@@ -70,6 +88,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     // Checked above; a second full scan would only double the start time.
     let deliver_store = Store::open_unchecked(&cfg.state.path)?;
     checkpointer.attach(&deliver_store)?;
+    let reader = Store::open_unchecked(&cfg.state.path)?;
     let sink = cfg.make_sink()?;
     let policy = cfg.delivery.retry_policy();
     let deliver = {
@@ -88,6 +107,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                 handoff,
                 stats,
             )
+            .with_reader(reader)
             .with_reload(reload_rx);
             run_deliverer(d, shutdown).await
         })
@@ -163,7 +183,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
                     handoff,
                     other_writers,
                 };
-                source_loop(&cfg, store, billing, sources, stats, delivery, shutdown)
+                source_loop(
+                    &cfg, store, billing, sources, stats, delivery, bell, shutdown,
+                )
             })
             .context("starting the source thread")?
             .join()
@@ -204,6 +226,7 @@ fn install_signal_handlers(
     current: Config,
     reload: UnboundedSender<DeliverSettings>,
     billing_reload: Arc<std::sync::atomic::AtomicBool>,
+    bell: crate::source::Bell,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
@@ -215,6 +238,7 @@ fn install_signal_handlers(
             for sig in signals.forever() {
                 if sig == SIGHUP {
                     billing_reload.store(true, std::sync::atomic::Ordering::Relaxed);
+                    bell.ring();
                     if let Some(next) = reload_config(&current) {
                         let _ = reload.send(next.deliver_settings());
                         current = next;
@@ -277,6 +301,10 @@ fn reload_config(current: &Config) -> Option<Config> {
     Some(next)
 }
 
+/// Longest sleep of the source loop when nothing else is due (a safety
+/// net: inotify, the stat poll and the other deadlines come first).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+
 /// One `[[source]]` as the source loop follows it.
 struct Followed {
     cfg: SourceConfig,
@@ -291,6 +319,7 @@ struct Followed {
     paused: bool,
     last_check: Instant,
     statements: crate::billing::statements::Cursor,
+    stats: Arc<SourceStats>,
 }
 
 /// What the reading side tells delivery through: committed charges, and
@@ -304,13 +333,20 @@ struct Delivery {
 /// position. One thread for all sources: each batch is one source's lines
 /// and that source's position in one transaction, and the sources share
 /// the billing state and the one SQLite connection without locks.
+///
+/// It sleeps until the earliest of its deadlines (each follower's stat
+/// poll or rotation grace, the watchdog, billing, statements, pruning, the
+/// source check) or until `bell` rings (inotify, SIGHUP, shutdown): an idle
+/// daemon wakes once per poll (every 10 s once its files are idle).
+#[allow(clippy::too_many_arguments)]
 fn source_loop(
     cfg: &Config,
     mut store: Store,
     mut billing: crate::billing::Billing,
-    sources: Vec<(SourceConfig, Arc<FormatSettings>)>,
+    sources: Vec<(SourceConfig, Arc<FormatSettings>, Arc<SourceStats>)>,
     stats: Arc<Stats>,
     delivery: Delivery,
+    bell: crate::source::Bell,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let Delivery {
@@ -319,19 +355,27 @@ fn source_loop(
     } = delivery;
     let names: Vec<(String, String)> = sources
         .iter()
-        .map(|(s, _)| (s.name.clone(), s.path.clone()))
+        .map(|(s, _, _)| (s.name.clone(), s.path.clone()))
         .collect();
     let adopted = store.adopt_files(&names)?;
-    if adopted > 0 {
+    let unnamed = adopted.iter().filter(|a| a.from.is_none()).count();
+    if unnamed > 0 {
         tracing::info!(
-            files = adopted,
+            files = unnamed,
             "positions written before sources had names now belong to the source whose path matches"
+        );
+    }
+    for a in adopted.iter().filter(|a| a.from.is_some()) {
+        tracing::warn!(
+            from = a.from.as_deref().unwrap_or(""), to = %a.to, file = %a.file,
+            "a file followed for a source the config no longer names matches this source's path: \
+             it resumes where it was (its lines are not billed again); new lines get this source's \
+             charge ids"
         );
     }
     let all = store.checkpoints()?;
     // Generation numbers are the files table's key: one counter for all.
     let generations = crate::source::Generations::after(&all);
-    let bell = crate::source::Bell::default();
     let mut orphans: Vec<&Checkpoint> = all
         .iter()
         .filter(|c| !c.finished && !names.iter().any(|(n, _)| *n == c.source))
@@ -340,12 +384,12 @@ fn source_loop(
     for c in orphans {
         tracing::warn!(
             source = %c.source, file = %c.path.display(),
-            "the state database follows files for a source the config no longer names; \
-             they are not read (a renamed source reads its files again under new charge ids)"
+            "the state database follows files for a source the config no longer names, \
+             at paths no source matches: they are not read"
         );
     }
     let mut runs = Vec::new();
-    for (src, settings) in sources {
+    for (src, settings, own_stats) in sources {
         let opts = FollowOptions {
             source: src.name.clone(),
             pattern: src.path.clone(),
@@ -374,14 +418,15 @@ fn source_loop(
             paused: false,
             last_check: Instant::now() - Duration::from_secs(3600),
             statements: Default::default(),
+            stats: own_stats,
         });
     }
     // State open, positions recovered: tell systemd we are up.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let mut watchdog = Watchdog::new();
-    let mut last_backlog_check = Instant::now() - Duration::from_secs(10);
-    // Pending charges: measured now and then, plus what we queued since.
-    let mut backlog_est = 0u64;
+    let mut watchdog = ticks::Watchdog::new();
+    // Pending charges: counted when they may have changed, plus what we
+    // queued since.
+    let mut backlog = ticks::Backlog::new();
     let min_limit = runs
         .iter()
         .map(|r| r.cfg.backlog_limit)
@@ -391,6 +436,7 @@ fn source_loop(
     let retention = Duration::from_secs(u64::from(cfg.state.retention_days) * 86_400);
     let mut last_statements = Instant::now() - Duration::from_secs(3600);
     while !shutdown.is_triggered() {
+        Stats::add(&stats.source_wakeups, 1);
         watchdog.tick(&stats);
         // The mapping file changed or SIGHUP: reload; release held charges
         // a new mapping covers; queue the daily statements that are due.
@@ -420,7 +466,7 @@ fn source_loop(
         }
         if runs
             .iter()
-            .any(|r| r.last_check.elapsed() >= r.cfg.poll_interval())
+            .any(|r| r.last_check.elapsed() >= r.follower.scan_every(Instant::now()))
         {
             check_sources(&mut runs, &stats);
         }
@@ -446,16 +492,8 @@ fn source_loop(
         // its data in the source file (it is durable there) instead of
         // growing SQLite.
         let any_paused = runs.iter().any(|r| r.paused);
-        if any_paused
-            || backlog_est >= min_limit
-            || last_backlog_check.elapsed() > Duration::from_millis(200)
-        {
-            let backlog = store.backlog()?;
-            backlog_est = backlog;
-            stats
-                .backlog
-                .store(backlog, std::sync::atomic::Ordering::Relaxed);
-            last_backlog_check = Instant::now();
+        let force = any_paused || backlog.estimate >= min_limit;
+        if let Some(backlog) = backlog.refresh(&store, &stats, force)? {
             for r in &mut runs {
                 let over = backlog >= r.cfg.backlog_limit;
                 if over != r.paused {
@@ -470,6 +508,9 @@ fn source_loop(
                         tracing::info!(source = %r.cfg.name, backlog, "outbox backlog below its bound: reading resumed");
                     }
                     r.paused = over;
+                    r.stats
+                        .reading_paused
+                        .store(u64::from(over), std::sync::atomic::Ordering::Relaxed);
                 }
             }
             let paused = runs.iter().filter(|r| r.paused).count() as u64;
@@ -483,26 +524,36 @@ fn source_loop(
         }
         let mut progressed = false;
         for r in runs.iter_mut().filter(|r| !r.paused) {
-            progressed |= read_source(
-                r,
-                &mut store,
-                &mut billing,
-                &stats,
-                &handoff,
-                &mut backlog_est,
-            )?;
+            progressed |= read_source(r, &mut store, &mut billing, &stats, &handoff, &mut backlog)?;
         }
         if !progressed {
-            // Short enough that shutdown stays responsive.
+            let now = Instant::now();
+            let statements = billing
+                .config()
+                .filter(|b| b.statements)
+                .map(|_| last_statements + Duration::from_secs(5));
+            let due = [
+                watchdog.next_due(),
+                billing.next_due(),
+                statements,
+                Some(last_prune + Duration::from_secs(3600)),
+                backlog.next_due(),
+            ]
+            .into_iter()
+            .flatten()
+            .chain(
+                runs.iter()
+                    .map(|r| r.last_check + r.follower.scan_every(now)),
+            )
+            .map(|t| t.saturating_duration_since(now));
             let limit = runs
                 .iter()
-                .map(|r| {
-                    r.follower
-                        .wait_limit(r.cfg.poll_interval().min(Duration::from_millis(250)))
-                })
+                .map(|r| r.follower.wait_limit(MAX_SLEEP))
+                .chain(due)
                 .min()
-                .unwrap_or(Duration::from_millis(250));
-            if !limit.is_zero() {
+                .unwrap_or(MAX_SLEEP);
+            // Shutdown rings the bell: it is never missed while asleep.
+            if !limit.is_zero() && !shutdown.is_triggered() {
                 bell.wait(limit);
             }
             // Another process's change to the outbox (a replay,
@@ -524,7 +575,7 @@ fn read_source(
     billing: &mut crate::billing::Billing,
     stats: &Stats,
     handoff: &Handoff,
-    backlog_est: &mut u64,
+    backlog: &mut ticks::Backlog,
 ) -> anyhow::Result<bool> {
     if r.queued.is_empty() {
         r.queued.extend(r.follower.poll()?);
@@ -532,7 +583,7 @@ fn read_source(
     let source_name = r.settings.source_name.clone();
     let mut progressed = false;
     while let Some(event) = r.queued.pop_front() {
-        if *backlog_est >= r.cfg.backlog_limit {
+        if backlog.estimate >= r.cfg.backlog_limit {
             r.queued.push_front(event);
             progressed = true;
             break;
@@ -576,11 +627,21 @@ fn read_source(
                             .store(1, std::sync::atomic::Ordering::Relaxed)
                     })
                     .context("committing charges and position")?;
-                Stats::add(&stats.lines_read, lines.len() as u64);
-                Stats::add(&stats.charges_read, done.inserted);
-                *backlog_est += done.inserted;
-                Stats::add(&stats.duplicates_ignored, done.duplicates);
-                Stats::add(&stats.bad_lines, batch.bad.len() as u64);
+                let own = &r.stats;
+                for (total, mine, n) in [
+                    (&stats.lines_read, &own.lines_read, lines.len() as u64),
+                    (&stats.charges_read, &own.charges_read, done.inserted),
+                    (
+                        &stats.duplicates_ignored,
+                        &own.duplicates_ignored,
+                        done.duplicates,
+                    ),
+                    (&stats.bad_lines, &own.bad_lines, batch.bad.len() as u64),
+                ] {
+                    Stats::add(total, n);
+                    Stats::add(mine, n);
+                }
+                backlog.added(done.inserted);
                 if checkpoint.finished {
                     r.parsers.remove(&checkpoint.generation);
                 }
@@ -618,21 +679,28 @@ fn read_source(
                     )
                     .context("recording an unterminated line")?;
                 Stats::add(&stats.bad_lines, 1);
+                Stats::add(&r.stats.bad_lines, 1);
             }
-            SourceEvent::Notice(n) => log_notice(&n, stats),
+            SourceEvent::Notice(n) => log_notice(&n, stats, &r.stats),
         }
     }
     Ok(progressed)
 }
 
 /// Count the files the sources' paths match and how many of them cannot
-/// be opened (for /healthz).
+/// be read (for /healthz).
 fn check_sources(runs: &mut [Followed], stats: &Stats) {
     let (mut found, mut unreadable) = (0, 0);
     for r in runs.iter_mut() {
-        let (f, u) = check_source(&r.cfg.path);
+        let (f, u) = ticks::check_source(&r.cfg.path);
         found += f;
         unreadable += u;
+        r.stats
+            .files
+            .store(f - u, std::sync::atomic::Ordering::Relaxed);
+        r.stats
+            .unreadable
+            .store(u, std::sync::atomic::Ordering::Relaxed);
         r.last_check = Instant::now();
     }
     stats
@@ -643,73 +711,14 @@ fn check_sources(runs: &mut [Followed], stats: &Stats) {
         .store(unreadable, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// How many files a source path matches, and how many of them cannot be
-/// opened.
-fn check_source(pattern: &str) -> (u64, u64) {
-    let (mut found, mut unreadable) = (0, 0);
-    if let Ok(paths) = glob::glob(pattern) {
-        for p in paths.flatten().filter(|p| p.is_file()) {
-            found += 1;
-            if File::open(&p).is_err() {
-                unreadable += 1;
-            }
-        }
-    }
-    (found, unreadable)
-}
-
-/// systemd watchdog pings from the source loop, so that a hung loop gets
-/// the service restarted; with each ping a STATUS= line.
-struct Watchdog {
-    interval: Option<Duration>,
-    last: Instant,
-}
-
-impl Watchdog {
-    fn new() -> Watchdog {
-        let mut usec = 0u64;
-        let interval =
-            sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec / 2));
-        Watchdog {
-            interval,
-            last: Instant::now(),
-        }
-    }
-
-    fn tick(&mut self, stats: &Stats) {
-        let every = self.interval.unwrap_or(Duration::from_secs(10));
-        if self.last.elapsed() < every {
-            return;
-        }
-        self.last = Instant::now();
-        let last = stats
-            .last_delivery_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let status = format!(
-            "backlog {} | delivered {} | last delivery {}",
-            Stats::get(&stats.backlog),
-            Stats::get(&stats.delivered),
-            if last == 0 {
-                "never".to_string()
-            } else {
-                format!("{}s ago", (crate::store::now_ms() - last) / 1000)
-            }
-        );
-        let mut states = vec![sd_notify::NotifyState::Status(&status)];
-        if self.interval.is_some() {
-            states.push(sd_notify::NotifyState::Watchdog);
-        }
-        let _ = sd_notify::notify(false, &states);
-    }
-}
-
-fn log_notice(n: &Notice, stats: &Stats) {
+fn log_notice(n: &Notice, stats: &Stats, own: &SourceStats) {
     match n {
         Notice::Opened { path, generation } => {
             tracing::debug!(file = %path.display(), generation, "following file")
         }
         Notice::Truncated { path, offset, size } => {
             Stats::add(&stats.truncations, 1);
+            Stats::add(&own.truncations, 1);
             tracing::warn!(
                 file = %path.display(), offset, size,
                 "file was truncated below our position: reading it again from the start \
@@ -718,6 +727,7 @@ fn log_notice(n: &Notice, stats: &Stats) {
         }
         Notice::Rotated { path, generation } => {
             Stats::add(&stats.rotations, 1);
+            Stats::add(&own.rotations, 1);
             tracing::info!(file = %path.display(), generation, "file rotated: finishing the old one")
         }
         Notice::Finished { path, generation } => {
@@ -730,6 +740,7 @@ fn log_notice(n: &Notice, stats: &Stats) {
         Notice::Unterminated { .. } => {}
         Notice::Unreadable { path, error } => {
             Stats::add(&stats.source_unreadable, 1);
+            Stats::add(&own.unreadable, 1);
             tracing::error!(file = %path.display(), %error, "cannot read file")
         }
     }

@@ -18,7 +18,7 @@ pub mod rate;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -32,7 +32,7 @@ use serde_json::json;
 
 use crate::config::Config;
 use crate::shutdown::Shutdown;
-use crate::stats::{Stats, LATENCY_BUCKETS};
+use crate::stats::{SourceStats, Stats, LATENCY_BUCKETS};
 use crate::store::{now_ms, Store, StoreError};
 use pool::StorePool;
 
@@ -158,12 +158,26 @@ pub(crate) fn problems(s: &HttpState) -> Problems {
     if s.store_unreadable.load(Ordering::Relaxed) || Stats::get(&stats.store_failed) > 0 {
         p.major.push("state database not usable".into());
     }
-    if Stats::get(&stats.source_files) == 0 {
+    let per_source = stats.source_stats();
+    if per_source.is_empty() && Stats::get(&stats.source_files) == 0 {
         let paths: Vec<&str> = s.cfg.sources.iter().map(|s| s.path.as_str()).collect();
         p.major.push(format!(
             "source missing: no readable file matches {}",
             paths.join(" or ")
         ));
+    }
+    // Per source: one site's files gone is an outage of that site even
+    // while the others read on.
+    for (own, src) in per_source.iter().zip(&s.cfg.sources) {
+        if Stats::get(&own.files) == 0 {
+            let what = if s.cfg.sources.len() > 1 {
+                format!("source {:?} missing", own.name)
+            } else {
+                "source missing".to_string()
+            };
+            p.major
+                .push(format!("{what}: no readable file matches {}", src.path));
+        }
     }
     if Stats::get(&stats.source_unreadable) > 0 {
         p.minor.push(format!(
@@ -187,15 +201,26 @@ pub(crate) fn problems(s: &HttpState) -> Problems {
             .push(format!("sink down: {backlog} charges waiting"));
     }
     if Stats::get(&stats.reading_paused) > 0 {
-        p.minor.push(format!(
-            "outbox backlog over its bound ({}): reading paused",
-            s.cfg
-                .sources
-                .iter()
-                .map(|s| s.backlog_limit)
-                .min()
-                .unwrap_or_default()
-        ));
+        let paused: Vec<String> = per_source
+            .iter()
+            .zip(&s.cfg.sources)
+            .filter(|(own, _)| Stats::get(&own.reading_paused) > 0)
+            .map(|(own, src)| format!("{} at {}", own.name, src.backlog_limit))
+            .collect();
+        p.minor.push(if s.cfg.sources.len() > 1 {
+            format!(
+                "outbox backlog over the bound of {}: reading paused",
+                paused.join(", ")
+            )
+        } else {
+            format!(
+                "outbox backlog over its bound ({}): reading paused",
+                s.cfg.sources[0].backlog_limit
+            )
+        });
+    }
+    if let Some(b) = &s.billing {
+        billing::problems(b, &mut p);
     }
     p
 }
@@ -235,6 +260,84 @@ fn render_metrics(s: &HttpState) -> String {
     let mut out = String::new();
     // Every series carries the source it belongs to.
     let src = format!("source=\"{}\"", esc(&s.cfg.sink_source_name()));
+    // The reading side's series are per source (each its own label); the
+    // delivering side's carry the names of all (one outbox, one sink).
+    let per_source = st.source_stats();
+    let reading = |out: &mut String,
+                   kind: &str,
+                   name: &str,
+                   help: &str,
+                   total: &AtomicU64,
+                   own: fn(&SourceStats) -> &AtomicU64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        if per_source.is_empty() {
+            let _ = writeln!(out, "{name}{{{src}}} {}", Stats::get(total));
+        }
+        for p in &per_source {
+            let _ = writeln!(
+                out,
+                "{name}{{source=\"{}\"}} {}",
+                esc(&p.name),
+                Stats::get(own(p))
+            );
+        }
+    };
+    reading(
+        &mut out,
+        "counter",
+        "chargetail_lines_read_total",
+        "Lines read from source files.",
+        &st.lines_read,
+        |p| &p.lines_read,
+    );
+    reading(
+        &mut out,
+        "counter",
+        "chargetail_charges_read_total",
+        "New charges put in the outbox.",
+        &st.charges_read,
+        |p| &p.charges_read,
+    );
+    reading(
+        &mut out,
+        "counter",
+        "chargetail_duplicates_ignored_total",
+        "Charges read again whose id was already known.",
+        &st.duplicates_ignored,
+        |p| &p.duplicates_ignored,
+    );
+    reading(
+        &mut out,
+        "counter",
+        "chargetail_parse_errors_total",
+        "Lines that could not be parsed.",
+        &st.bad_lines,
+        |p| &p.bad_lines,
+    );
+    reading(
+        &mut out,
+        "counter",
+        "chargetail_truncations_total",
+        "Source files truncated.",
+        &st.truncations,
+        |p| &p.truncations,
+    );
+    reading(
+        &mut out,
+        "counter",
+        "chargetail_rotations_total",
+        "Source files rotated.",
+        &st.rotations,
+        |p| &p.rotations,
+    );
+    reading(
+        &mut out,
+        "gauge",
+        "chargetail_reading_paused",
+        "1 while reading is paused by backpressure.",
+        &st.reading_paused,
+        |p| &p.reading_paused,
+    );
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(
             out,
@@ -242,24 +345,9 @@ fn render_metrics(s: &HttpState) -> String {
         );
     };
     counter(
-        "chargetail_lines_read_total",
-        "Lines read from source files.",
-        Stats::get(&st.lines_read),
-    );
-    counter(
-        "chargetail_charges_read_total",
-        "New charges put in the outbox.",
-        Stats::get(&st.charges_read),
-    );
-    counter(
-        "chargetail_duplicates_ignored_total",
-        "Charges read again whose id was already known.",
-        Stats::get(&st.duplicates_ignored),
-    );
-    counter(
-        "chargetail_parse_errors_total",
-        "Lines that could not be parsed.",
-        Stats::get(&st.bad_lines),
+        "chargetail_source_wakeups_total",
+        "Wake-ups of the source loop (inotify events, polls, other deadlines).",
+        Stats::get(&st.source_wakeups),
     );
     counter(
         "chargetail_delivered_total",
@@ -280,16 +368,6 @@ fn render_metrics(s: &HttpState) -> String {
         "chargetail_deliver_store_reads_total",
         "Times delivery read pending charges back from the outbox (start, retries, overflow, another process's change); new charges reach it in memory.",
         Stats::get(&st.deliver_store_reads),
-    );
-    counter(
-        "chargetail_truncations_total",
-        "Source files truncated.",
-        Stats::get(&st.truncations),
-    );
-    counter(
-        "chargetail_rotations_total",
-        "Source files rotated.",
-        Stats::get(&st.rotations),
     );
     let dead = Stats::get(&st.dead_lettered);
     let rejected = Stats::get(&st.dead_rejected);
@@ -340,11 +418,6 @@ fn render_metrics(s: &HttpState) -> String {
         "chargetail_sink_alert",
         "1 when the sink needs an operator (unroutable, endpoint gone).",
         Some(u8::from(sink.alert.is_some()).to_string()),
-    );
-    gauge(
-        "chargetail_reading_paused",
-        "1 while reading is paused by backpressure.",
-        Some(Stats::get(&st.reading_paused).to_string()),
     );
     gauge(
         "chargetail_last_delivery_timestamp_seconds",
@@ -531,6 +604,7 @@ fn render_status(s: &HttpState) -> serde_json::Value {
         "started_at_ms": s.started_ms,
         "outbox": totals,
         "job_stats": { "today": today, "since_start": since_start },
+        "billing": s.billing.as_deref().map(|b| billing::status(b, s.cfg.papercut.is_some())),
     })
 }
 

@@ -420,8 +420,8 @@ fn deliver_run(
                 "the endpoint refused us and delivery is paused; the charges stay in the outbox"
             ),
         }
-        let store = &d.store;
-        tally(store, run, summary)?;
+        let store = d.store();
+        tally(&store, run, summary)?;
     } else {
         loop {
             let (pending, delivered, dead) = store.run_states(run)?;

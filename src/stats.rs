@@ -32,9 +32,29 @@ pub struct Stats {
     /// Files matching the source path at the last look, and unreadable ones.
     pub source_files: AtomicU64,
     pub source_unreadable: AtomicU64,
+    /// Turns of the source loop (each a wake-up: inotify, a deadline).
+    pub source_wakeups: AtomicU64,
     /// Set when the state database failed; the daemon is stopping.
     pub store_failed: AtomicU64,
     pub sink: Mutex<SinkHealth>,
+    /// Per `[[source]]`, in config order (the counters above are the sums).
+    pub sources: std::sync::RwLock<Vec<std::sync::Arc<SourceStats>>>,
+}
+
+/// The reading side's counters of one source.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub name: String,
+    pub lines_read: AtomicU64,
+    pub charges_read: AtomicU64,
+    pub duplicates_ignored: AtomicU64,
+    pub bad_lines: AtomicU64,
+    pub truncations: AtomicU64,
+    pub rotations: AtomicU64,
+    pub reading_paused: AtomicU64,
+    /// Readable files matching the path at the last look, and unreadable ones.
+    pub files: AtomicU64,
+    pub unreadable: AtomicU64,
 }
 
 impl Stats {
@@ -44,6 +64,22 @@ impl Stats {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Register a source's counters (the daemon, at start).
+    pub fn add_source(&self, name: &str) -> std::sync::Arc<SourceStats> {
+        let s = std::sync::Arc::new(SourceStats {
+            name: name.to_string(),
+            ..SourceStats::default()
+        });
+        if let Ok(mut v) = self.sources.write() {
+            v.push(s.clone());
+        }
+        s
+    }
+
+    pub fn source_stats(&self) -> Vec<std::sync::Arc<SourceStats>> {
+        self.sources.read().map(|v| v.clone()).unwrap_or_default()
     }
 
     pub fn sink_health(&self) -> SinkHealth {

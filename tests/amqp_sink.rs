@@ -70,9 +70,11 @@ async fn end_to_end_bodies_properties_order() {
         assert_eq!(p.delivery_mode(), &Some(2));
         assert_eq!(p.app_id().as_ref().map(|s| s.as_str()), Some("chargetail"));
         assert_eq!(p.timestamp(), &Some(1_795_126_443));
+        // {source} is the message's own (papercut/pc-test), not the name
+        // the sink was made with: one sink carries several sources.
         assert_eq!(
             d.routing_key.as_str(),
-            format!("charge.{}.{}.pc-main", e.job_type, e.account_type)
+            format!("charge.{}.{}.pc-test", e.job_type, e.account_type)
         );
         assert_eq!(header(d, "cloudEvents_specversion").as_deref(), Some("1.0"));
         assert_eq!(header(d, "cloudEvents_id").as_deref(), Some(e.id.as_str()));
@@ -347,6 +349,16 @@ async fn nack_is_retry_and_later_messages_still_confirm() {
         );
     }
     assert!(sink.health().connected, "a nack keeps the connection");
+    // After a nack the sink sends one at a time until an ack: the first
+    // charge is nacked again and nothing behind it is published, so no
+    // later charge can overtake it.
+    let out = sink.send(&envelopes("nack", 8)[5..]).await;
+    assert!(
+        matches!(&out[0], Outcome::Retry { error, .. } if error.contains("nacked")),
+        "{out:?}"
+    );
+    assert!(out[1..].iter().all(|o| *o == Outcome::NotSent), "{out:?}");
+    assert_eq!(message_count(&shared_url(), &q).await, 5);
     sink.close().await;
     cleanup(&shared_url(), &ex, Some(&q)).await;
 }

@@ -114,9 +114,11 @@ fn backpressure_pauses_reading_at_the_bound_and_health_says_why() {
     let mut health = (0, String::new());
     for _ in 0..100 {
         std::thread::sleep(Duration::from_millis(200));
+        // Health first: the status read after it sees the outbox at least
+        // as full as when health said "paused".
+        health = get(port, "/healthz");
         let out = run_cli(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
         status = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        health = get(port, "/healthz");
         if health.1.contains("backlog over its bound") {
             break;
         }

@@ -411,3 +411,62 @@ fn calls_in_flight_never_exceed_concurrency() {
         );
     }
 }
+
+/// `unmapped = "hold"` with `[papercut]`: a charge neither the mapping nor
+/// PaperCut's `customer_property` bills is held with the enrichment it was
+/// read with, and released carrying it once a mapping names its account.
+#[test]
+fn a_charge_held_for_a_mapping_keeps_its_enrichment() {
+    let dir0 = tempfile::tempdir().unwrap();
+    let server = Server::start(dir0.path());
+    let (dir, cfg) = setup(&server.url(), TOKEN, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[billing]\n", "[billing]\nunmapped = \"hold\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    let d = Daemon::start(dir.path(), &cfg, "run.log");
+    // maya.chen (empty department) and noah.kim (unknown to PaperCut) on
+    // their personal accounts: held; everyone else delivered.
+    let m = d.metrics_when("not settled", |m| {
+        metric(m, "chargetail_billing_held").unwrap_or(0.0) > 0.0
+            && metric(m, "chargetail_billing_held").unwrap_or(0.0)
+                + metric(m, "chargetail_delivered_total").unwrap_or(0.0)
+                == CHARGES as f64
+    });
+    let held = held_list(dir.path(), &cfg);
+    assert_eq!(
+        held.len() as f64,
+        metric(&m, "chargetail_billing_held").unwrap()
+    );
+    assert!(held.iter().all(|h| h["reason"] == "unmapped"
+        && (h["account"] == "maya.chen@harbourworks.com.au"
+            || h["account"] == "noah.kim@harbourworks.com.au")));
+    std::fs::write(
+        dir.path().join("accounts.csv"),
+        "papercut,customer_id\nAcme Design,cus_acme\nKoala Labs,cus_koala\nmaya.chen@harbourworks.com.au,cus_maya\nnoah.kim@harbourworks.com.au,cus_noah\n",
+    )
+    .unwrap();
+    d.metrics_when("not all delivered", |m| {
+        metric(m, "chargetail_delivered_total") == Some(CHARGES as f64)
+    });
+    let calls = server.total("api.getUserProperties");
+    let events = d.stop();
+    assert_eq!(events.len(), CHARGES);
+    for e in &events {
+        let data = &e["data"];
+        match data["account"].as_str().unwrap() {
+            "maya.chen@harbourworks.com.au" => {
+                assert_eq!(data["billing"]["customer_id"], "cus_maya", "{e}");
+                assert_eq!(data["enrichment"], "ok", "{e}");
+                assert_eq!(data["papercut"]["full-name"], "Maya Chen", "{e}");
+            }
+            "noah.kim@harbourworks.com.au" => {
+                assert_eq!(data["billing"]["customer_id"], "cus_noah", "{e}");
+                assert_eq!(data["enrichment"], "unknown", "{e}");
+            }
+            _ => {}
+        }
+    }
+    // Released without asking PaperCut again.
+    assert_eq!(calls, 4);
+}

@@ -131,6 +131,20 @@ fn papercut_down_with_hold_keeps_charges_until_it_answers_again() {
     assert!(before >= 1);
     let m = d.metrics_when("not asked again", |_| server.total("down") > before);
     assert_eq!(metric(&m, "chargetail_papercut_held"), Some(CHARGES as f64));
+    // /status: a minor problem, and the counts.
+    let st: serde_json::Value =
+        serde_json::from_str(&support::http_request(d.port, "/status", "").body).unwrap();
+    assert_eq!(st["billing"]["held_papercut"], CHARGES as u64, "{st}");
+    assert_eq!(st["billing"]["papercut_down"], true, "{st}");
+    assert_eq!(st["service_status"], "degraded", "{st}");
+    assert!(st["active_problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["description"]
+            .as_str()
+            .unwrap()
+            .contains("held until PaperCut answers")));
     let list = held_list(dir.path(), &cfg);
     assert_eq!(list.len(), CHARGES);
     assert!(list.iter().all(|h| h["reason"] == "papercut"), "{list:?}");
@@ -147,6 +161,8 @@ fn papercut_down_with_hold_keeps_charges_until_it_answers_again() {
     assert_eq!(metric(&m, "chargetail_papercut_held"), Some(0.0), "{m}");
     assert_eq!(metric(&m, "chargetail_billing_held"), Some(0.0), "{m}");
     assert_eq!(metric(&m, "chargetail_papercut_down"), Some(0.0), "{m}");
+    let st = support::http_get(d.port, "/status");
+    assert!(!st.contains("PaperCut"), "{st}");
     assert_eq!(
         metric(&m, "chargetail_billing_released_total"),
         Some(CHARGES as f64)

@@ -220,3 +220,377 @@ fn overlapping_sources_are_refused_naming_both() {
         "{err}"
     );
 }
+
+#[test]
+fn replay_takes_the_source_whose_path_matches_or_the_one_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, elsewhere) = (
+        dir.path().join("site-a"),
+        dir.path().join("site-b"),
+        dir.path().join("backup"),
+    );
+    for d in [&a, &b, &elsewhere] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let cfg = sources_config(
+        dir.path(),
+        &[("site-a", &a, "UTC", "AUD"), ("site-b", &b, "UTC", "EUR")],
+    );
+    let c = cfg.to_str().unwrap();
+    let write = |path: &Path, from: u64, to: u64| {
+        append(path, HEADER);
+        for n in from..to {
+            append(path, &tx_line(n));
+        }
+    };
+    let in_b = b.join("old.log");
+    write(&in_b, 0, 5);
+    let old = elsewhere.join("2026-10.log");
+    write(&old, 100, 103);
+    let replay = |args: &[&str]| {
+        let mut all = vec!["replay", "--config", c];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    };
+    let stdout = |out: &std::process::Output| -> Vec<String> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    // A file under site-b's path: site-b's, unasked.
+    let out = replay(&[in_b.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let seen = by_source(&stdout(&out));
+    assert_eq!(txs_of(&seen, "papercut/site-b"), expected(0..5), "{seen:?}");
+    assert_eq!(seen.len(), 5);
+    // A file no source's path matches: which one is not guessed.
+    let out = replay(&[old.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--source") && err.contains("site-a"), "{err}");
+    assert!(out.stdout.is_empty());
+    // Named: read as site-a's, in its currency.
+    let out = replay(&["--source", "site-a", old.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let lines = stdout(&out);
+    assert_eq!(
+        txs_of(&by_source(&lines), "papercut/site-a"),
+        expected(100..103)
+    );
+    assert!(lines.iter().all(|l| json(l)["data"]["currency"] == "AUD"));
+    let out = replay(&["--source", "nope", old.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
+/// The value of the series `name{source="SRC"...}`.
+fn series(metrics: &str, name: &str, source: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}{{source=\"{source}\"")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn status_metrics_page_and_health_per_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("site-a"), dir.path().join("site-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg = sources_config(
+        dir.path(),
+        &[("site-a", &a, "UTC", "AUD"), ("site-b", &b, "UTC", "EUR")],
+    );
+    let port = free_http_port();
+    append(&cfg, &format!("\n[http]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let (fa, fb) = (a.join("tx.log"), b.join("tx.log"));
+    append(&fa, HEADER);
+    for n in 0..30 {
+        append(&fa, &tx_line(n));
+    }
+    append(&fb, HEADER);
+    for n in 0..12 {
+        append(&fb, &tx_line(n));
+    }
+    append(&fb, "not a line of this profile\n");
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(42, T), 42);
+
+    let m = http_get(port, "/metrics");
+    assert_eq!(
+        series(&m, "chargetail_charges_read_total", "site-a"),
+        Some(30.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "chargetail_charges_read_total", "site-b"),
+        Some(12.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "chargetail_parse_errors_total", "site-a"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "chargetail_parse_errors_total", "site-b"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "chargetail_file_lag_bytes", "site-a"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(&m, "chargetail_file_position_bytes", "site-b"),
+        Some(std::fs::metadata(&fb).unwrap().len() as f64),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "chargetail_file_position_bytes{{source=\"site-a\",file=\"{}\"}}",
+            fa.display()
+        )),
+        "{m}"
+    );
+
+    let body = |raw: String| raw.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    let st: serde_json::Value = serde_json::from_str(&body(http_get(port, "/status"))).unwrap();
+    let names: Vec<&str> = st["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["site-a", "site-b"], "{st}");
+    assert_eq!(st["sources"][1]["files"][0]["path"], fb.to_str().unwrap());
+    assert_eq!(st["sources"][1]["lag_bytes"], 0);
+
+    let page = http_get(port, "/");
+    for needle in [
+        "site-a",
+        "site-b",
+        fa.to_str().unwrap(),
+        fb.to_str().unwrap(),
+    ] {
+        assert!(page.contains(needle), "page lacks {needle}");
+    }
+
+    // One site's files gone: /healthz names that source; the other reads on.
+    std::fs::remove_file(&fb).unwrap();
+    let mut health = String::new();
+    for _ in 0..50 {
+        health = http_get(port, "/healthz");
+        if health.contains("site-b") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(health.contains("503"), "{health}");
+    assert!(health.contains("source \\\"site-b\\\" missing"), "{health}");
+    assert!(!health.contains("site-a"), "{health}");
+    append(&fa, &tx_line(30));
+    assert_eq!(d.wait_for(43, T), 43);
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn kill9_with_two_sources_loses_nothing_and_keeps_each_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("site-a"), dir.path().join("site-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg = sources_config(
+        dir.path(),
+        &[("site-a", &a, "UTC", "AUD"), ("site-b", &b, "UTC", "EUR")],
+    );
+    let (fa, fb) = (a.join("tx.log"), b.join("tx.log"));
+    append(&fa, HEADER);
+    append(&fb, HEADER);
+    let (rounds, per) = (8u64, 250u64);
+    let mut all: Vec<String> = Vec::new();
+    for round in 0..rounds {
+        let d = Daemon::start(&cfg);
+        for n in round * per..(round + 1) * per {
+            append(&fa, &tx_line(n));
+            if n % 2 == 0 {
+                append(&fb, &tx_line(n));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20 + (round * 41) % 120));
+        all.extend(d.kill9());
+    }
+    let total_a = rounds * per;
+    let total_b = total_a / 2;
+    let mut d = Daemon::start(&cfg);
+    let got: std::collections::HashSet<(String, String)> = by_source(&all).into_iter().collect();
+    let missing = (total_a + total_b) as usize - got.len();
+    d.wait_for(missing, T);
+    d.drain(Duration::from_millis(500));
+    let (code, rest) = d.stop();
+    assert_eq!(code, Some(0));
+    all.extend(rest);
+    let seen = by_source(&all);
+    // Every charge of each source; a repeat is only ever a redelivery of
+    // the same id; and, first deliveries taken, each source's file order.
+    let first = |src: &str| {
+        let mut out: Vec<String> = Vec::new();
+        let mut have = std::collections::HashSet::new();
+        for t in txs_of(&seen, src) {
+            if have.insert(t.clone()) {
+                out.push(t);
+            }
+        }
+        out
+    };
+    assert_eq!(first("papercut/site-a"), expected(0..total_a));
+    let want_b: Vec<String> = (0..total_a)
+        .filter(|n| n % 2 == 0)
+        .map(|n| format!("tx-{n:06}"))
+        .collect();
+    assert_eq!(first("papercut/site-b"), want_b);
+    let mut id_of: std::collections::HashMap<(String, String), String> = Default::default();
+    for (key, id) in seen.iter().zip(ids(&all)) {
+        let prev = id_of.entry(key.clone()).or_insert_with(|| id.clone());
+        assert_eq!(*prev, id, "one id per charge: {key:?}");
+    }
+    eprintln!(
+        "kill -9 x{rounds}, two sources: {} lines for {} charges",
+        all.len(),
+        total_a + total_b
+    );
+}
+
+#[test]
+fn parse_and_inspect_take_the_named_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("site-a"), dir.path().join("site-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg = sources_config(
+        dir.path(),
+        &[
+            ("site-a", &a, "UTC", "AUD"),
+            ("site-b", &b, "Europe/Madrid", "EUR"),
+        ],
+    );
+    let file = dir.path().join("sample.log");
+    append(&file, HEADER);
+    append(&file, &tx_line(3));
+    let (c, f) = (cfg.to_str().unwrap(), file.to_str().unwrap());
+    for cmd in ["parse", "inspect"] {
+        let out = run_cli(&[cmd, "--config", c, f]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--source"), "{cmd}: {err}");
+    }
+    let out = run_cli(&["parse", "--config", c, "--source", "site-b", f]);
+    assert!(out.status.success(), "{out:?}");
+    let v = json(String::from_utf8_lossy(&out.stdout).lines().next().unwrap());
+    assert_eq!(v["source"], "papercut/site-b");
+    assert_eq!(v["data"]["currency"], "EUR");
+    assert_eq!(v["time"], "2026-11-20T09:00:03+01:00");
+    let out = run_cli(&["inspect", "--config", c, "--source", "site-a", f]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn a_renamed_source_resumes_its_files_instead_of_billing_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    for n in 0..20 {
+        append(&file, &tx_line(n));
+    }
+    let cfg = write_config(dir.path(), "*.log", "");
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(20, T), 20);
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("name = \"test\"", "name = \"renamed\"");
+    std::fs::write(&cfg, text).unwrap();
+    append(&file, &tx_line(20));
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(1, T), 1);
+    d.drain(Duration::from_millis(700));
+    let (code, lines) = d.stop();
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        by_source(&lines),
+        [("papercut/renamed".to_string(), "tx-000020".to_string())],
+        "the old lines are not read again under the new name"
+    );
+    let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap();
+    assert!(
+        log.contains("no longer names matches this source's path"),
+        "{log}"
+    );
+}
+
+#[test]
+fn amqp_routing_key_names_each_message_s_own_source() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ex = unique("ct-src-x");
+    let (qa, qb) = (unique("ct-src-a"), unique("ct-src-b"));
+    rt.block_on(declare(
+        &shared_url(),
+        &ex,
+        Some((&qa, false, "charge.site-a")),
+    ));
+    rt.block_on(declare(
+        &shared_url(),
+        &ex,
+        Some((&qb, false, "charge.site-b")),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("site-a"), dir.path().join("site-b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg = sources_config(
+        dir.path(),
+        &[("site-a", &a, "UTC", "AUD"), ("site-b", &b, "UTC", "EUR")],
+    );
+    append(
+        &cfg,
+        &format!(
+            "\n[sink]\nkind = \"amqp\"\n\n[sink.amqp]\nurl = \"{}\"\nexchange = \"{ex}\"\n\
+             routing_key = \"charge.{{source}}\"\n",
+            shared_url()
+        ),
+    );
+    for (d, n) in [(&a, 30), (&b, 20)] {
+        append(&d.join("tx.log"), HEADER);
+        for i in 0..n {
+            append(&d.join("tx.log"), &tx_line(i));
+        }
+    }
+    let d = Daemon::start(&cfg);
+    let deadline = std::time::Instant::now() + T;
+    while rt.block_on(message_count(&shared_url(), &qa)) < 30
+        || rt.block_on(message_count(&shared_url(), &qb)) < 20
+    {
+        assert!(std::time::Instant::now() < deadline, "not all routed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    for (q, src, n) in [(&qa, "site-a", 30), (&qb, "site-b", 20)] {
+        let got = rt.block_on(drain(&shared_url(), q));
+        assert_eq!(got.len(), n, "{q}");
+        for m in &got {
+            assert_eq!(m.routing_key.as_str(), format!("charge.{src}"));
+            let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+            assert_eq!(v["source"], format!("papercut/{src}"));
+        }
+    }
+    rt.block_on(cleanup(&shared_url(), &ex, Some(&qa)));
+    rt.block_on(cleanup(&shared_url(), &ex, Some(&qb)));
+}

@@ -238,3 +238,56 @@ fn prune_forgets_old_delivered_ids_in_chunks() {
     );
     assert_eq!(s.known("chg_4").unwrap().as_deref(), Some("delivered"));
 }
+
+#[test]
+fn delivered_runs_are_marked_by_range_and_only_the_seqs_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&dir.path().join("state.db")).unwrap();
+    let ids: Vec<String> = (0..8).map(|i| format!("chg_{i}")).collect();
+    let charges: Vec<NewCharge> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| charge(id, i as u64))
+        .collect();
+    let done = s.commit(None, &charges, &[]).unwrap();
+    let seq = done.seqs.clone();
+    assert_eq!(seq.len(), 8);
+    assert!(seq.windows(2).all(|w| w[1] == w[0] + 1), "{seq:?}");
+    let now = now_ms();
+    // 0..=2 delivered (one range), 3 retried, 4 and 6 delivered (5 is not
+    // named: it stays pending although it lies between them), 7 delivered.
+    let results = vec![
+        (seq[0], Record::Delivered),
+        (seq[1], Record::Delivered),
+        (seq[2], Record::Delivered),
+        (
+            seq[3],
+            Record::Retry {
+                error: "503".into(),
+                next_ms: now + 1000,
+                wait_ms: 1000,
+                first_fail_ms: now,
+            },
+        ),
+        (seq[4], Record::Delivered),
+        (seq[6], Record::Delivered),
+        (seq[7], Record::Delivered),
+    ];
+    assert_eq!(s.record_seqs(&results).unwrap(), (6, 0));
+    let left: Vec<String> = s
+        .pending(10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.envelope.id)
+        .collect();
+    assert_eq!(left, ["chg_3", "chg_5"]);
+    for i in [0, 1, 2, 4, 6, 7] {
+        assert_eq!(
+            s.known(&ids[i]).unwrap().as_deref(),
+            Some("delivered"),
+            "{i}"
+        );
+    }
+    // Recorded again (a repeat): nothing is delivered twice.
+    assert_eq!(s.record_seqs(&results[..3]).unwrap(), (0, 0));
+}

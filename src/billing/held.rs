@@ -119,6 +119,8 @@ impl super::Billing {
                 }
                 let mut c = h.charge;
                 let mut event = message::parse(&c)?;
+                // Read for who pays only (its ledger row exists): the source
+                // name is not needed.
                 let mut entry = message::entry_of(&c, &event, "")?;
                 message::set_enrichment(&mut event, &e);
                 let (customer, via) = self.customer(&entry, Some(&e));

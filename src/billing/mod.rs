@@ -467,6 +467,26 @@ impl Billing {
         Ok(n + self.retry_papercut(store)?)
     }
 
+    /// When `tick` next has something to do (`None`: only on a SIGHUP): the
+    /// source loop sleeps until then, not on a short tick.
+    pub fn next_due(&self) -> Option<Instant> {
+        let mapping = self
+            .cfg
+            .as_ref()
+            .and_then(|c| c.mapping_file.as_ref())
+            .map(|_| self.last_look + Duration::from_secs(1));
+        let papercut = self.enricher.as_ref().and_then(|e| {
+            let pc = e.config();
+            (pc.on_unavailable == enrich::OnUnavailable::Hold
+                && Stats::get(&self.stats.held_papercut) > 0)
+                .then(|| match self.papercut_asked {
+                    Some(t) => t + Duration::from_secs(pc.retry_secs),
+                    None => Instant::now(),
+                })
+        });
+        mapping.into_iter().chain(papercut).min()
+    }
+
     fn tick_mapping(&mut self, store: &mut Store) -> Result<u64, BillingError> {
         let Some(cfg) = self.cfg.clone() else {
             return Ok(0);

@@ -17,7 +17,7 @@ pub use handoff::{Handoff, OtherWriters};
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -28,7 +28,15 @@ use crate::stats::Stats;
 use crate::store::{now_ms, Pending, Record, Store, StoreError};
 
 pub struct Deliverer<S: Sink> {
-    pub store: Store,
+    /// Shared with the blocking thread that records a round's outcomes
+    /// (never locked on the runtime while a record runs: see `recording`).
+    store: Arc<Mutex<Store>>,
+    /// The last round's outcomes being written on a blocking thread while
+    /// the next round is sent; settled before the store is used again.
+    recording: Option<Recording>,
+    /// A second connection, to read the outbox after `known_to` while a
+    /// record runs (those rows are not the record's).
+    reader: Option<Store>,
     pub sink: S,
     pub policy: RetryPolicy,
     pub batch: usize,
@@ -104,7 +112,9 @@ impl<S: Sink> Deliverer<S> {
         stats: Arc<Stats>,
     ) -> Deliverer<S> {
         Deliverer {
-            store,
+            store: Arc::new(Mutex::new(store)),
+            recording: None,
+            reader: None,
             sink,
             policy,
             batch,
@@ -117,6 +127,52 @@ impl<S: Sink> Deliverer<S> {
             known_to: 0,
             behind: true,
         }
+    }
+
+    /// The state database (no record may be running: see `settle`).
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait for the last round's record (on its blocking thread) and count
+    /// what it did; the change tokens read with it are looked at too.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        let Some(r) = self.recording.take() else {
+            return Ok(());
+        };
+        let (delivered, dead, tokens) = match r.handle.await {
+            Ok(res) => res?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("recording deliveries: {e}"),
+        };
+        tracing::trace!(
+            sent = r.sent,
+            delivered,
+            record_us = r.started.elapsed().as_micros() as u64,
+            "recorded"
+        );
+        if dead > 0 {
+            tracing::error!(
+                count = dead,
+                "charges became dead letters (see `chargetail dead-letters list`)"
+            );
+        }
+        Stats::add(&self.stats.delivered, delivered);
+        Stats::add(&self.stats.dead_lettered, dead);
+        Stats::add(&self.stats.dead_rejected, r.rejected.min(dead));
+        if delivered > 0 {
+            self.stats
+                .last_delivery_ms
+                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+        }
+        self.see_tokens(tokens)
+    }
+
+    /// Read the outbox on `reader` (another connection to the same
+    /// database) while the last round is being recorded.
+    pub fn with_reader(mut self, reader: Store) -> Deliverer<S> {
+        self.reader = Some(reader);
+        self
     }
 
     /// Apply re-read settings (SIGHUP) sent on `reload`.
@@ -136,7 +192,7 @@ impl<S: Sink> Deliverer<S> {
 
     /// Fill `queue` up to a batch: from the hand-off while it continues the
     /// outbox without a gap, else from the outbox.
-    fn fill(&mut self) -> Result<(), StoreError> {
+    async fn fill(&mut self) -> Result<(), StoreError> {
         if !self.behind {
             let room = self.batch.saturating_sub(self.queue.len());
             if room > 0 {
@@ -161,7 +217,19 @@ impl<S: Sink> Deliverer<S> {
         }
         if self.behind && self.queue.len() < self.batch {
             let limit = self.batch - self.queue.len();
-            let (rows, top) = self.store.pending_after(self.known_to, limit)?;
+            // The rows after every seq being recorded can be read beside
+            // the record; anything else waits for it (a retry's schedule).
+            let beside = self
+                .recording
+                .as_ref()
+                .is_some_and(|r| r.last_seq <= self.known_to);
+            let (rows, top) = match &self.reader {
+                Some(reader) if beside => reader.pending_after(self.known_to, limit)?,
+                _ => {
+                    self.settle().await?;
+                    self.store().pending_after(self.known_to, limit)?
+                }
+            };
             Stats::add(&self.stats.deliver_store_reads, 1);
             if rows.len() < limit {
                 self.known_to = self.known_to.max(top);
@@ -185,10 +253,14 @@ impl<S: Sink> Deliverer<S> {
             }
             if let Some(rx) = reload.as_mut() {
                 while let Ok(cfg) = rx.try_recv() {
+                    self.settle().await?;
                     self.apply(&cfg)?;
                 }
             }
-            self.check_tokens()?;
+            // While a record runs, the tokens come with it (`settle`).
+            if self.recording.is_none() {
+                self.check_tokens()?;
+            }
             let sent = self.step().await?;
             // Idle and paused wait for a commit, a poke from the reader (an
             // operator's or another process's change, which it notices on
@@ -199,6 +271,8 @@ impl<S: Sink> Deliverer<S> {
                 Step::Idle | Step::Paused => None,
                 Step::WaitUntil(at) => Some(at),
             };
+            // Nothing to send: finish the last record before waiting.
+            self.settle().await?;
             let next_config = async {
                 match reload.as_mut() {
                     Some(rx) => rx.recv().await,
@@ -218,6 +292,7 @@ impl<S: Sink> Deliverer<S> {
                 _ = shutdown.wait() => break,
             }
         }
+        self.settle().await?;
         self.sink.close().await;
         Ok(())
     }
@@ -253,7 +328,7 @@ impl<S: Sink> Deliverer<S> {
     /// backoff), and health shows the end of the alert at once.
     fn after_resume(&mut self, was_paused: bool) -> Result<(), StoreError> {
         if was_paused && !self.sink.is_paused() {
-            let n = self.store.make_due_now()?;
+            let n = self.store().make_due_now()?;
             self.reread();
             tracing::info!(charges = n, "sink resumed: waiting charges are due now");
         }
@@ -265,7 +340,11 @@ impl<S: Sink> Deliverer<S> {
     /// operator's `dead-letters retry` resumes a paused sink; either change
     /// means pending charges we do not hold, maybe before those we do.
     fn check_tokens(&mut self) -> Result<(), StoreError> {
-        let (resume, outbox) = self.store.change_tokens()?;
+        let tokens = self.store().change_tokens()?;
+        self.see_tokens(tokens)
+    }
+
+    fn see_tokens(&mut self, (resume, outbox): (i64, i64)) -> Result<(), StoreError> {
         if let Some((seen_resume, seen_outbox)) = self.tokens_seen {
             if seen_resume != resume {
                 tracing::info!(
@@ -331,7 +410,11 @@ impl<S: Sink> Deliverer<S> {
             } else if last_progress.elapsed() > stall {
                 break Drained::Stalled;
             }
-            match self.step().await? {
+            let step = self.step().await?;
+            if step != Step::Sent {
+                self.settle().await?;
+            }
+            match step {
                 Step::Sent => {}
                 Step::Idle => break Drained::Empty,
                 Step::Paused => break Drained::Paused,
@@ -362,7 +445,7 @@ impl<S: Sink> Deliverer<S> {
             return Ok(Step::Paused);
         }
         let t_fetch = Instant::now();
-        self.fill()?;
+        self.fill().await?;
         let Some(head) = self.queue.front() else {
             self.head = None;
             return Ok(Step::Idle);
@@ -482,33 +565,46 @@ impl<S: Sink> Deliverer<S> {
             self.known_to = first.envelope.seq - 1;
             self.behind = true;
         }
-        let (delivered, dead) = self.store.record(&records)?;
+        // Written on a blocking thread while the next round is sent (one
+        // record outstanding at most).
+        let by_seq: Vec<(i64, Record)> = records.into_iter().map(|(e, r)| (e.seq, r)).collect();
+        let last_seq = by_seq.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
+        self.settle().await?;
+        let store = self.store.clone();
+        self.recording = Some(Recording {
+            handle: tokio::task::spawn_blocking(move || {
+                let mut st = store.lock().unwrap_or_else(|p| p.into_inner());
+                let (delivered, dead) = st.record_seqs(&by_seq)?;
+                Ok((delivered, dead, st.change_tokens()?))
+            }),
+            rejected,
+            last_seq,
+            sent: due.len(),
+            started: t_record,
+        });
         tracing::trace!(
             sent = due.len(),
-            delivered,
             fetch_us = (t_send - t_fetch).as_micros() as u64,
             send_us = (t_record - t_send).as_micros() as u64,
-            record_us = t_record.elapsed().as_micros() as u64,
             "batch"
         );
-        if dead > 0 {
-            tracing::error!(
-                count = dead,
-                "charges became dead letters (see `chargetail dead-letters list`)"
-            );
-        }
-        Stats::add(&self.stats.delivered, delivered);
         Stats::add(&self.stats.retried, retried);
-        Stats::add(&self.stats.dead_lettered, dead);
-        Stats::add(&self.stats.dead_rejected, rejected.min(dead));
-        if delivered > 0 {
-            self.stats
-                .last_delivery_ms
-                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-        }
         self.stats.set_sink_health(self.sink.health());
         Ok(Step::Sent)
     }
+}
+
+/// Delivered, dead-lettered, and the change tokens read after.
+type Recorded = (u64, u64, (i64, i64));
+
+/// A round's outcomes being written (see `Deliverer::settle`).
+struct Recording {
+    handle: tokio::task::JoinHandle<Result<Recorded, StoreError>>,
+    rejected: u64,
+    /// The highest seq it writes.
+    last_seq: i64,
+    sent: usize,
+    started: Instant,
 }
 
 /// When the head of the outbox is tried next, and since when it fails.

@@ -1,11 +1,41 @@
-//! The billing step's series on `/metrics`: charges held for want of a
-//! mapping, and (with `[papercut]`) the enrichment counters.
+//! The billing step's series on `/metrics`: charges held (for want of a
+//! mapping, or for PaperCut), and (with `[papercut]`) the enrichment
+//! counters; its part of `/status` and of the active problems.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use crate::billing::BillingStats;
 use crate::stats::Stats;
+
+/// `billing` in `/status`.
+pub(super) fn status(b: &BillingStats, papercut: bool) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "held": Stats::get(&b.held),
+        "held_papercut": Stats::get(&b.held_papercut),
+        "released": Stats::get(&b.released),
+        "mapping_entries": Stats::get(&b.mapping_entries),
+    });
+    if papercut {
+        v["papercut_down"] = serde_json::Value::Bool(Stats::get(&b.papercut_down) > 0);
+    }
+    v
+}
+
+/// PaperCut left alone after a failure, or charges waiting for it: minor
+/// problems (charges still go out, or will within `hold_max_secs`).
+pub(super) fn problems(b: &BillingStats, p: &mut super::Problems) {
+    if Stats::get(&b.papercut_down) > 0 {
+        p.minor.push(
+            "PaperCut's Web Services API unavailable: charges go unenriched or are held".into(),
+        );
+    }
+    let held = Stats::get(&b.held_papercut);
+    if held > 0 {
+        p.minor
+            .push(format!("{held} charge(s) held until PaperCut answers"));
+    }
+}
 
 /// Append the billing series; `src` is the `source="..."` label.
 /// `papercut`: `[papercut]` is configured, so its series are exported too.
@@ -20,7 +50,7 @@ pub(super) fn render(out: &mut String, src: &str, b: &BillingStats, papercut: bo
     series(
         "gauge",
         "chargetail_billing_held",
-        "Charges held back for want of an account mapping (unmapped = \"hold\").",
+        "Charges held back: for want of an account mapping (unmapped = \"hold\") or for PaperCut (on_unavailable = \"hold\").",
         g(&b.held),
     );
     series(

@@ -35,7 +35,9 @@ struct Shared {
 pub struct Bell(Arc<(Mutex<bool>, Condvar)>);
 
 impl Bell {
-    fn ring(&self) {
+    /// Wake the waiting thread (a watcher saw a change, or the daemon is
+    /// stopping).
+    pub fn ring(&self) {
         let mut rung = self.0 .0.lock().unwrap_or_else(|e| e.into_inner());
         *rung = true;
         self.0 .1.notify_all();

@@ -239,32 +239,53 @@ impl Store {
     }
 }
 
+/// A file generation given to another source by [`Store::adopt_files`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    /// The source it belonged to; `None`: written before sources had names.
+    pub from: Option<String>,
+    pub to: String,
+    pub file: String,
+}
+
 impl Store {
-    /// Give the file generations no source owns yet (rows written before
-    /// sources had names) to the source whose path matches theirs; with one
-    /// source, all of them are its own. `sources` is (name, glob) in config
-    /// order. Returns how many rows were given.
-    pub fn adopt_files(&mut self, sources: &[(String, String)]) -> Result<u64, StoreError> {
+    /// Give file generations no configured source owns to the source whose
+    /// path matches theirs: rows written before sources had names (with one
+    /// source, all of them are its own), and rows of a source the config no
+    /// longer names (renamed) where another's path matches. Otherwise that
+    /// source would read the file again from the start, billing its old
+    /// lines a second time under new ids. `sources` is (name, glob) in
+    /// config order.
+    pub fn adopt_files(
+        &mut self,
+        sources: &[(String, String)],
+    ) -> Result<Vec<Adopted>, StoreError> {
         let path = self.path.clone();
         let sq = |e| classify_with(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sq)?;
-        let rows: Vec<(i64, String)> = {
+        let rows: Vec<(i64, String, Option<String>)> = {
             let mut st = tx
-                .prepare("SELECT generation, path FROM files WHERE source IS NULL")
+                .prepare("SELECT generation, path, source FROM files")
                 .map_err(sq)?;
             let rows = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(sq)?;
             rows
         };
-        let mut given = 0;
-        for (generation, file) in rows {
-            let owner = match sources {
-                [(name, _)] => Some(name),
+        let mut given = Vec::new();
+        for (generation, file, from) in rows {
+            if from
+                .as_ref()
+                .is_some_and(|f| sources.iter().any(|(n, _)| n == f))
+            {
+                continue;
+            }
+            let owner = match (sources, &from) {
+                ([(name, _)], None) => Some(name),
                 _ => sources
                     .iter()
                     .find(|(_, glob)| {
@@ -273,12 +294,16 @@ impl Store {
                     .map(|(name, _)| name),
             };
             if let Some(name) = owner {
-                given += tx
-                    .execute(
-                        "UPDATE files SET source = ?1 WHERE generation = ?2",
-                        rusqlite::params![name, generation],
-                    )
-                    .map_err(sq)? as u64;
+                tx.execute(
+                    "UPDATE files SET source = ?1 WHERE generation = ?2",
+                    rusqlite::params![name, generation],
+                )
+                .map_err(sq)?;
+                given.push(Adopted {
+                    from,
+                    to: name.clone(),
+                    file,
+                });
             }
         }
         tx.commit().map_err(sq)?;

@@ -143,6 +143,14 @@ impl Store {
     /// listed and stay as they are). Returns how many were delivered and
     /// how many became dead letters.
     pub fn record(&mut self, results: &[(&Envelope, Record)]) -> Result<(u64, u64), StoreError> {
+        let by_seq: Vec<(i64, Record)> = results.iter().map(|(e, r)| (e.seq, r.clone())).collect();
+        self.record_seqs(&by_seq)
+    }
+
+    /// [`Store::record`] by outbox `seq` (owned, for a blocking thread).
+    /// Delivered charges with consecutive `seq`s are marked by one range
+    /// UPDATE: a batch delivered whole is one statement.
+    pub fn record_seqs(&mut self, results: &[(i64, Record)]) -> Result<(u64, u64), StoreError> {
         let now = now_ms();
         let tx = self
             .conn
@@ -152,8 +160,9 @@ impl Store {
         {
             let mut ok = tx
                 .prepare_cached(
-                    "UPDATE outbox SET state = 'delivered', payload = NULL, delivered_ms = ?2,
-                     attempts = attempts + 1, last_error = NULL WHERE seq = ?1 AND state = 'pending'",
+                    "UPDATE outbox SET state = 'delivered', payload = NULL, delivered_ms = ?3,
+                     attempts = attempts + 1, last_error = NULL
+                     WHERE seq BETWEEN ?1 AND ?2 AND state = 'pending'",
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
             let mut retry = tx
@@ -168,14 +177,32 @@ impl Store {
                      first_fail_ms = ?3, next_ms = ?4 WHERE seq = ?1 AND state = 'pending'",
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
-            for (env, rec) in results {
+            // A run of delivered seqs a..=b, each one more than the last.
+            let mut run: Option<(i64, i64)> = None;
+            let mut flush = |run: &mut Option<(i64, i64)>| -> Result<u64, StoreError> {
+                match run.take() {
+                    Some((a, b)) => ok
+                        .execute(params![a, b, now])
+                        .map(|n| n as u64)
+                        .map_err(|e| classify_with(&self.path, e)),
+                    None => Ok(0),
+                }
+            };
+            for (seq, rec) in results {
+                if let Record::Delivered = rec {
+                    run = match run {
+                        Some((a, b)) if b + 1 == *seq => Some((a, *seq)),
+                        other => {
+                            let mut other = other;
+                            delivered += flush(&mut other)?;
+                            Some((*seq, *seq))
+                        }
+                    };
+                    continue;
+                }
+                delivered += flush(&mut run)?;
                 match rec {
-                    Record::Delivered => {
-                        delivered += ok
-                            .execute(params![env.seq, now])
-                            .map_err(|e| classify_with(&self.path, e))?
-                            as u64;
-                    }
+                    Record::Delivered => {}
                     Record::Retry {
                         next_ms,
                         wait_ms,
@@ -183,7 +210,7 @@ impl Store {
                         error,
                     } => {
                         retry
-                            .execute(params![env.seq, next_ms, error, first_fail_ms, wait_ms])
+                            .execute(params![seq, next_ms, error, first_fail_ms, wait_ms])
                             .map_err(|e| classify_with(&self.path, e))?;
                     }
                     Record::Dead {
@@ -191,12 +218,13 @@ impl Store {
                         first_fail_ms,
                     } => {
                         dead += kill
-                            .execute(params![env.seq, error, first_fail_ms, now])
+                            .execute(params![seq, error, first_fail_ms, now])
                             .map_err(|e| classify_with(&self.path, e))?
                             as u64;
                     }
                 }
             }
+            delivered += flush(&mut run)?;
         }
         tx.commit().map_err(|e| classify_with(&self.path, e))?;
         Ok((delivered, dead))

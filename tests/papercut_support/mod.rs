@@ -137,7 +137,7 @@ pub fn replay(dir: &Path, cfg: &Path, log: &str) -> (i32, Vec<serde_json::Value>
     let out = Command::new(bin())
         .args(["replay", "--config", cfg.to_str().unwrap()])
         .arg(dir.join("tx/*.log").to_str().unwrap())
-        .env("CHARGETAIL_LOG", "debug")
+        .env("CHARGETAIL_LOG", "trace")
         .env_remove("CHARGETAIL_PAPERCUT_TOKEN")
         .stderr(std::fs::File::create(dir.join(log)).unwrap())
         .output()

@@ -74,7 +74,11 @@ impl Daemon {
         let mut child = Command::new(bin())
             .args(["run", "--config"])
             .arg(config)
-            .env("CHARGETAIL_LOG", "info")
+            // CT_DAEMON_LOG: a finer filter when a test needs looking into.
+            .env(
+                "CHARGETAIL_LOG",
+                std::env::var("CT_DAEMON_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -1,7 +1,8 @@
 //! A private RabbitMQ node for fault tests: its own node name, ports, data
 //! and log directories under a temp dir, started detached in its own
 //! process group and stopped (gracefully or with SIGKILL) by the test.
-//! Dropping it kills the node and removes its files.
+//! Dropping it kills the node and removes its files (kept, and their path
+//! printed, when the test is failing).
 //!
 //! Reusable by daemon-level tests: `RabbitNode::start(NodeOptions::default())`,
 //! `amqp_url()`, `kill()`, `stop()`, `start_again()`.
@@ -14,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub mod cluster;
 
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,6 +37,11 @@ pub struct NodeOptions {
     pub tls: Option<TlsFiles>,
     /// Extra `rabbitmq.conf` lines.
     pub extra_conf: String,
+    /// The Erlang cookie (written to the node's HOME before it starts):
+    /// the nodes of a cluster and their `rabbitmqctl` must share one.
+    pub cookie: Option<String>,
+    /// `RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS`.
+    pub erl_args: String,
 }
 
 pub struct RabbitNode {
@@ -47,6 +55,7 @@ pub struct RabbitNode {
     /// Process group of the running node (0: none), for `NodeGuard`.
     pgid: Arc<AtomicU32>,
     abandoned: Arc<AtomicBool>,
+    erl_args: String,
 }
 
 /// Kills the node when dropped, wherever the `RabbitNode` itself is (e.g.
@@ -150,6 +159,13 @@ impl RabbitNode {
         // Empty env file: the system's rabbitmq-env.conf names the shared node.
         std::fs::write(dir.path().join("rabbitmq-env.conf"), "")?;
         std::fs::write(dir.path().join("enabled_plugins"), "[].\n")?;
+        if let Some(cookie) = &opts.cookie {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.path().join(".erlang.cookie");
+            std::fs::write(&path, cookie)?;
+            // Erlang refuses a cookie file others can read.
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))?;
+        }
         let mut node = RabbitNode {
             name,
             port,
@@ -160,6 +176,7 @@ impl RabbitNode {
             starts: 0,
             pgid: Arc::new(AtomicU32::new(0)),
             abandoned: Arc::new(AtomicBool::new(false)),
+            erl_args: opts.erl_args.clone(),
         };
         node.start_again()?;
         Ok(node)
@@ -177,6 +194,9 @@ impl RabbitNode {
             .env("RABBITMQ_CONF_ENV_FILE", d.join("rabbitmq-env.conf"))
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("enabled_plugins"))
             .env("ERL_EPMD_ADDRESS", "127.0.0.1");
+        if !self.erl_args.is_empty() {
+            cmd.env("RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS", &self.erl_args);
+        }
     }
 
     pub fn guard(&self) -> NodeGuard {
@@ -332,6 +352,15 @@ impl Drop for RabbitNode {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             kill_group(&mut c);
+        }
+        // A failing test leaves the broker's logs to be read.
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "rabbitmq node {} kept: {}",
+                self.name,
+                self.dir.path().display()
+            );
         }
     }
 }

@@ -298,6 +298,11 @@ impl RoutingTemplate {
         Ok(RoutingTemplate { parts })
     }
 
+    /// Whether `{source}` occurs (then each message's own source is read).
+    pub fn uses_source(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Source))
+    }
+
     pub fn render(&self, job_type: &str, account_type: &str, source: &str) -> String {
         let mut out = String::with_capacity(32);
         for p in &self.parts {

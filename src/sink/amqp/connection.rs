@@ -101,6 +101,8 @@ impl AmqpSink {
                 tracing::info!(url = %self.res.shown_url, exchange = %self.cfg.exchange, "AMQP connected");
                 self.live = Some(live);
                 self.was_live = true;
+                // A node just taken over may still be electing queue leaders.
+                self.probe = true;
                 self.last_error = None;
                 // A fixed auth/TLS/topology problem clears its alert; an
                 // unroutable alert waits for a clean batch.

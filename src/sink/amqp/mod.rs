@@ -4,9 +4,16 @@
 //! order with up to `window` unconfirmed messages in flight, then waits for
 //! the confirms: ack → `Delivered`; nack, `basic.return` (unroutable),
 //! channel/connection error, timeout → `Retry`. Nothing is ever `Delivered`
-//! without its own ack. A message retried after a nack or a return is
-//! published again after the ones that followed it in its batch; a charge
-//! whose ack was lost (connection died) may arrive twice, same id and bytes.
+//! without its own ack. A charge whose ack was lost (connection died) may
+//! arrive twice, same id and bytes; one retried after a return is published
+//! again after the ones that followed it in its batch.
+//!
+//! Order through nacks: a quorum queue electing a leader (its node just
+//! died) nacks some publishes and takes later ones of the same channel, so a
+//! nacked charge would arrive after charges written after it. So after a
+//! nack nothing more of the batch is published, and on every new connection
+//! and after a nack the sink publishes one message at a time until the
+//! broker acks one; only then is the full `window` in flight again.
 //!
 //! Reconnection: the sink never sleeps. A failed connect (or a batch lost
 //! to a dead connection) schedules the next attempt with exponential backoff
@@ -145,6 +152,9 @@ pub struct AmqpSink {
     /// Whether the connection on `res` was established (then, once lost,
     /// the next node is tried first).
     was_live: bool,
+    /// Publish one message at a time until the broker acks one: set on
+    /// every new connection and after a nack (see `publish_batch`).
+    probe: bool,
     exchange: ShortString,
     timeout: Duration,
     live: Option<Live>,
@@ -180,6 +190,7 @@ impl AmqpSink {
             res,
             spare: nodes,
             was_live: false,
+            probe: true,
             live: None,
             backoff: Backoff::default(),
             last_error: None,
@@ -222,6 +233,21 @@ impl AmqpSink {
     }
 }
 
+/// The source name of a CloudEvents message (`"source": "papercut/NAME"`).
+fn source_of(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        source: String,
+    }
+    let h: Head = serde_json::from_slice(payload).ok()?;
+    Some(
+        h.source
+            .strip_prefix("papercut/")
+            .unwrap_or(&h.source)
+            .to_string(),
+    )
+}
+
 impl Sink for AmqpSink {
     async fn send(&mut self, batch: &[Envelope]) -> Vec<Outcome> {
         if batch.is_empty() {
@@ -234,10 +260,18 @@ impl Sink for AmqpSink {
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let k = self
-                    .res
-                    .template
-                    .render(&e.job_type, &e.account_type, &self.source);
+                // With several sources one sink carries them all: the
+                // message's own `source` (papercut/NAME) names it.
+                let own = if self.res.template.uses_source() {
+                    source_of(&e.payload)
+                } else {
+                    None
+                };
+                let k = self.res.template.render(
+                    &e.job_type,
+                    &e.account_type,
+                    own.as_deref().unwrap_or(&self.source),
+                );
                 let error = if k.len() > MAX_SHORT_STRING {
                     format!(
                         "routing key from template '{}' is longer than {MAX_SHORT_STRING} bytes",
@@ -410,6 +444,34 @@ mod tests {
         assert_eq!(b.failures, 40);
         b.reset();
         assert!(b.remaining().is_none());
+    }
+
+    #[test]
+    fn window_probes_until_an_ack_and_closes_on_a_nack() {
+        let nack = || Ok(Confirmation::Nack(None));
+        let ack = || Ok(Confirmation::Ack(None));
+        let mut w = Window {
+            probe: true,
+            nacked: false,
+        };
+        assert_eq!(w.limit(1000), 1);
+        w.saw(&ack());
+        assert_eq!(w.limit(1000), 1000, "an ack opens the window");
+        w.saw(&nack());
+        assert!(w.nacked);
+        assert_eq!(w.limit(1000), 1, "a nack closes it");
+        w.saw(&ack());
+        assert_eq!(
+            w.limit(1000),
+            1,
+            "an ack already in flight behind the nack does not reopen it"
+        );
+        let mut w = Window {
+            probe: false,
+            nacked: false,
+        };
+        w.saw(&Err(lapin::Error::from(ErrorKind::ChannelsLimitReached)));
+        assert_eq!(w.limit(1000), 1000, "an error is not the broker's answer");
     }
 
     #[test]

@@ -1,21 +1,44 @@
 //! The message properties and `cloudEvents_*` headers of a charge.
 
+use std::borrow::Cow;
+
 use super::*;
 
-/// The CloudEvents attributes copied into `cloudEvents_*` headers.
+/// The CloudEvents attributes copied into `cloudEvents_*` headers,
+/// borrowed from the message bytes (no copy of the JSON, `data` skipped);
+/// a non-string attribute is left out.
 #[derive(Deserialize, Default)]
-pub(super) struct CeAttrs {
-    pub(super) specversion: Option<serde_json::Value>,
-    pub(super) id: Option<serde_json::Value>,
-    pub(super) source: Option<serde_json::Value>,
-    #[serde(rename = "type")]
-    pub(super) ty: Option<serde_json::Value>,
-    pub(super) subject: Option<serde_json::Value>,
-    pub(super) time: Option<serde_json::Value>,
+pub(super) struct CeAttrs<'a> {
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub(super) specversion: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub(super) id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub(super) source: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "type", default, deserialize_with = "text")]
+    pub(super) ty: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub(super) subject: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub(super) time: Option<Cow<'a, str>>,
 }
 
-pub(super) fn as_text(v: &Option<serde_json::Value>) -> Option<&str> {
-    v.as_ref().and_then(|v| v.as_str())
+/// A string attribute, or `None` for any other JSON value.
+fn text<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text<'a> {
+        S(#[serde(borrow)] Cow<'a, str>),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Text::deserialize(d)? {
+        Text::S(s) => Some(s),
+        Text::Other(_) => None,
+    })
+}
+
+pub(super) fn as_text<'b>(v: &'b Option<Cow<'_, str>>) -> Option<&'b str> {
+    v.as_deref()
 }
 
 impl AmqpSink {

@@ -36,6 +36,37 @@ pub(super) enum Waited<T> {
     TimedOut,
 }
 
+/// The confirm window of one batch (see the module doc, "Order through
+/// nacks"): one message in flight while probing; an ack opens it, a nack
+/// closes it and ends the batch.
+pub(super) struct Window {
+    pub(super) probe: bool,
+    pub(super) nacked: bool,
+}
+
+impl Window {
+    pub(super) fn saw(&mut self, r: &lapin::Result<Confirmation>) {
+        match r {
+            Ok(Confirmation::Nack(None)) => {
+                self.probe = true;
+                self.nacked = true;
+            }
+            // An ack settled after a nack (it was already in flight) does
+            // not reopen the window.
+            Ok(Confirmation::Ack(None)) if !self.nacked => self.probe = false,
+            _ => {}
+        }
+    }
+
+    pub(super) fn limit(&self, window: usize) -> usize {
+        if self.probe {
+            1
+        } else {
+            window
+        }
+    }
+}
+
 /// Why a batch stopped early; everything not yet confirmed is `Retry`.
 pub(super) struct Stop {
     pub(super) error: String,
@@ -193,6 +224,10 @@ impl AmqpSink {
         }
         let chan = live.chan.clone();
         let window = self.cfg.window.max(1);
+        let mut win = Window {
+            probe: self.probe,
+            nacked: false,
+        };
         let opts = BasicPublishOptions {
             mandatory: true,
             immediate: false,
@@ -206,19 +241,29 @@ impl AmqpSink {
             let Some(rk) = keys[i].as_deref() else {
                 continue;
             };
-            while inflight.len() >= window {
+            while inflight.len() >= win.limit(window) {
                 let Some((j, mut m)) = inflight.pop_front() else {
                     break;
                 };
                 let rkj = keys[j].as_deref().unwrap_or_default();
-                match self.settle(&mut m, live).await {
-                    Ok(r) => match self.judge(r, rkj, &mut returned) {
-                        Ok(o) => out[j] = Some(o),
-                        Err(s) => {
-                            stop = Some(s);
+                let judged = self.settle(&mut m, live).await.and_then(|r| {
+                    win.saw(&r);
+                    self.judge(r, rkj, &mut returned)
+                });
+                match judged {
+                    Ok(o) => {
+                        out[j] = Some(o);
+                        // Nothing more of the batch after a nack: the
+                        // failure is the nacked charge's, the rest wait.
+                        if win.nacked {
+                            for (k, o) in out.iter_mut().enumerate().skip(i) {
+                                if keys[k].is_some() {
+                                    *o = Some(Outcome::NotSent);
+                                }
+                            }
                             break 'publish;
                         }
-                    },
+                    }
                     Err(s) => {
                         stop = Some(s);
                         break 'publish;
@@ -261,8 +306,12 @@ impl AmqpSink {
                 // retried, never assumed delivered, and their confirms stay
                 // tracked (by us if the connection stays, else lapin fails
                 // them with the connection).
-                match m.try_settle() {
-                    Some(r) => match self.judge(r, rkj, &mut returned) {
+                let settled = m.try_settle().map(|r| {
+                    win.saw(&r);
+                    self.judge(r, rkj, &mut returned)
+                });
+                match settled {
+                    Some(judged) => match judged {
                         Ok(o) => out[j] = Some(o),
                         Err(s) => {
                             // Prefer the broker's own reason (e.g. a
@@ -282,14 +331,16 @@ impl AmqpSink {
                 }
                 continue;
             }
-            match self.settle(&mut m, live).await {
-                Ok(r) => match self.judge(r, rkj, &mut returned) {
-                    Ok(o) => out[j] = Some(o),
-                    Err(s) => stop = Some(s),
-                },
+            let judged = self.settle(&mut m, live).await.and_then(|r| {
+                win.saw(&r);
+                self.judge(r, rkj, &mut returned)
+            });
+            match judged {
+                Ok(o) => out[j] = Some(o),
                 Err(s) => stop = Some(s),
             }
         }
+        self.probe = win.probe;
 
         if stop.as_ref().is_some_and(|s| !s.drop_connection) {
             if let Some(live) = self.live.as_mut() {

@@ -445,7 +445,7 @@ impl Follower {
     /// The glob's period: `poll_interval`, or `idle_poll_interval` (if
     /// longer) once nothing has happened for `idle_after` and every file is
     /// idle.
-    fn scan_every(&self, now: Instant) -> Duration {
+    pub fn scan_every(&self, now: Instant) -> Duration {
         let quiet = now.duration_since(self.last_activity) >= self.opts.idle_after
             && self.live.iter().all(|g| g.idle(now, &self.opts));
         if quiet {

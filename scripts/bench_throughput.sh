@@ -87,7 +87,9 @@ echo "== $(uptime)"
 
 config() { # $1 dir, $2 file, $3 sink section
     mkdir -p "$1"
-    printf '[source]\nname = "bench"\npath = "%s"\ntimezone = "Australia/Melbourne"\ncurrency = "AUD"\n\n[state]\npath = "%s"\n\n%s\n' \
+    # backlog_limit: reading must not pause at the outbox bound while the
+    # sink is down (the ingest figure).
+    printf '[source]\nname = "bench"\npath = "%s"\ntimezone = "Australia/Melbourne"\ncurrency = "AUD"\nbacklog_limit = 100000000\n\n[state]\npath = "%s"\n\n%s\n' \
         "$2" "$1/state.db" "$3" >"$1/config.toml"
     echo "$1/config.toml"
 }

@@ -313,13 +313,15 @@ impl Billing {
         };
         let billed = self.configured();
         for mut c in charges {
-            let mut event = message::parse(&c)?;
-            let mut entry = message::entry_of(&c, &event, source)?;
             if !billed {
-                entries.push(entry);
+                // Without [billing] or [papercut] the message stays as
+                // rendered: only its ledger entry is read from it.
+                entries.push(message::entry_of_bytes(&c, source)?);
                 out.push(c);
                 continue;
             }
+            let mut event = message::parse(&c)?;
+            let mut entry = message::entry_of(&c, &event, source)?;
             let enrichment = outcomes.as_ref().and_then(|o| {
                 Some(ChargeEnrichment {
                     user: o.get(&Subject::User(entry.user.clone()))?,

@@ -628,6 +628,7 @@ fn render_status(s: &HttpState) -> serde_json::Value {
         Some((a, b, t, c)) => (a, b, Some(t), Some(c)),
         None => (serde_json::Value::Null, serde_json::Value::Null, None, None),
     };
+    let known = checkpoints.is_some();
     let sources: Vec<_> = page::source_views(s, checkpoints.as_deref().unwrap_or_default())
         .into_iter()
         .map(|v| {
@@ -640,8 +641,9 @@ fn render_status(s: &HttpState) -> serde_json::Value {
                 .collect();
             json!({
                 "name": v.name, "path": v.path, "profile": v.profile,
-                "lag_bytes": v.files.iter().map(|f| f.lag()).sum::<u64>(),
-                "files": files,
+                // Positions unreadable: unknown (null), not "no lag".
+                "lag_bytes": known.then(|| v.files.iter().map(|f| f.lag()).sum::<u64>()),
+                "files": known.then_some(files),
             })
         })
         .collect();
@@ -739,6 +741,7 @@ mod tests {
         assert_eq!(v["service_status"], "major_outage", "{v}");
         assert!(v["outbox"].is_null(), "{v}");
         assert!(v["job_stats"]["today"].is_null(), "{v}");
+        assert!(v["sources"][0]["lag_bytes"].is_null(), "{v}");
     }
 
     #[test]

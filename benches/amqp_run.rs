@@ -92,8 +92,9 @@ impl Drop for Run {
 
 impl Bench {
     /// A config for the file, a fresh state database named `state`, the
-    /// amqp sink at `url` to `exchange`/`queue`.
-    fn config(&self, state: &str, url: &str, exchange: &str, queue: &str, quorum: bool) -> PathBuf {
+    /// amqp sink at `url` to `exchange` (declared with its queue by the
+    /// bench).
+    fn config(&self, state: &str, url: &str, exchange: &str) -> PathBuf {
         let cfg = self.dir.join(format!("{state}.toml"));
         std::fs::write(
             &cfg,
@@ -101,11 +102,9 @@ impl Bench {
                 "[source]\nname = \"bench\"\npath = \"{}\"\ntimezone = \"Australia/Melbourne\"\n\
                  currency = \"AUD\"\nbacklog_limit = 10000000\n\n[state]\npath = \"{}\"\n\n\
                  [sink]\nkind = \"amqp\"\n\n[sink.amqp]\nurl = \"{url}\"\nexchange = \"{exchange}\"\n\
-                 declare_exchange = true\nqueue = \"{queue}\"\nqueue_type = \"{}\"\nwindow = {}\n\
-                 reconnect_max_ms = 1000\n\n[delivery]\nbatch = {}\n",
+                 window = {}\nreconnect_max_ms = 1000\n\n[delivery]\nbatch = {}\n",
                 self.file.display(),
                 self.dir.join(format!("{state}/state.db")).display(),
-                if quorum { "quorum" } else { "classic" },
                 self.window,
                 self.batch,
             ),
@@ -200,7 +199,8 @@ impl Bench {
         let kind = if quorum { "quorum" } else { "classic" };
         let exchange = unique("bench.run");
         let queue = unique(&format!("bench.run.{kind}"));
-        let cfg = self.config(&format!("run-{kind}"), &self.url, &exchange, &queue, quorum);
+        declare(&self.url, &exchange, Some((&queue, quorum, "charge.#"))).await;
+        let cfg = self.config(&format!("run-{kind}"), &self.url, &exchange);
         let t0 = Instant::now();
         let daemon = Run::start(&cfg, &self.log())?;
         let r = self.until_queued(&queue, self.lines, t0).await;
@@ -222,7 +222,8 @@ impl Bench {
         let queue = unique("bench.drain.classic");
         // The outage: nothing listens on this port.
         let down = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_http_port());
-        let cfg = self.config("drain", &down, &exchange, &queue, false);
+        declare(&self.url, &exchange, Some((&queue, false, "charge.#"))).await;
+        let cfg = self.config("drain", &down, &exchange);
         let daemon = Run::start(&cfg, &self.log())?;
         let t = Instant::now();
         loop {
@@ -243,7 +244,7 @@ impl Bench {
         daemon.stop();
         let backlog_secs = t.elapsed().as_secs_f64();
         // The broker is back: same state, the real URL.
-        let cfg = self.config("drain", &self.url, &exchange, &queue, false);
+        let cfg = self.config("drain", &self.url, &exchange);
         let t0 = Instant::now();
         let daemon = Run::start(&cfg, &self.log())?;
         let r = self.until_queued(&queue, self.lines, t0).await;

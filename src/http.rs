@@ -260,9 +260,19 @@ fn render_metrics(s: &HttpState) -> String {
     let mut out = String::new();
     // Every series carries the source it belongs to.
     let src = format!("source=\"{}\"", esc(&s.cfg.sink_source_name()));
-    // The reading side's series are per source (each its own label); the
-    // delivering side's carry the names of all (one outbox, one sink).
+    // Counters are per source (each its own label; a delivered charge counts
+    // for the source its message names); what the one outbox and the one
+    // sink hold carries the names of all.
     let per_source = st.source_stats();
+    // Each source's label; without registered sources (tests), the joined one.
+    let labels: Vec<String> = if per_source.is_empty() {
+        vec![src.clone()]
+    } else {
+        per_source
+            .iter()
+            .map(|p| format!("source=\"{}\"", esc(&p.name)))
+            .collect()
+    };
     let reading = |out: &mut String,
                    kind: &str,
                    name: &str,
@@ -350,36 +360,59 @@ fn render_metrics(s: &HttpState) -> String {
         Stats::get(&st.source_wakeups),
     );
     counter(
-        "chargetail_delivered_total",
-        "Charges delivered.",
-        Stats::get(&st.delivered),
-    );
-    counter(
-        "chargetail_redelivered_total",
-        "Charges delivered after a failed attempt.",
-        Stats::get(&st.redelivered),
-    );
-    counter(
-        "chargetail_delivery_failures_total",
-        "Failed delivery attempts.",
-        Stats::get(&st.retried),
-    );
-    counter(
         "chargetail_deliver_store_reads_total",
         "Times delivery read pending charges back from the outbox (start, retries, overflow, another process's change); new charges reach it in memory.",
         Stats::get(&st.deliver_store_reads),
     );
-    let dead = Stats::get(&st.dead_lettered);
-    let rejected = Stats::get(&st.dead_rejected);
+    reading(
+        &mut out,
+        "counter",
+        "chargetail_delivered_total",
+        "Charges delivered.",
+        &st.delivered,
+        |p| &p.delivered,
+    );
+    reading(
+        &mut out,
+        "counter",
+        "chargetail_redelivered_total",
+        "Charges delivered after a failed attempt.",
+        &st.redelivered,
+        |p| &p.redelivered,
+    );
+    reading(
+        &mut out,
+        "counter",
+        "chargetail_delivery_failures_total",
+        "Failed delivery attempts.",
+        &st.retried,
+        |p| &p.retried,
+    );
     let _ = writeln!(
         out,
-        "# HELP chargetail_dead_lettered_total Dead letters by reason.\n# TYPE chargetail_dead_lettered_total counter\n\
-         chargetail_dead_lettered_total{{{src},reason=\"rejected\"}} {rejected}\n\
-         chargetail_dead_lettered_total{{{src},reason=\"retries_exhausted\"}} {}\n\
-         chargetail_dead_lettered_total{{{src},reason=\"unparsable\"}} {}",
-        dead.saturating_sub(rejected),
-        Stats::get(&st.bad_lines)
+        "# HELP chargetail_dead_lettered_total Dead letters by reason.\n# TYPE chargetail_dead_lettered_total counter"
     );
+    // (dead, rejected, unparsable) per label, in the order of `labels`.
+    let dead: Vec<(u64, u64, u64)> = if per_source.is_empty() {
+        vec![(&st.dead_lettered, &st.dead_rejected, &st.bad_lines)]
+    } else {
+        per_source
+            .iter()
+            .map(|p| (&p.dead_lettered, &p.dead_rejected, &p.bad_lines))
+            .collect()
+    }
+    .into_iter()
+    .map(|(d, r, u)| (Stats::get(d), Stats::get(r), Stats::get(u)))
+    .collect();
+    for (l, (dead, rejected, unparsable)) in labels.iter().zip(dead) {
+        let _ = writeln!(
+            out,
+            "chargetail_dead_lettered_total{{{l},reason=\"rejected\"}} {rejected}\n\
+             chargetail_dead_lettered_total{{{l},reason=\"retries_exhausted\"}} {}\n\
+             chargetail_dead_lettered_total{{{l},reason=\"unparsable\"}} {unparsable}",
+            dead.saturating_sub(rejected),
+        );
+    }
     // What the state database holds; on a read error these series are left
     // out (an absent series, not a 0) and chargetail_state_readable says so.
     let read = s.read(|store| Ok((store.totals()?, store.checkpoints()?)));
@@ -408,21 +441,34 @@ fn render_metrics(s: &HttpState) -> String {
                 .unwrap_or_else(|| "0".into())
         }),
     );
+    // The one sink's health, repeated for every source it delivers for (so
+    // a per-source panel finds it; aggregate with max, not sum).
     let sink = st.sink_health();
-    gauge(
+    let mut each = |name: &str, help: &str, v: &dyn Fn(usize) -> String| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (i, l) in labels.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{{l}}} {}", v(i));
+        }
+    };
+    each(
         "chargetail_sink_connected",
-        "1 when the sink is connected.",
-        Some(u8::from(sink.connected).to_string()),
+        "1 when the sink is connected (one sink: the same for every source).",
+        &|_| u8::from(sink.connected).to_string(),
     );
-    gauge(
+    each(
         "chargetail_sink_alert",
-        "1 when the sink needs an operator (unroutable, endpoint gone).",
-        Some(u8::from(sink.alert.is_some()).to_string()),
+        "1 when the sink needs an operator (unroutable, endpoint gone; the same for every source).",
+        &|_| u8::from(sink.alert.is_some()).to_string(),
     );
-    gauge(
+    each(
         "chargetail_last_delivery_timestamp_seconds",
-        "Unix time of the last delivery.",
-        Some((st.last_delivery_ms.load(Ordering::Relaxed) / 1000).to_string()),
+        "Unix time of the source's last delivery.",
+        &|i| {
+            let ms = per_source
+                .get(i)
+                .map_or(&st.last_delivery_ms, |p| &p.last_delivery_ms);
+            (ms.load(Ordering::Relaxed) / 1000).to_string()
+        },
     );
     let _ = writeln!(
         out,
@@ -466,21 +512,24 @@ fn render_metrics(s: &HttpState) -> String {
             size.saturating_sub(c.offset)
         );
     }
-    let (buckets, count, sum) = st.latency.snapshot();
     let _ = writeln!(
         out,
         "# HELP chargetail_delivery_latency_seconds From line read to delivered.\n# TYPE chargetail_delivery_latency_seconds histogram"
     );
-    for (le, n) in LATENCY_BUCKETS.iter().zip(buckets) {
+    for (i, l) in labels.iter().enumerate() {
+        let h = per_source.get(i).map_or(&st.latency, |p| &p.latency);
+        let (buckets, count, sum) = h.snapshot();
+        for (le, n) in LATENCY_BUCKETS.iter().zip(buckets) {
+            let _ = writeln!(
+                out,
+                "chargetail_delivery_latency_seconds_bucket{{{l},le=\"{le}\"}} {n}"
+            );
+        }
         let _ = writeln!(
             out,
-            "chargetail_delivery_latency_seconds_bucket{{{src},le=\"{le}\"}} {n}"
+            "chargetail_delivery_latency_seconds_bucket{{{l},le=\"+Inf\"}} {count}\nchargetail_delivery_latency_seconds_sum{{{l}}} {sum}\nchargetail_delivery_latency_seconds_count{{{l}}} {count}"
         );
     }
-    let _ = writeln!(
-        out,
-        "chargetail_delivery_latency_seconds_bucket{{{src},le=\"+Inf\"}} {count}\nchargetail_delivery_latency_seconds_sum{{{src}}} {sum}\nchargetail_delivery_latency_seconds_count{{{src}}} {count}"
-    );
     if let Some(b) = &s.billing {
         billing::render(&mut out, &src, b, s.cfg.papercut.is_some());
     }
@@ -579,6 +628,8 @@ fn render_status(s: &HttpState) -> serde_json::Value {
         Some((a, b, t, c)) => (a, b, Some(t), Some(c)),
         None => (serde_json::Value::Null, serde_json::Value::Null, None, None),
     };
+    let known = checkpoints.is_some();
+    let counters = s.stats.source_stats();
     let sources: Vec<_> = page::source_views(s, checkpoints.as_deref().unwrap_or_default())
         .into_iter()
         .map(|v| {
@@ -591,8 +642,16 @@ fn render_status(s: &HttpState) -> serde_json::Value {
                 .collect();
             json!({
                 "name": v.name, "path": v.path, "profile": v.profile,
-                "lag_bytes": v.files.iter().map(|f| f.lag()).sum::<u64>(),
-                "files": files,
+                // Positions unreadable: unknown (null), not "no lag".
+                "lag_bytes": known.then(|| v.files.iter().map(|f| f.lag()).sum::<u64>()),
+                "files": known.then_some(files),
+                // Since this daemon started, as in /metrics.
+                "counts": counters.iter().find(|c| c.name == v.name).map(|c| json!({
+                    "charges_read": Stats::get(&c.charges_read),
+                    "delivered": Stats::get(&c.delivered),
+                    "delivery_failures": Stats::get(&c.retried),
+                    "dead_lettered": Stats::get(&c.dead_lettered) + Stats::get(&c.bad_lines),
+                })),
             })
         })
         .collect();
@@ -690,6 +749,7 @@ mod tests {
         assert_eq!(v["service_status"], "major_outage", "{v}");
         assert!(v["outbox"].is_null(), "{v}");
         assert!(v["job_stats"]["today"].is_null(), "{v}");
+        assert!(v["sources"][0]["lag_bytes"].is_null(), "{v}");
     }
 
     #[test]

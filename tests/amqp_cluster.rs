@@ -54,7 +54,7 @@ fn log_tail(dir: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// `chargetail_delivered_total` from /metrics; `None` while not listening.
+/// `chargetail_delivered_total` from /metrics (all sources); `None` while not listening.
 fn delivered_total(http: u16) -> Option<u64> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).ok()?;
@@ -62,7 +62,15 @@ fn delivered_total(http: u16) -> Option<u64> {
     write!(s, "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
-    metric(raw.split_once("\r\n\r\n")?.1, "chargetail_delivered_total").map(|v| v as u64)
+    // One series per source: their sum.
+    let body = raw.split_once("\r\n\r\n")?.1;
+    metric(body, "chargetail_delivered_total")?;
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with("chargetail_delivered_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64,
+    )
 }
 
 fn pending(cfg: &Path) -> u64 {

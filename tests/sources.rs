@@ -317,7 +317,35 @@ fn status_metrics_page_and_health_per_source() {
     let mut d = Daemon::start(&cfg);
     assert_eq!(d.wait_for(42, T), 42);
 
-    let m = http_get(port, "/metrics");
+    // Delivery is counted once recorded (maybe a round after the output).
+    let until = std::time::Instant::now() + T;
+    let mut m = http_get(port, "/metrics");
+    while series(&m, "chargetail_delivered_total", "site-b") != Some(12.0)
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        m = http_get(port, "/metrics");
+    }
+    // Delivery-side series by each charge's own source.
+    for (name, src, want) in [
+        ("chargetail_delivered_total", "site-a", 30.0),
+        ("chargetail_delivered_total", "site-b", 12.0),
+        ("chargetail_delivery_latency_seconds_count", "site-a", 30.0),
+        ("chargetail_delivery_latency_seconds_count", "site-b", 12.0),
+        ("chargetail_delivery_failures_total", "site-b", 0.0),
+        ("chargetail_sink_connected", "site-a", 1.0),
+        ("chargetail_sink_connected", "site-b", 1.0),
+    ] {
+        assert_eq!(series(&m, name, src), Some(want), "{name} {src}: {m}");
+    }
+    assert!(
+        m.contains("chargetail_dead_lettered_total{source=\"site-b\",reason=\"unparsable\"} 1"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("chargetail_delivered_total{source=\"site-a+site-b\""),
+        "{m}"
+    );
     assert_eq!(
         series(&m, "chargetail_charges_read_total", "site-a"),
         Some(30.0),
@@ -367,6 +395,9 @@ fn status_metrics_page_and_health_per_source() {
     assert_eq!(names, ["site-a", "site-b"], "{st}");
     assert_eq!(st["sources"][1]["files"][0]["path"], fb.to_str().unwrap());
     assert_eq!(st["sources"][1]["lag_bytes"], 0);
+    assert_eq!(st["sources"][0]["counts"]["delivered"], 30, "{st}");
+    assert_eq!(st["sources"][1]["counts"]["delivered"], 12, "{st}");
+    assert_eq!(st["sources"][1]["counts"]["dead_lettered"], 1, "{st}");
 
     let page = http_get(port, "/");
     for needle in [

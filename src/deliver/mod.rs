@@ -24,7 +24,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::shutdown::Shutdown;
 use crate::sink::{Envelope, Outcome, Sink, SinkConfig};
-use crate::stats::Stats;
+use crate::stats::{SourceTally, Stats};
 use crate::store::{now_ms, Pending, Record, Store, StoreError};
 
 pub struct Deliverer<S: Sink> {
@@ -160,6 +160,7 @@ impl<S: Sink> Deliverer<S> {
         Stats::add(&self.stats.delivered, delivered);
         Stats::add(&self.stats.dead_lettered, dead);
         Stats::add(&self.stats.dead_rejected, r.rejected.min(dead));
+        r.by_source.add(now_ms());
         if delivered > 0 {
             self.stats
                 .last_delivery_ms
@@ -468,20 +469,28 @@ impl<S: Sink> Deliverer<S> {
         let mut records: Vec<(&Envelope, Record)> = Vec::with_capacity(due.len());
         let mut failed: Option<(&Envelope, String)> = None;
         let (mut retried, mut rejected) = (0u64, 0u64);
+        let mut by_source = SourceTally::default();
         for (p, o) in pending.iter().zip(outcomes) {
             let env = &p.envelope;
+            let own = self.stats.source_of(&env.payload);
             match o {
                 Outcome::Delivered => {
-                    self.stats
-                        .latency
-                        .observe_ms((wall - p.created_ms).max(0) as u64);
+                    let ms = (wall - p.created_ms).max(0) as u64;
+                    self.stats.latency.observe_ms(ms);
+                    by_source.count(own.as_ref(), 0);
+                    if let Some(s) = &own {
+                        s.latency.observe_ms(ms);
+                    }
                     if env.attempts > 0 {
                         Stats::add(&self.stats.redelivered, 1);
+                        own.iter().for_each(|s| Stats::add(&s.redelivered, 1));
                     }
                     records.push((env, Record::Delivered));
                 }
                 Outcome::Reject { error } => {
                     rejected += 1;
+                    by_source.count(own.as_ref(), 1);
+                    by_source.count(own.as_ref(), 2);
                     tracing::error!(charge = %env.id, error = %error, "charge rejected: now a dead letter");
                     records.push((
                         env,
@@ -496,6 +505,7 @@ impl<S: Sink> Deliverer<S> {
                 Outcome::NotSent => {}
                 Outcome::Retry { error, retry_after } => {
                     retried += 1;
+                    own.iter().for_each(|s| Stats::add(&s.retried, 1));
                     let first_fail = if env.seq == clock.seq {
                         clock.first_fail.unwrap_or(now)
                     } else {
@@ -515,6 +525,7 @@ impl<S: Sink> Deliverer<S> {
                             "gave up after {}s of retries: {error}",
                             failing_for.as_secs()
                         );
+                        by_source.count(own.as_ref(), 1);
                         records.push((
                             env,
                             Record::Dead {
@@ -578,6 +589,7 @@ impl<S: Sink> Deliverer<S> {
                 Ok((delivered, dead, st.change_tokens()?))
             }),
             rejected,
+            by_source,
             last_seq,
             sent: due.len(),
             started: t_record,
@@ -601,6 +613,8 @@ type Recorded = (u64, u64, (i64, i64));
 struct Recording {
     handle: tokio::task::JoinHandle<Result<Recorded, StoreError>>,
     rejected: u64,
+    /// Its outcomes by each charge's source (counted once recorded).
+    by_source: SourceTally,
     /// The highest seq it writes.
     last_seq: i64,
     sent: usize,

@@ -629,6 +629,7 @@ fn render_status(s: &HttpState) -> serde_json::Value {
         None => (serde_json::Value::Null, serde_json::Value::Null, None, None),
     };
     let known = checkpoints.is_some();
+    let counters = s.stats.source_stats();
     let sources: Vec<_> = page::source_views(s, checkpoints.as_deref().unwrap_or_default())
         .into_iter()
         .map(|v| {
@@ -644,6 +645,13 @@ fn render_status(s: &HttpState) -> serde_json::Value {
                 // Positions unreadable: unknown (null), not "no lag".
                 "lag_bytes": known.then(|| v.files.iter().map(|f| f.lag()).sum::<u64>()),
                 "files": known.then_some(files),
+                // Since this daemon started, as in /metrics.
+                "counts": counters.iter().find(|c| c.name == v.name).map(|c| json!({
+                    "charges_read": Stats::get(&c.charges_read),
+                    "delivered": Stats::get(&c.delivered),
+                    "delivery_failures": Stats::get(&c.retried),
+                    "dead_lettered": Stats::get(&c.dead_lettered) + Stats::get(&c.bad_lines),
+                })),
             })
         })
         .collect();

@@ -395,6 +395,9 @@ fn status_metrics_page_and_health_per_source() {
     assert_eq!(names, ["site-a", "site-b"], "{st}");
     assert_eq!(st["sources"][1]["files"][0]["path"], fb.to_str().unwrap());
     assert_eq!(st["sources"][1]["lag_bytes"], 0);
+    assert_eq!(st["sources"][0]["counts"]["delivered"], 30, "{st}");
+    assert_eq!(st["sources"][1]["counts"]["delivered"], 12, "{st}");
+    assert_eq!(st["sources"][1]["counts"]["dead_lettered"], 1, "{st}");
 
     let page = http_get(port, "/");
     for needle in [

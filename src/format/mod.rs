@@ -7,8 +7,10 @@
 //! header (column names), a banner line, and the ordinal of each record among
 //! identical ones (part of the charge id).
 //!
-//! Parts: `fields` (time, amount, yes/no, count values, and the DST rule),
-//! `columns` (header names and aliases, positions, splitting a line),
+//! Parts: `times` (time values and the DST rule), `fields` (amount,
+//! yes/no, status and count values),
+//! `columns` (header names and aliases, positions), `split` (a line into
+//! its fields),
 //! `record` (raw values → charge fields, the same for every profile),
 //! `tabular` (transaction-file, print-log, print-logger-csv), `job_details`.
 //!
@@ -33,7 +35,9 @@ pub mod encoding;
 mod fields;
 mod job_details;
 mod record;
+mod split;
 mod tabular;
+mod times;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,7 +47,8 @@ use serde::Deserialize;
 use crate::charge::{charge_id, Charge, OrdinalCounter, Origin};
 use crate::source::Line;
 
-pub use fields::{parse_amount, parse_datetime, resolve_local, time_format_of};
+pub use fields::parse_amount;
+pub use times::{parse_datetime, resolve_local, time_format_of};
 
 /// The input profiles of the contract.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -196,7 +201,7 @@ pub struct Layout {
 
 /// The fields of one delimited line (quotes honoured), for tools.
 pub fn split_fields(text: &str, delimiter: u8) -> Result<Vec<String>, String> {
-    columns::split_line(text, delimiter).map(|v| v.into_iter().map(|c| c.into_owned()).collect())
+    split::split_line(text, delimiter).map(|v| v.into_iter().map(|c| c.into_owned()).collect())
 }
 
 /// What one line turned out to be.

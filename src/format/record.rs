@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 
 use super::columns::{Field, FIELD_COUNT};
 use super::fields::{self, BoolKind};
+use super::times;
 use super::{AmountSign, FormatSettings};
 use crate::charge::{AccountType, JobType, Status};
 
@@ -262,23 +263,23 @@ impl<'a> Record<'a> {
         match self.get(Field::Date) {
             Some(date) if !date.text.trim().is_empty() => {
                 let day =
-                    fields::parse_date(&date.text).map_err(|e| format!("{}: {e}", date.label))?;
-                let tod = match fields::parse_time_of_day(&time.text) {
+                    times::parse_date(&date.text).map_err(|e| format!("{}: {e}", date.label))?;
+                let tod = match times::parse_time_of_day(&time.text) {
                     Ok(t) => t,
                     // A time column holding the full date and time, agreeing
                     // with the date column, is as good.
                     Err(e) => {
-                        return match fields::parse_datetime(&time.text, s.timezone) {
+                        return match times::parse_datetime(&time.text, s.timezone) {
                             Ok(full) if full.date_naive() == day => Ok(full),
                             _ => Err(at(e)),
                         }
                     }
                 };
-                let t = fields::resolve_local(day.and_time(tod), s.timezone);
-                fields::check_year(date.text.trim(), t).map_err(|e| format!("{}: {e}", date.label))
+                let t = times::resolve_local(day.and_time(tod), s.timezone);
+                times::check_year(date.text.trim(), t).map_err(|e| format!("{}: {e}", date.label))
             }
             Some(date) => Err(format!("{}: empty, a charge needs a date", date.label)),
-            None => fields::parse_datetime(&time.text, s.timezone).map_err(at),
+            None => times::parse_datetime(&time.text, s.timezone).map_err(at),
         }
     }
 

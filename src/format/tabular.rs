@@ -239,11 +239,11 @@ impl Tabular {
         delimiter: u8,
         banner_skipped: bool,
     ) -> Option<Step<'static>> {
-        let cells = columns::split_line(text, delimiter).ok();
+        let cells = super::split::split_line(text, delimiter).ok();
         let is_record = !s.header
             || cells.as_ref().is_some_and(|c| {
                 c.first()
-                    .is_some_and(|f| super::fields::parse_datetime(f, s.timezone).is_ok())
+                    .is_some_and(|f| super::times::parse_datetime(f, s.timezone).is_ok())
             });
         let header = match (is_record, cells) {
             (true, _) => None,
@@ -291,7 +291,7 @@ impl Tabular {
         line_no: u64,
         delimiter: u8,
     ) -> Step<'static> {
-        let result = columns::split_line(text, delimiter)
+        let result = super::split::split_line(text, delimiter)
             .and_then(|cells| Ok((Mapping::from_header(&cells, &s.columns)?, cells)));
         let missing = |m: &Mapping| {
             required(s.profile)
@@ -310,7 +310,7 @@ impl Tabular {
                     );
                     if cells
                         .first()
-                        .is_some_and(|c| super::fields::parse_datetime(c, s.timezone).is_ok())
+                        .is_some_and(|c| super::times::parse_datetime(c, s.timezone).is_ok())
                     {
                         why.push_str(
                             "; it looks like a record, not a header: \
@@ -396,7 +396,7 @@ fn row<'a>(
     mapping: &'a Mapping,
     taken: &[bool],
 ) -> Result<Record<'a>, String> {
-    let mut cells = columns::split_line(text, delimiter)?;
+    let mut cells = super::split::split_line(text, delimiter)?;
     if let Some(w) = mapping.width {
         // Trailing empty fields beyond the header are no data: the Print
         // Logger ends every row with a delimiter.

@@ -28,6 +28,15 @@ use crate::stats::{SourceStats, Stats};
 use crate::store::{BadLine, Store};
 
 pub fn run(cfg: Config) -> anyhow::Result<()> {
+    // Registered before anything else (the lock included, which `status`
+    // reports as "running"): a SIGTERM during start-up is then held for the
+    // signal thread and ends the daemon cleanly, instead of killing it
+    // with the default action.
+    let signals = {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+            .context("installing signal handlers")?
+    };
     let _lock = RunLock::acquire(&cfg.state.path)?;
     let store = Store::open(&cfg.state.path)?;
     // No commit of the daemon runs a checkpoint (its fsync would hold up
@@ -58,6 +67,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         shutdown.on_trigger(move || bell.ring());
     }
     install_signal_handlers(
+        signals,
         shutdown.clone(),
         cfg.clone(),
         reload_tx,
@@ -222,15 +232,14 @@ async fn run_deliverer<S: Sink>(d: Deliverer<S>, shutdown: Shutdown) -> anyhow::
 }
 
 fn install_signal_handlers(
+    mut signals: signal_hook::iterator::Signals,
     shutdown: Shutdown,
     current: Config,
     reload: UnboundedSender<DeliverSettings>,
     billing_reload: Arc<std::sync::atomic::AtomicBool>,
     bell: crate::source::Bell,
 ) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-        .context("installing signal handlers")?;
+    use signal_hook::consts::SIGHUP;
     std::thread::Builder::new()
         .name("chargetail-signals".into())
         .spawn(move || {

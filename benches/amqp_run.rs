@@ -18,6 +18,8 @@
 //! Knobs: CT_AMQP_URL, CT_AMQP_LINES, CT_AMQP_WINDOW (1000), CT_AMQP_BATCH
 //! (1000), CT_KEEP=1 (keep the temp dir and the daemon log).
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -31,24 +33,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions};
 use lapin::{BasicProperties, Confirmation};
+use common::{env_num, figure, load};
 use support::*;
-
-fn env_num(k: &str, d: u64) -> u64 {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn figure(name: &str, text: &str) {
-    println!("FIGURE {name:<24} {text}   [load {}]", load());
-}
 
 struct Bench {
     dir: PathBuf,

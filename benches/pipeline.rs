@@ -24,6 +24,8 @@
 //! timings), CT_WRAP (a command the daemon runs under, e.g.
 //! `perf record -g -o /tmp/perf.data --`).
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -40,25 +42,8 @@ use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use support::rabbit::{NodeOptions, RabbitNode};
+use common::{env_num, figure, load};
 use support::*;
-
-fn env_num(k: &str, d: u64) -> u64 {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// One result line; grep-able, with the load at the time.
-fn figure(name: &str, text: &str) {
-    println!("FIGURE {name:<22} {text}   [load {}]", load());
-}
 
 fn note(text: &str) {
     println!("  {text}");

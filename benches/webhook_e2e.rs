@@ -26,6 +26,8 @@
 //! it: under steady writes a passive checkpoint never catches the WAL fully
 //! up, so the WAL is never restarted and grows until a writer checkpoints.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 #[path = "../tests/webhook_support/mod.rs"]
@@ -37,14 +39,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{append, bin, tx_line, wait_timeout, HEADER};
+use common::env_num;
 use webhook_support::{new_secret, serve, Reply};
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
@@ -89,9 +85,9 @@ fn pct(sorted: &[Duration], q: f64) -> Duration {
 }
 
 fn main() {
-    let rate = env_or("E2E_RATE", 100).max(1);
-    let secs = env_or("E2E_SECS", 20).max(1);
-    let per_write = env_or("E2E_BATCH_EVERY", 1).max(1);
+    let rate = env_num("E2E_RATE", 100).max(1);
+    let secs = env_num("E2E_SECS", 20).max(1);
+    let per_write = env_num("E2E_BATCH_EVERY", 1).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

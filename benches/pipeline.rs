@@ -38,11 +38,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use common::{env_num, figure, load};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use support::rabbit::{NodeOptions, RabbitNode};
-use common::{env_num, figure, load};
 use support::*;
 
 fn note(text: &str) {

@@ -38,8 +38,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{append, bin, tx_line, wait_timeout, HEADER};
 use common::env_num;
+use support::{append, bin, tx_line, wait_timeout, HEADER};
 use webhook_support::{new_secret, serve, Reply};
 
 fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {

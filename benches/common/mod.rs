@@ -1,0 +1,25 @@
+//! What every benchmark prints its figures with: one grep-able `FIGURE`
+//! line each, with the load average, since the machine may be shared.
+//! Included by path (`#[path = "common/mod.rs"]`), not a bench target.
+
+#![allow(dead_code)]
+
+/// A numeric knob from the environment, or its default.
+pub fn env_num(k: &str, d: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+/// The 1-, 5- and 15-minute load averages.
+pub fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// One result line, with the load at the time.
+pub fn figure(name: &str, text: &str) {
+    println!("FIGURE {name:<26} {text}   [load {}]", load());
+}

@@ -68,12 +68,7 @@ fn every_metric_the_dashboard_queries_is_exported() {
     let file = dir.path().join("tx.log");
     append(&file, HEADER);
     append(&file, &tx_line(1));
-    let port = free_http_port();
-    let cfg = write_config(
-        dir.path(),
-        "tx*.log",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let (cfg, port) = http_config(dir.path());
     let mut d = Daemon::start(&cfg);
     assert_eq!(d.wait_for(1, Duration::from_secs(30)), 1);
     let metrics = http_get(port, "/metrics");

@@ -20,17 +20,8 @@ fn metric(text: &str, name: &str) -> f64 {
 #[test]
 fn health_metrics_and_status_follow_the_flow() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    for n in 0..10 {
-        append(&file, &tx_line(n));
-    }
-    let port = free_http_port();
-    let cfg = write_config(
-        dir.path(),
-        "tx*.log",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let file = tx_file(dir.path(), 10);
+    let (cfg, port) = http_config(dir.path());
     let mut d = Daemon::start(&cfg);
     assert_eq!(d.wait_for(10, Duration::from_secs(20)), 10);
 
@@ -89,11 +80,7 @@ fn health_metrics_and_status_follow_the_flow() {
 #[test]
 fn backpressure_pauses_reading_at_the_bound_and_health_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    for n in 0..3000 {
-        append(&file, &tx_line(n));
-    }
+    tx_file(dir.path(), 3000);
     let port = free_http_port();
     // A sink that cannot be reached: nothing listens on this port.
     let dead = free_http_port();
@@ -187,17 +174,8 @@ fn hold_wal_readers(db: &std::path::Path) -> std::fs::File {
 #[test]
 fn healthz_answers_while_status_waits_on_the_state_database() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    for n in 0..3 {
-        append(&file, &tx_line(n));
-    }
-    let port = free_http_port();
-    let cfg = write_config(
-        dir.path(),
-        "tx*.log",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    tx_file(dir.path(), 3);
+    let (cfg, port) = http_config(dir.path());
     let mut d = Daemon::start(&cfg);
     assert_eq!(d.wait_for(3, Duration::from_secs(20)), 3);
     assert_eq!(get(port, "/status").0, 200);

@@ -138,18 +138,9 @@ fn the_console_check_catches_errors() {
 #[test]
 fn status_page_in_headless_chromium_shows_the_running_daemon() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    for n in 0..12 {
-        append(&file, &tx_line(n));
-    }
+    let file = tx_file(dir.path(), 12);
     append(&file, "a line that is no transaction <b>\n");
-    let port = free_http_port();
-    let cfg = write_config(
-        dir.path(),
-        "tx*.log",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let (cfg, port) = http_config(dir.path());
     let mut d = Daemon::start(&cfg);
     assert_eq!(d.wait_for(12, Duration::from_secs(30)), 12);
     // The chart samples the counter every second.

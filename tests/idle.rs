@@ -11,17 +11,8 @@ use support::*;
 #[test]
 fn an_idle_daemon_hardly_wakes_and_still_reads_and_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    for n in 0..3 {
-        append(&file, &tx_line(n));
-    }
-    let port = free_http_port();
-    let cfg = write_config(
-        dir.path(),
-        "tx*.log",
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
-    );
+    let file = tx_file(dir.path(), 3);
+    let (cfg, port) = http_config(dir.path());
     // A 5 s stat poll: the loop's only periodic wake-up while idle.
     let text = std::fs::read_to_string(&cfg)
         .unwrap()

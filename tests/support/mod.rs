@@ -32,6 +32,28 @@ pub fn tx_line(n: u64) -> String {
 }
 
 /// Write a config for a transaction-file source in `dir`.
+/// `tx.log` in `dir`: the header and transactions `0..lines`.
+pub fn tx_file(dir: &Path, lines: u64) -> PathBuf {
+    let file = dir.join("tx.log");
+    append(&file, HEADER);
+    for n in 0..lines {
+        append(&file, &tx_line(n));
+    }
+    file
+}
+
+/// A config following `tx*.log` in `dir` with an `[http]` listener on a
+/// free port: (config file, port).
+pub fn http_config(dir: &Path) -> (PathBuf, u16) {
+    let port = free_http_port();
+    let cfg = write_config(
+        dir,
+        "tx*.log",
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    (cfg, port)
+}
+
 pub fn write_config(dir: &Path, pattern: &str, extra: &str) -> PathBuf {
     let cfg = dir.join("config.toml");
     std::fs::write(

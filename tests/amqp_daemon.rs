@@ -46,11 +46,7 @@ fn followed_file_to_queue_byte_identical_to_parse_in_order() {
     let (ex, q) = (unique("ct-e2e-x"), unique("ct-e2e-q"));
     rt.block_on(declare(&shared_url(), &ex, Some((&q, false, "charge.#"))));
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    for n in 0..200 {
-        append(&file, &tx_line(n));
-    }
+    let file = tx_file(dir.path(), 200);
     let cfg = amqp_config(dir.path(), "tx.log", &ex);
     let d = Daemon::start(&cfg);
     assert_eq!(wait_count(&rt, &q, 200, Duration::from_secs(30)), 200);
@@ -223,11 +219,7 @@ fn unroutable_charges_stay_pending_until_a_queue_is_bound() {
     let (ex, q) = (unique("ct-ur-x"), unique("ct-ur-q"));
     rt.block_on(declare(&shared_url(), &ex, None));
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    for n in 0..20 {
-        append(&file, &tx_line(n));
-    }
+    tx_file(dir.path(), 20);
     let cfg = write_config(
         dir.path(),
         "tx.log",

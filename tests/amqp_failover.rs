@@ -22,11 +22,7 @@ fn unreachable_first_node_fails_over_to_the_next() {
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    for n in 0..300 {
-        append(&file, &tx_line(n));
-    }
+    tx_file(dir.path(), 300);
     let cfg = write_config(
         dir.path(),
         "tx.log",

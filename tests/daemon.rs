@@ -12,11 +12,7 @@ const T: Duration = Duration::from_secs(20);
 #[test]
 fn follows_appends_in_order_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    for n in 0..50 {
-        append(&file, &tx_line(n));
-    }
+    let file = tx_file(dir.path(), 50);
     let cfg = write_config(dir.path(), "*.log", "");
     let mut d = Daemon::start(&cfg);
     assert_eq!(d.wait_for(50, T), 50);

@@ -159,11 +159,7 @@ fn two_sources_each_in_order_with_own_zone_currency_and_positions() {
 #[test]
 fn a_source_added_later_starts_from_its_files_and_the_first_keeps_its_place() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    for n in 0..50 {
-        append(&file, &tx_line(n));
-    }
+    let file = tx_file(dir.path(), 50);
     // The single-[source] config of before.
     let cfg = write_config(dir.path(), "*.log", "");
     let mut d = Daemon::start(&cfg);
@@ -512,11 +508,7 @@ fn parse_and_inspect_take_the_named_source() {
 #[test]
 fn a_renamed_source_resumes_its_files_instead_of_billing_them_again() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    for n in 0..20 {
-        append(&file, &tx_line(n));
-    }
+    let file = tx_file(dir.path(), 20);
     let cfg = write_config(dir.path(), "*.log", "");
     let mut d = Daemon::start(&cfg);
     assert_eq!(d.wait_for(20, T), 20);

@@ -31,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use common::{env_num, figure, load};
+use common::{env_num, figure, load, parse_messages};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueuePurgeOptions};
 use lapin::{BasicProperties, Confirmation};
 use support::*;
@@ -281,18 +281,7 @@ fn main() -> Result<()> {
             dir.path().join("probe/state.db").display()
         ),
     )?;
-    let out = Command::new(bin())
-        .args(["parse", "--config"])
-        .arg(&probe)
-        .arg(&file)
-        .stderr(Stdio::null())
-        .output()?;
-    let payloads: Vec<Vec<u8>> = out
-        .stdout
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let payloads = parse_messages(bin(), &probe, &file)?;
     if payloads.len() as u64 != lines {
         bail!("parse gave {} messages for {lines} lines", payloads.len());
     }

@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use common::{env_num, figure, load};
+use common::{env_num, figure, load, parse_messages};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -597,18 +597,7 @@ async fn memory(lines: u64) -> Result<()> {
             w.write_all(tx_line(i).as_bytes())?;
         }
     }
-    let out = Command::new(bin())
-        .args(["parse", "--config"])
-        .arg(&cfg)
-        .arg(&sample)
-        .stderr(Stdio::null())
-        .output()?;
-    let payloads: Vec<Vec<u8>> = out
-        .stdout
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| l.to_vec())
-        .collect();
+    let payloads = parse_messages(bin(), &cfg, &sample)?;
     let avg = payloads.iter().map(Vec::len).sum::<usize>() / payloads.len().max(1);
     let secs = raw_publish(&url, "bench", q, &payloads).await?;
     figure(

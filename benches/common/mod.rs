@@ -23,3 +23,24 @@ pub fn load() -> String {
 pub fn figure(name: &str, text: &str) {
     println!("FIGURE {name:<26} {text}   [load {}]", load());
 }
+
+/// The messages `chargetail parse` (the binary `bin`) renders for `file`
+/// under `cfg`: the exact bytes the daemon would store and send.
+pub fn parse_messages(
+    bin: &str,
+    cfg: &std::path::Path,
+    file: &std::path::Path,
+) -> std::io::Result<Vec<Vec<u8>>> {
+    let out = std::process::Command::new(bin)
+        .args(["parse", "--config"])
+        .arg(cfg)
+        .arg(file)
+        .stderr(std::process::Stdio::null())
+        .output()?;
+    Ok(out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect())
+}

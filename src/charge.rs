@@ -11,6 +11,36 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+/// The source name in a message's CloudEvents `source` ("papercut/NAME").
+/// The renderer writes it as the second member, so the first
+/// `"source":"` is it (inside a JSON string every `"` is escaped).
+pub fn message_source(payload: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    const KEY: &[u8] = b"\"source\":\"papercut/";
+    let start = payload.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = &payload[start..];
+    let mut i = 0;
+    while i < rest.len() {
+        match rest[i] {
+            b'\\' => i += 2,
+            b'"' => break,
+            _ => i += 1,
+        }
+    }
+    let raw = rest.get(..i)?;
+    if raw.contains(&b'\\') {
+        // Escapes: let serde_json decode the quoted string.
+        let open = start - "papercut/".len() - 1;
+        let quoted = payload.get(open..start + i + 1)?;
+        let value = serde_json::from_slice::<String>(quoted).ok()?;
+        return value
+            .strip_prefix("papercut/")
+            .map(|n| std::borrow::Cow::Owned(n.to_string()));
+    }
+    std::str::from_utf8(raw)
+        .ok()
+        .map(std::borrow::Cow::Borrowed)
+}
+
 /// Where a record was read: the file (canonical path), the byte offset of the
 /// line's first byte and its 1-based line number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

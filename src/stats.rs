@@ -103,36 +103,6 @@ impl SourceTally {
     }
 }
 
-/// The source name in a message's CloudEvents `source` ("papercut/NAME").
-/// The renderer writes it as the second member, so the first
-/// `"source":"` is it (inside a JSON string every `"` is escaped).
-fn source_name(payload: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
-    const KEY: &[u8] = b"\"source\":\"papercut/";
-    let start = payload.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
-    let rest = &payload[start..];
-    let mut i = 0;
-    while i < rest.len() {
-        match rest[i] {
-            b'\\' => i += 2,
-            b'"' => break,
-            _ => i += 1,
-        }
-    }
-    let raw = rest.get(..i)?;
-    if raw.contains(&b'\\') {
-        // Escapes: let serde_json decode the quoted string.
-        let open = start - "papercut/".len() - 1;
-        let quoted = payload.get(open..start + i + 1)?;
-        let value = serde_json::from_slice::<String>(quoted).ok()?;
-        return value
-            .strip_prefix("papercut/")
-            .map(|n| std::borrow::Cow::Owned(n.to_string()));
-    }
-    std::str::from_utf8(raw)
-        .ok()
-        .map(std::borrow::Cow::Borrowed)
-}
-
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
@@ -161,7 +131,7 @@ impl Stats {
         if let [one] = v.as_slice() {
             return Some(one.clone());
         }
-        let name = source_name(payload)?;
+        let name = crate::charge::message_source(payload)?;
         v.iter().find(|s| s.name == *name).cloned()
     }
 

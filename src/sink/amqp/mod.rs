@@ -233,21 +233,6 @@ impl AmqpSink {
     }
 }
 
-/// The source name of a CloudEvents message (`"source": "papercut/NAME"`).
-fn source_of(payload: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        source: String,
-    }
-    let h: Head = serde_json::from_slice(payload).ok()?;
-    Some(
-        h.source
-            .strip_prefix("papercut/")
-            .unwrap_or(&h.source)
-            .to_string(),
-    )
-}
-
 impl Sink for AmqpSink {
     async fn send(&mut self, batch: &[Envelope]) -> Vec<Outcome> {
         if batch.is_empty() {
@@ -263,7 +248,7 @@ impl Sink for AmqpSink {
                 // With several sources one sink carries them all: the
                 // message's own `source` (papercut/NAME) names it.
                 let own = if self.res.template.uses_source() {
-                    source_of(&e.payload)
+                    crate::charge::message_source(&e.payload)
                 } else {
                     None
                 };

@@ -292,6 +292,7 @@ fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             }
             let period = crate::reconcile::Period { from, to };
+            migrate_if_there(&cfg)?;
             let report =
                 crate::reconcile::reconcile(&cfg.state.path, &period, by, against.as_deref())?;
             let mut out = std::io::stdout().lock();
@@ -650,7 +651,17 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Migrate the state database, if there is one, before reading the
+/// ledger (a state last written by an older release has its old tables).
+fn migrate_if_there(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.state.path.exists() {
+        Store::open_unchecked(&cfg.state.path)?;
+    }
+    Ok(())
+}
+
 fn held_list(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    migrate_if_there(cfg)?;
     let ledger = match crate::billing::Ledger::open_existing(&cfg.state.path)? {
         Some(l) => l,
         None => {

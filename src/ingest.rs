@@ -3,12 +3,13 @@
 //! outbox rows and dead letters, and commit them (with the position, when
 //! following) in one transaction.
 
+use crate::billing::{Entry, Held};
 use crate::charge::Charge;
 use crate::deliver::Handoff;
 use crate::format::{LineParser, Parsed};
 use crate::sink::Envelope;
 use crate::source::{Checkpoint, Line};
-use crate::store::{BadLine, Committed, NewCharge, Pending, Store, StoreError};
+use crate::store::{BadLine, Committed, NewCharge, Pending, Rows, Store, StoreError};
 
 /// Turn a parsed charge into its outbox row (rendering the message once).
 pub fn new_charge(charge: &Charge, source_name: &str) -> NewCharge {
@@ -45,6 +46,10 @@ pub struct Batch {
     run: i64,
     pub charges: Vec<NewCharge>,
     pub bad: Vec<BadLine>,
+    /// From `bill`: the charges' ledger entries and the held ones, written
+    /// in the same commit.
+    pub ledger: Vec<Entry>,
+    pub held: Vec<Held>,
 }
 
 impl Batch {
@@ -54,6 +59,8 @@ impl Batch {
             run,
             charges: Vec::new(),
             bad: Vec::new(),
+            ledger: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -99,14 +106,18 @@ impl Batch {
 
     /// The billing step (ledger entries, `data.billing`, held charges; see
     /// `billing`): run it before `commit`, since the outbox row's bytes are
-    /// what every delivery attempt sends. Held charges leave the batch.
+    /// what every delivery attempt sends. Held charges leave `charges` for
+    /// `held`; `commit` writes them and the ledger entries with the rest.
     pub fn bill(
         &mut self,
         billing: &mut crate::billing::Billing,
         store: &Store,
         source_name: &str,
     ) -> Result<(), crate::billing::BillingError> {
-        self.charges = billing.prepare(store, source_name, std::mem::take(&mut self.charges))?;
+        let p = billing.prepare(store, source_name, std::mem::take(&mut self.charges))?;
+        self.charges = p.charges;
+        self.ledger = p.ledger;
+        self.held = p.held;
         Ok(())
     }
 
@@ -119,7 +130,15 @@ impl Batch {
         store: &mut Store,
         position: Option<&Checkpoint>,
     ) -> Result<Committed, StoreError> {
-        let done = store.commit(position, &self.charges, &self.bad)?;
+        let done = store.commit_rows(
+            position,
+            Rows {
+                charges: &self.charges,
+                bad: &self.bad,
+                ledger: &self.ledger,
+                held: &self.held,
+            },
+        )?;
         if self.run != 0 && done.inserted > 0 {
             // A replay: a daemon running on this state (another process)
             // learns of these charges from the token.
@@ -172,5 +191,7 @@ impl Batch {
     pub fn clear(&mut self) {
         self.charges.clear();
         self.bad.clear();
+        self.ledger.clear();
+        self.held.clear();
     }
 }

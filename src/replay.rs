@@ -290,6 +290,9 @@ pub fn replay(
                         batch.bill(b, store, &settings.source_name)?;
                     }
                     let done = batch.commit(store, None)?;
+                    if let Some(b) = billing.as_ref() {
+                        b.committed(&done)?;
+                    }
                     summary.newly_queued += done.inserted;
                     let mut known = 0;
                     for &i in &done.ignored {

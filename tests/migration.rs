@@ -176,3 +176,118 @@ fn first_release_state_under_a_second_source_keeps_its_place() {
     assert_eq!(site, txs(41..51));
     assert_eq!(others, ["tx-000007"]);
 }
+
+/// The billing tables as releases before the store owned them made them
+/// (`Ledger::open`, `CREATE TABLE IF NOT EXISTS`): the ledger WITHOUT
+/// ROWID on the text id, and a `billing_held` from before `reason`.
+const OLD_BILLING: &str = r#"
+CREATE TABLE billing_ledger (
+    id TEXT PRIMARY KEY, source TEXT NOT NULL, time TEXT NOT NULL, day TEXT NOT NULL,
+    user TEXT NOT NULL, account TEXT NOT NULL, account_type TEXT NOT NULL, status TEXT NOT NULL,
+    amount TEXT, cost TEXT, currency TEXT NOT NULL, customer_id TEXT, team_id TEXT,
+    transaction_id TEXT, created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX billing_ledger_day ON billing_ledger (day);
+CREATE INDEX billing_ledger_created ON billing_ledger (created_ms);
+CREATE TABLE billing_held (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, payload BLOB NOT NULL,
+    job_type TEXT NOT NULL, account_type TEXT NOT NULL, account TEXT NOT NULL, user TEXT NOT NULL,
+    amount TEXT, currency TEXT NOT NULL, file TEXT NOT NULL, offset INTEGER NOT NULL,
+    line INTEGER NOT NULL, run INTEGER NOT NULL, created_ms INTEGER NOT NULL
+);
+CREATE TABLE billing_statements (
+    source TEXT NOT NULL, account TEXT NOT NULL, day TEXT NOT NULL, id TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, PRIMARY KEY (source, account, day)
+) WITHOUT ROWID;
+"#;
+
+#[test]
+fn an_old_ledger_moves_to_the_keyed_table_and_still_reconciles() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, log) = install(dir.path());
+    let c = cfg.to_str().unwrap();
+    let db = dir.path().join("state/state.db");
+    // The old ledger: a row for each charge the fixture's outbox holds (as
+    // the daemon wrote them), and one held charge.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(OLD_BILLING).unwrap();
+    let n = conn
+        .execute(
+            "INSERT INTO billing_ledger (id, source, time, day, user, account, account_type, status,
+             amount, cost, currency, transaction_id, created_ms)
+             SELECT id, 'site', '2026-11-20T09:00:00+11:00', '2026-11-20', 'member1', account,
+                    account_type, 'charged', amount, amount, currency, 'tx-' || seq, created_ms
+             FROM outbox",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 50, "40 delivered, 9 pending, 1 dead");
+    conn.execute(
+        "INSERT INTO billing_ledger (id, source, time, day, user, account, account_type, status,
+         amount, currency, created_ms)
+         VALUES ('chg_held', 'site', '2026-11-20T09:30:00+11:00', '2026-11-20', 'bob', 'Unknown',
+                 'shared', 'charged', '-2.00', 'AUD', 5)",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO billing_held (id, payload, job_type, account_type, account, user, amount,
+         currency, file, offset, line, run, created_ms)
+         VALUES ('chg_held', x'7b7d', 'print', 'shared', 'Unknown', 'bob', '-2.00', 'AUD', 'f', 0, 1, 0, 5)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+
+    // Reconcile (it migrates): every charge is there, with its outbox state
+    // (exit 1: some are not delivered; pending counts the held one too).
+    let out = run_cli(&["reconcile", "--config", c, "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["totals"]["read"], 51, "{rep}");
+    assert_eq!(rep["totals"]["delivered"], 40, "{rep}");
+    assert_eq!(rep["totals"]["held"], 1, "{rep}");
+    assert_eq!(rep["totals"]["pending"], 10, "{rep}");
+    assert_eq!(rep["totals"]["dead"], 1, "{rep}");
+    let out = run_cli(&["held", "list", "--config", c, "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let held: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(held[0]["id"], "chg_held", "{held}");
+    assert_eq!(held[0]["reason"], "unmapped", "{held}");
+
+    // The new table: a rowid table with the integer key, same rows.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (rows, keyed): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(DISTINCT id_key) FROM billing_ledger",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, keyed), (51, 51));
+    let without_rowid: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'billing_ledger'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!without_rowid.contains("WITHOUT ROWID"), "{without_rowid}");
+    drop(conn);
+
+    // The daemon goes on from there: new lines get their ledger rows, the
+    // old ones are not written twice.
+    for n in 50..55 {
+        append(&log, &tx_line(n));
+    }
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(14, T), 14);
+    d.drain(Duration::from_millis(700));
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    let out = run_cli(&["reconcile", "--config", c, "--json"]);
+    let rep: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rep["totals"]["read"], 56, "{rep}");
+    assert_eq!(rep["totals"]["delivered"], 54, "{rep}");
+    assert_eq!(rep["totals"]["pending"], 1, "{rep}");
+}

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chargetail::source::Checkpoint;
-use chargetail::store::{now_ms, BadLine, NewCharge, Record, Store, StoreError};
+use chargetail::store::{
+    id_key, now_ms, BadLine, Held, HoldReason, LedgerEntry, NewCharge, Record, Rows, Store,
+    StoreError,
+};
 
 fn charge(id: &str, line: u64) -> NewCharge {
     NewCharge {
@@ -19,6 +22,25 @@ fn charge(id: &str, line: u64) -> NewCharge {
         offset: line * 10,
         line,
         run: 0,
+    }
+}
+
+fn entry(id: &str) -> LedgerEntry {
+    LedgerEntry {
+        id: id.into(),
+        source: "pc".into(),
+        time: "2026-11-20T09:00:00+11:00".into(),
+        day: "2026-11-20".into(),
+        user: "bob".into(),
+        account: "Acme".into(),
+        account_type: "shared".into(),
+        status: "charged".into(),
+        amount: Some("1.20".into()),
+        cost: None,
+        currency: "AUD".into(),
+        customer_id: None,
+        team_id: None,
+        transaction_id: None,
     }
 }
 
@@ -290,4 +312,100 @@ fn delivered_runs_are_marked_by_range_and_only_the_seqs_named() {
     }
     // Recorded again (a repeat): nothing is delivered twice.
     assert_eq!(s.record_seqs(&results[..3]).unwrap(), (0, 0));
+}
+
+/// Two ids whose integer key is the same (their first 15 hex digits) are
+/// two charges: neither's outbox row nor ledger row is taken for the
+/// other's, and each is still recognised when read again.
+#[test]
+fn ids_that_share_a_key_keep_a_row_each() {
+    let a = "chg_0123456789abcde00000000000000000";
+    let b = "chg_0123456789abcdeffffffffffffffff1";
+    assert_eq!(id_key(a), id_key(b), "the test needs a collision");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut s = Store::open(&path).unwrap();
+    let first = [charge(a, 1)];
+    let done = s
+        .commit_rows(
+            Some(&checkpoint(10)),
+            Rows {
+                charges: &first,
+                ledger: &[entry(a)],
+                ..Rows::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((done.inserted, done.duplicates), (1, 0));
+    let again = [charge(b, 2), charge(a, 1), charge(b, 2)];
+    let done = s
+        .commit_rows(
+            Some(&checkpoint(20)),
+            Rows {
+                charges: &again,
+                ledger: &[entry(b), entry(a), entry(b)],
+                ..Rows::default()
+            },
+        )
+        .unwrap();
+    assert_eq!((done.inserted, done.duplicates), (1, 2));
+    assert_eq!(done.ignored, [1, 2]);
+    let pending: Vec<String> = s
+        .pending(10)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.envelope.id)
+        .collect();
+    assert_eq!(pending, [a, b]);
+    assert_eq!(s.known(a).unwrap().as_deref(), Some("pending"));
+    assert_eq!(s.known(b).unwrap().as_deref(), Some("pending"));
+    let other = "chg_0123456789abcde11111111111111111";
+    assert_eq!(s.known(other).unwrap(), None, "same key, unknown id");
+    drop(s);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let ids: Vec<String> = conn
+        .prepare("SELECT id FROM billing_ledger ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, [a, b]);
+}
+
+/// Held charges are written in the batch's commit, once each, and
+/// counted by reason when new.
+#[test]
+fn held_charges_commit_with_the_batch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let mut s = Store::open(&path).unwrap();
+    let held = [Held {
+        charge: charge("chg_h", 1),
+        user: "bob".into(),
+        created_ms: 0,
+        reason: HoldReason::Papercut,
+    }];
+    let rows = Rows {
+        charges: &[],
+        bad: &[],
+        ledger: &[entry("chg_h")],
+        held: &held,
+    };
+    let done = s.commit_rows(Some(&checkpoint(10)), rows).unwrap();
+    assert_eq!(done.held, [0, 1]);
+    assert_eq!(done.inserted, 0);
+    let done = s.commit_rows(Some(&checkpoint(10)), rows).unwrap();
+    assert_eq!(done.held, [0, 0], "read again: held already");
+    drop(s);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let n: (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM billing_held WHERE reason = 'papercut'),
+                    (SELECT count(*) FROM billing_ledger)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(n, (1, 1));
 }

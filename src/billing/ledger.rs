@@ -3,149 +3,33 @@
 //! daily statements can count and sum by account, user, customer and day
 //! long after delivery; and the charges held for want of a mapping.
 //!
-//! Tables (in the state database, created when missing):
-//! - `billing_ledger`: one row per charge id (`INSERT OR IGNORE`: a charge
-//!   read again is one row), written *before* the outbox commit of the same
-//!   batch. A crash in between leaves a ledger row without its outbox row;
-//!   the position was not committed either, so the line is read again and
-//!   its outbox row follows (same id).
+//! Tables (in the state database; the store creates them, see
+//! `store::schema`, and writes a batch's rows in its commit, see
+//! `store::Rows`):
+//! - `billing_ledger`: one row per charge id (a charge read again is one
+//!   row), written in the same transaction as the outbox rows and the
+//!   position of the batch.
 //! - `billing_held`: charges kept back, with the message as rendered
 //!   without billing, and why (`reason`): `unmapped` (`unmapped = "hold"`:
 //!   released, message completed with `data.billing`, as soon as a mapping
 //!   names the account) or `papercut` (`[papercut] on_unavailable =
 //!   "hold"`: PaperCut could not be asked; released enriched when it
-//!   answers, or unenriched after `hold_max_secs`). `reason` was added
-//!   after the table: an older database gains it (as `unmapped`) on open.
+//!   answers, or unenriched after `hold_max_secs`).
 //! - `billing_statements`: which daily statements were queued.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::store::{now_ms, NewCharge};
+use crate::store::{id_key, now_ms, NewCharge};
+pub use crate::store::{Held, HoldReason, LedgerEntry as Entry};
 
 #[derive(Debug, thiserror::Error)]
 #[error("state database {path} (billing ledger): {source}")]
 pub struct LedgerError {
     pub path: PathBuf,
     pub source: rusqlite::Error,
-}
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS billing_ledger (
-    id           TEXT PRIMARY KEY,
-    source       TEXT NOT NULL,
-    time         TEXT NOT NULL,   -- RFC 3339 with the source zone's offset
-    day          TEXT NOT NULL,   -- local date in the source's zone, YYYY-MM-DD
-    user         TEXT NOT NULL,
-    account      TEXT NOT NULL,
-    account_type TEXT NOT NULL,
-    status       TEXT NOT NULL,   -- charged | refunded | cancelled | denied
-    amount       TEXT,            -- decimal string as billed
-    cost         TEXT,
-    currency     TEXT NOT NULL,
-    customer_id  TEXT,
-    team_id      TEXT,
-    transaction_id TEXT,
-    created_ms   INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS billing_ledger_day ON billing_ledger (day);
-CREATE INDEX IF NOT EXISTS billing_ledger_created ON billing_ledger (created_ms);
-CREATE TABLE IF NOT EXISTS billing_held (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
-    id           TEXT NOT NULL UNIQUE,
-    payload      BLOB NOT NULL,
-    job_type     TEXT NOT NULL,
-    account_type TEXT NOT NULL,
-    account      TEXT NOT NULL,
-    user         TEXT NOT NULL,
-    amount       TEXT,
-    currency     TEXT NOT NULL,
-    file         TEXT NOT NULL,
-    offset       INTEGER NOT NULL,
-    line         INTEGER NOT NULL,
-    run          INTEGER NOT NULL,
-    created_ms   INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS billing_held_created ON billing_held (created_ms);
-CREATE TABLE IF NOT EXISTS billing_statements (
-    source     TEXT NOT NULL,
-    account    TEXT NOT NULL,
-    day        TEXT NOT NULL,
-    id         TEXT NOT NULL,
-    created_ms INTEGER NOT NULL,
-    PRIMARY KEY (source, account, day)
-) WITHOUT ROWID;
-"#;
-
-/// The billing facts of one charge, as read from its message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    pub id: String,
-    pub source: String,
-    pub time: String,
-    pub day: String,
-    pub user: String,
-    pub account: String,
-    pub account_type: String,
-    pub status: String,
-    pub amount: Option<String>,
-    pub cost: Option<String>,
-    pub currency: String,
-    pub customer_id: Option<String>,
-    pub team_id: Option<String>,
-    pub transaction_id: Option<String>,
-}
-
-/// Why a charge is held (`billing_held.reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HoldReason {
-    /// No mapping names its account (`unmapped = "hold"`).
-    Unmapped,
-    /// PaperCut could not be asked (`on_unavailable = "hold"`).
-    Papercut,
-}
-
-impl HoldReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HoldReason::Unmapped => "unmapped",
-            HoldReason::Papercut => "papercut",
-        }
-    }
-
-    fn parse(s: &str) -> HoldReason {
-        match s {
-            "papercut" => HoldReason::Papercut,
-            _ => HoldReason::Unmapped,
-        }
-    }
-}
-
-/// A held charge.
-#[derive(Debug, Clone)]
-pub struct Held {
-    pub charge: NewCharge,
-    pub user: String,
-    pub created_ms: i64,
-    pub reason: HoldReason,
-}
-
-/// Add `billing_held.reason` to a database made before it existed. In
-/// one immediate transaction, so two processes opening an old database at
-/// once do not both add it.
-fn add_reason_column(conn: &mut Connection) -> rusqlite::Result<()> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let has: bool = tx
-        .prepare("SELECT 1 FROM pragma_table_info('billing_held') WHERE name = 'reason'")?
-        .exists([])?;
-    if !has {
-        tx.execute_batch(
-            "ALTER TABLE billing_held ADD COLUMN reason TEXT NOT NULL DEFAULT 'unmapped'",
-        )?;
-    }
-    tx.commit()
 }
 
 pub struct Ledger {
@@ -161,12 +45,10 @@ impl Ledger {
             path: path.to_path_buf(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(err)?;
+        let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(60)).map_err(err)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        add_reason_column(&mut conn).map_err(err)?;
         Ok(Ledger {
             conn,
             path: path.to_path_buf(),
@@ -174,7 +56,8 @@ impl Ledger {
     }
 
     /// Open for reading only what is there (reconcile): `None` when the
-    /// state has no ledger yet.
+    /// state has no ledger yet. A state that exists must have been opened
+    /// (migrated) by a `Store` first: an older one has the old tables.
     pub fn open_existing(path: &Path) -> Result<Option<Ledger>, LedgerError> {
         let err = |source| LedgerError {
             path: path.to_path_buf(),
@@ -183,7 +66,7 @@ impl Ledger {
         if !path.exists() {
             return Ok(None);
         }
-        let mut conn = Connection::open(path).map_err(err)?;
+        let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(60)).map_err(err)?;
         let n: i64 = conn
             .query_row(
@@ -195,8 +78,6 @@ impl Ledger {
         if n == 0 {
             return Ok(None);
         }
-        // The ledger tables are created together: billing_held is there.
-        add_reason_column(&mut conn).map_err(err)?;
         Ok(Some(Ledger {
             conn,
             path: path.to_path_buf(),
@@ -212,77 +93,6 @@ impl Ledger {
 
     pub fn conn(&self) -> &Connection {
         &self.conn
-    }
-
-    /// Record a batch's entries and held charges in one transaction.
-    pub fn record(&mut self, entries: &[Entry], held: &[Held]) -> Result<(), LedgerError> {
-        let now = now_ms();
-        let path = self.path.clone();
-        let err = |source| LedgerError {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(err)?;
-        {
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO billing_ledger (id, source, time, day, user, account, account_type,
-                     status, amount, cost, currency, customer_id, team_id, transaction_id, created_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                )
-                .map_err(err)?;
-            for e in entries {
-                ins.execute(params![
-                    e.id,
-                    e.source,
-                    e.time,
-                    e.day,
-                    e.user,
-                    e.account,
-                    e.account_type,
-                    e.status,
-                    e.amount,
-                    e.cost,
-                    e.currency,
-                    e.customer_id,
-                    e.team_id,
-                    e.transaction_id,
-                    now
-                ])
-                .map_err(err)?;
-            }
-            let mut hold = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO billing_held (id, payload, job_type, account_type, account, user,
-                     amount, currency, file, offset, line, run, created_ms, reason)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                )
-                .map_err(err)?;
-            for h in held {
-                let c = &h.charge;
-                hold.execute(params![
-                    c.id,
-                    c.payload,
-                    c.job_type,
-                    c.account_type,
-                    c.account,
-                    h.user,
-                    c.amount,
-                    c.currency,
-                    c.file,
-                    c.offset as i64,
-                    c.line as i64,
-                    c.run,
-                    now,
-                    h.reason.as_str()
-                ])
-                .map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)
     }
 
     /// Whether a charge is held.
@@ -395,12 +205,14 @@ impl Ledger {
                 .map_err(err)?;
             let mut upd = tx
                 .prepare_cached(
-                    "UPDATE billing_ledger SET customer_id = ?2, team_id = ?3 WHERE id = ?1",
+                    "UPDATE billing_ledger SET customer_id = ?3, team_id = ?4
+                     WHERE id_key = ?1 AND id = ?2",
                 )
                 .map_err(err)?;
             for (id, customer, team) in done {
                 del.execute([id]).map_err(err)?;
-                upd.execute(params![id, customer, team]).map_err(err)?;
+                upd.execute(params![id_key(id), id, customer, team])
+                    .map_err(err)?;
             }
         }
         tx.commit().map_err(err)
@@ -440,50 +252,5 @@ impl Ledger {
             .and_then(|mut st| st.execute(params![source, account, day, id, now_ms()]))
             .map(|_| ())
             .map_err(|e| self.err(e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A database whose `billing_held` predates `reason`: opening it adds
-    /// the column, the rows held then count as unmapped, and a second
-    /// open (or a reader) leaves it be.
-    #[test]
-    fn an_old_held_table_gains_its_reason_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let old = SCHEMA.replace(
-            "CREATE INDEX IF NOT EXISTS billing_held_created ON billing_held (created_ms);",
-            "",
-        );
-        {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(&old).unwrap();
-            c.execute(
-                "INSERT INTO billing_held (id, payload, job_type, account_type, account, user, amount,
-                 currency, file, offset, line, run, created_ms)
-                 VALUES ('chg_1', x'7b7d', 'print', 'personal', 'bob', 'bob', '1.00', 'AUD', 'f', 0, 1, 1, 5)",
-                [],
-            )
-            .unwrap();
-        }
-        let l = Ledger::open(&path).unwrap();
-        let held = l.held(0, 10, None).unwrap();
-        assert_eq!(held.len(), 1);
-        assert_eq!(held[0].1.reason, HoldReason::Unmapped);
-        assert_eq!(l.held_by_reason().unwrap(), (1, 0));
-        l.rehold("chg_1", b"{\"x\":1}", HoldReason::Papercut)
-            .unwrap();
-        assert_eq!(l.held_by_reason().unwrap(), (0, 1));
-        assert!(l
-            .held(0, 10, Some(HoldReason::Unmapped))
-            .unwrap()
-            .is_empty());
-        drop(l);
-        Ledger::open(&path).unwrap();
-        let r = Ledger::open_existing(&path).unwrap().unwrap();
-        assert_eq!(r.held(0, 10, Some(HoldReason::Papercut)).unwrap().len(), 1);
     }
 }

@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::stats::Stats;
-use crate::store::{NewCharge, Store, StoreError};
+use crate::store::{Committed, NewCharge, Store, StoreError};
 use enrich::{ChargeEnrichment, Subject};
 pub use ledger::{Entry, Held, HoldReason, Ledger, LedgerError};
 pub use mapping::{Customer, Mapping, MappingError};
@@ -156,6 +156,16 @@ pub struct Billing {
     papercut_asked: Option<Instant>,
 }
 
+/// A batch as billing leaves it, for the commit.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    /// For the outbox (messages completed).
+    pub charges: Vec<NewCharge>,
+    /// One entry per charge read, held ones too.
+    pub ledger: Vec<Entry>,
+    pub held: Vec<Held>,
+}
+
 /// What `data.billing` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillingInfo {
@@ -275,15 +285,17 @@ impl Billing {
         v
     }
 
-    /// The billing step for a batch of charges about to be committed: records
+    /// The billing step for a batch of charges about to be committed: makes
     /// their ledger entries, completes their messages with `data.billing`,
     /// keeps back the ones to hold, and returns the rest for the outbox.
+    /// The store writes all three in the batch's one commit
+    /// (`Store::commit_rows`); then call [`Billing::committed`].
     pub fn prepare(
         &mut self,
         store: &Store,
         source: &str,
         charges: Vec<NewCharge>,
-    ) -> Result<Vec<NewCharge>, BillingError> {
+    ) -> Result<Prepared, BillingError> {
         let mut entries = Vec::with_capacity(charges.len());
         let mut held = Vec::new();
         let mut out = Vec::with_capacity(charges.len());
@@ -374,29 +386,33 @@ impl Billing {
             entries.push(entry);
             out.push(c);
         }
-        self.ledger.record(&entries, &held)?;
-        if !held.is_empty() {
-            let mut new = [0u64; 2];
-            for h in &held {
-                if self.ledger.is_held(&h.charge.id)? {
-                    new[(h.reason == HoldReason::Papercut) as usize] += 1;
-                }
-            }
-            if new[0] > 0 {
-                tracing::info!(
-                    count = new[0],
-                    "charges held: no mapping for their account (unmapped = \"hold\")"
-                );
-            }
-            if new[1] > 0 {
-                tracing::info!(
-                    count = new[1],
-                    "charges held: PaperCut unavailable (on_unavailable = \"hold\")"
-                );
-            }
+        Ok(Prepared {
+            charges: out,
+            ledger: entries,
+            held,
+        })
+    }
+
+    /// After the commit of a batch `prepare` made: log and count the
+    /// charges newly held (`Committed::held`).
+    pub fn committed(&self, done: &Committed) -> Result<(), BillingError> {
+        let [unmapped, papercut] = done.held;
+        if unmapped > 0 {
+            tracing::info!(
+                count = unmapped,
+                "charges held: no mapping for their account (unmapped = \"hold\")"
+            );
+        }
+        if papercut > 0 {
+            tracing::info!(
+                count = papercut,
+                "charges held: PaperCut unavailable (on_unavailable = \"hold\")"
+            );
+        }
+        if unmapped + papercut > 0 {
             self.count_held()?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Who pays for a charge: the mapping, else `customer_property` from

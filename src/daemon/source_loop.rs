@@ -316,7 +316,8 @@ fn read_source(
                     batch.push(parser, line, &source_name);
                 }
                 // Billing (ledger, data.billing, held charges) comes
-                // before the commit: the bytes are fixed from here on.
+                // before the commit, which writes its rows too: the bytes
+                // are fixed from here on.
                 batch
                     .bill(billing, store, &source_name)
                     .context("billing the charges read")?;
@@ -330,6 +331,9 @@ fn read_source(
                             .store(1, std::sync::atomic::Ordering::Relaxed)
                     })
                     .context("committing charges and position")?;
+                billing
+                    .committed(&done)
+                    .context("counting the charges held")?;
                 let own = &r.stats;
                 for (total, mine, n) in [
                     (&stats.lines_read, &own.lines_read, lines.len() as u64),

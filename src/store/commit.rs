@@ -1,9 +1,11 @@
-//! The commit path: charges, bad lines and the file position read from a
-//! batch of lines, in one transaction.
+//! The commit path: charges, bad lines, their ledger entries and held
+//! charges, and the file position read from a batch of lines, in one
+//! transaction.
 
 use rusqlite::{params, TransactionBehavior};
 
-use super::{classify_with, now_ms, Store, StoreError};
+use super::ledger::{insert_entries, insert_held};
+use super::{classify_with, now_ms, Held, LedgerEntry, Store, StoreError};
 use crate::source::Checkpoint;
 
 /// A parsed charge ready for the outbox.
@@ -49,6 +51,19 @@ pub struct Committed {
     pub seqs: Vec<i64>,
     /// The inserted rows' `created_ms`.
     pub created_ms: i64,
+    /// Held charges new in `billing_held` (unmapped, papercut).
+    pub held: [u64; 2],
+}
+
+/// What a batch writes besides the position.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Rows<'a> {
+    pub charges: &'a [NewCharge],
+    pub bad: &'a [BadLine],
+    /// Ledger entries (`billing_ledger`), one per charge read.
+    pub ledger: &'a [LedgerEntry],
+    /// Charges held back instead of queued (`billing_held`).
+    pub held: &'a [Held],
 }
 
 impl Store {
@@ -60,6 +75,29 @@ impl Store {
         charges: &[NewCharge],
         bad: &[BadLine],
     ) -> Result<Committed, StoreError> {
+        self.commit_rows(
+            checkpoint,
+            Rows {
+                charges,
+                bad,
+                ..Rows::default()
+            },
+        )
+    }
+
+    /// `commit` with the batch's ledger entries and held charges: one
+    /// transaction (one WAL commit) for everything a batch writes.
+    pub fn commit_rows(
+        &mut self,
+        checkpoint: Option<&Checkpoint>,
+        rows: Rows<'_>,
+    ) -> Result<Committed, StoreError> {
+        let Rows {
+            charges,
+            bad,
+            ledger,
+            held,
+        } = rows;
         let now = now_ms();
         let tx = self
             .conn
@@ -70,6 +108,8 @@ impl Store {
             ..Committed::default()
         };
         {
+            insert_entries(&tx, ledger, now).map_err(|e| classify_with(&self.path, e))?;
+            done.held = insert_held(&tx, held, now).map_err(|e| classify_with(&self.path, e))?;
             let mut ins = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO outbox

@@ -18,13 +18,15 @@
 mod checkpoint;
 mod commit;
 mod dead;
+mod ledger;
 mod outbox;
 mod reports;
 mod schema;
 
 pub use checkpoint::{CheckpointCounts, Checkpointer};
-pub use commit::{BadLine, Committed, NewCharge};
+pub use commit::{BadLine, Committed, NewCharge, Rows};
 pub use dead::DeadLetter;
+pub use ledger::{id_key, Held, HoldReason, LedgerEntry};
 pub use outbox::{Pending, Record};
 pub use reports::Totals;
 
@@ -179,10 +181,13 @@ impl Store {
         let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(sq)?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql)
-                .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)))
-                .map_err(sq)?;
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            match m {
+                schema::Migration::Sql(sql) => tx.execute_batch(sql),
+                schema::Migration::Code(f) => f(&tx),
+            }
+            .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1)))
+            .map_err(sq)?;
         }
         tx.commit().map_err(sq)
     }

@@ -1,11 +1,23 @@
 //! The database schema: migrations applied in order.
 
+use rusqlite::functions::FunctionFlags;
+use rusqlite::Transaction;
+
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// One migration: SQL, or code for what SQL alone cannot say (a table
+/// that may or may not exist, keys computed by [`super::id_key`]).
+pub(super) enum Migration {
+    Sql(&'static str),
+    Code(fn(&Transaction<'_>) -> rusqlite::Result<()>),
+}
+
+use Migration::{Code, Sql};
 
 /// Migrations, applied in order; `user_version` records how many ran. Never
 /// edit a released one: add a new one.
-pub(super) const MIGRATIONS: &[&str] = &[
-    r#"
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Sql(r#"
 CREATE TABLE files (
     generation  INTEGER PRIMARY KEY,
     path        TEXT NOT NULL,
@@ -64,16 +76,16 @@ CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#,
+"#),
     // 2: the delay asked for at the last failure (an endpoint's Retry-After
     // may exceed retry_max_ms): a stored next attempt is read back capped
     // by the larger of the two, so a wall clock stepped back cannot stall
     // delivery for longer than was asked.
-    "ALTER TABLE outbox ADD COLUMN wait_ms INTEGER NOT NULL DEFAULT 0;",
+    Sql("ALTER TABLE outbox ADD COLUMN wait_ms INTEGER NOT NULL DEFAULT 0;"),
     // 3: answers of PaperCut's Web Services API ([papercut]), kept for
     // cache_ttl_secs. `props` is a JSON object of the properties read, NULL
     // when PaperCut knows no such name; `props_key` the property list asked.
-    r#"
+    Sql(r#"
 CREATE TABLE papercut_cache (
     kind       TEXT NOT NULL,
     name       TEXT NOT NULL,
@@ -82,17 +94,135 @@ CREATE TABLE papercut_cache (
     fetched_ms INTEGER NOT NULL,
     PRIMARY KEY (kind, name)
 );
-"#,
+"#),
     // 4: what /status and the status page read stays an index lookup as
     // the outbox grows: today's and since-start job statistics (a range of
     // created_ms), and the last error of a pending charge (a scan of every
     // pending row when none has one).
-    r#"
+    Sql(r#"
 CREATE INDEX outbox_created_ms ON outbox (created_ms);
 CREATE INDEX outbox_pending_error ON outbox (seq) WHERE state = 'pending' AND last_error IS NOT NULL;
-"#,
+"#),
     // 5: which [[source]] follows a generation. NULL in a database written
     // before sources had names: `Store::adopt_files` gives those rows to
     // the configured source at start.
-    "ALTER TABLE files ADD COLUMN source TEXT;",
+    Sql("ALTER TABLE files ADD COLUMN source TEXT;"),
+    // 6: the billing tables are the store's (`billing` created them on
+    // open before), so a batch's ledger rows and held charges are written
+    // in the outbox's transaction; the ledger becomes a rowid table found
+    // by `id_key` (an integer index) instead of WITHOUT ROWID on the text
+    // id, whose random inserts rewrote a page of rows each.
+    Code(billing_tables),
 ];
+
+/// Register `chargetail_id_key(id)` ([`super::id_key`]) on the migrating
+/// connection, for moving rows over.
+fn id_key_function(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.create_scalar_function(
+        "chargetail_id_key",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| Ok(super::id_key(&ctx.get::<String>(0)?)),
+    )
+}
+
+fn table_exists(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<bool> {
+    tx.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
+        .exists([name])
+}
+
+const LEDGER_COLUMNS: &str =
+    "id, source, time, day, user, account, account_type, status, amount, cost,
+    currency, customer_id, team_id, transaction_id, created_ms";
+
+fn billing_tables(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        r#"
+-- Charges kept back (see billing::held), with the message as rendered.
+CREATE TABLE IF NOT EXISTS billing_held (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    payload      BLOB NOT NULL,
+    job_type     TEXT NOT NULL,
+    account_type TEXT NOT NULL,
+    account      TEXT NOT NULL,
+    user         TEXT NOT NULL,
+    amount       TEXT,
+    currency     TEXT NOT NULL,
+    file         TEXT NOT NULL,
+    offset       INTEGER NOT NULL,
+    line         INTEGER NOT NULL,
+    run          INTEGER NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    reason       TEXT NOT NULL DEFAULT 'unmapped'
+);
+CREATE INDEX IF NOT EXISTS billing_held_created ON billing_held (created_ms);
+-- Which daily statements were queued.
+CREATE TABLE IF NOT EXISTS billing_statements (
+    source     TEXT NOT NULL,
+    account    TEXT NOT NULL,
+    day        TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (source, account, day)
+) WITHOUT ROWID;
+"#,
+    )?;
+    // A billing_held from before `reason` existed (its rows: unmapped).
+    let has_reason = tx
+        .prepare("SELECT 1 FROM pragma_table_info('billing_held') WHERE name = 'reason'")?
+        .exists([])?;
+    if !has_reason {
+        tx.execute_batch(
+            "ALTER TABLE billing_held ADD COLUMN reason TEXT NOT NULL DEFAULT 'unmapped'",
+        )?;
+    }
+    let old = table_exists(tx, "billing_ledger")?;
+    if old {
+        tx.execute_batch(
+            "ALTER TABLE billing_ledger RENAME TO billing_ledger_old;
+             DROP INDEX IF EXISTS billing_ledger_day;
+             DROP INDEX IF EXISTS billing_ledger_created;",
+        )?;
+    }
+    tx.execute_batch(
+        r#"
+-- One row per charge id read (billing::ledger), for reconcile and the
+-- daily statements. `id_key`: see store::id_key; the text id is compared
+-- on every lookup.
+CREATE TABLE billing_ledger (
+    seq          INTEGER PRIMARY KEY,
+    id_key       INTEGER NOT NULL,
+    id           TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    time         TEXT NOT NULL,   -- RFC 3339 with the source zone's offset
+    day          TEXT NOT NULL,   -- local date in the source's zone, YYYY-MM-DD
+    user         TEXT NOT NULL,
+    account      TEXT NOT NULL,
+    account_type TEXT NOT NULL,
+    status       TEXT NOT NULL,   -- charged | refunded | cancelled | denied
+    amount       TEXT,            -- decimal string as billed
+    cost         TEXT,
+    currency     TEXT NOT NULL,
+    customer_id  TEXT,
+    team_id      TEXT,
+    transaction_id TEXT,
+    created_ms   INTEGER NOT NULL
+);
+"#,
+    )?;
+    if old {
+        id_key_function(tx)?;
+        tx.execute_batch(&format!(
+            "INSERT INTO billing_ledger (id_key, {LEDGER_COLUMNS})
+             SELECT chargetail_id_key(id), {LEDGER_COLUMNS} FROM billing_ledger_old
+             ORDER BY created_ms, id;
+             DROP TABLE billing_ledger_old;"
+        ))?;
+    }
+    tx.execute_batch(
+        "CREATE INDEX billing_ledger_id_key ON billing_ledger (id_key);
+         CREATE INDEX billing_ledger_day ON billing_ledger (day);
+         CREATE INDEX billing_ledger_created ON billing_ledger (created_ms);",
+    )
+}

@@ -12,6 +12,7 @@ use crate::format::{
     parse_delimiter, AmountSign, ColumnRef, FormatSettings, Profile, TextEncoding,
 };
 use crate::sink::AnySink;
+use crate::source::FollowOptions;
 pub use crate::sink::{SinkConfig, SinkKind};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +89,13 @@ pub struct SourceConfig {
     /// Stat poll period; alone suffices where inotify is silent (NFS/SMB).
     #[serde(default = "default_poll_ms")]
     pub poll_interval_ms: u64,
+    /// A file not grown for this long is idle: looked at every
+    /// `idle_poll_secs` instead of on every poll (inotify still reports a
+    /// write to it at once).
+    #[serde(default = "default_idle_after_secs")]
+    pub idle_after_secs: u64,
+    #[serde(default = "default_idle_poll_secs")]
+    pub idle_poll_secs: u64,
     /// How long a renamed or deleted file stays open for late writes.
     #[serde(default = "default_grace_ms")]
     pub rotate_grace_ms: u64,
@@ -216,6 +224,18 @@ impl SourceConfig {
         if s.poll_interval_ms == 0 {
             return Err(format!("{label} poll_interval_ms: must be above 0"));
         }
+        if s.idle_after_secs == 0 {
+            return Err(format!(
+                "{label} idle_after_secs: must be at least 1 (0 would back off on a file \
+                 the moment it was read)"
+            ));
+        }
+        if !(1..=MAX_IDLE_POLL_SECS).contains(&s.idle_poll_secs) {
+            return Err(format!(
+                "{label} idle_poll_secs: must be from 1 to {MAX_IDLE_POLL_SECS} (without inotify \
+                 a write to an idle file is seen this late; it is seconds, not milliseconds)"
+            ));
+        }
         for key in s.columns.keys() {
             if !crate::format::FIELD_NAMES.contains(&key.as_str()) {
                 return Err(format!(
@@ -234,6 +254,21 @@ impl SourceConfig {
 
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// The source stage's settings for following this source's files.
+    pub fn follow_options(&self) -> FollowOptions {
+        FollowOptions {
+            source: self.name.clone(),
+            pattern: self.path.clone(),
+            poll_interval: self.poll_interval(),
+            idle_after: Duration::from_secs(self.idle_after_secs),
+            idle_poll_interval: Duration::from_secs(self.idle_poll_secs),
+            rotate_grace: Duration::from_millis(self.rotate_grace_ms),
+            max_line_bytes: self.max_line_bytes,
+            read_chunk: 256 * 1024,
+            max_batch_lines: 2000,
+        }
     }
 
     pub fn timezone(&self) -> chrono_tz::Tz {
@@ -350,6 +385,15 @@ fn default_max_line_bytes() -> usize {
 fn default_poll_ms() -> u64 {
     2000
 }
+fn default_idle_after_secs() -> u64 {
+    60
+}
+fn default_idle_poll_secs() -> u64 {
+    10
+}
+/// Past an hour a write to an idle file on NFS (no inotify) waits too long,
+/// and a larger figure is most likely milliseconds.
+const MAX_IDLE_POLL_SECS: u64 = 3600;
 fn default_grace_ms() -> u64 {
     5000
 }
@@ -740,6 +784,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("amout"), "{e}");
+        // The back-off keys name the source and the key.
+        let two = "[[source]]\nname='a'\npath='/x/a/*.log'\n[[source]]\nname='b'\npath='/x/b/*.log'\n\
+                   idle_poll_secs=10000\n[state]\npath='s.db'\n";
+        let e = load(two).unwrap_err().to_string();
+        assert!(
+            e.contains("[[source]] #2 (\"b\") idle_poll_secs: must be from 1 to 3600"),
+            "{e}"
+        );
+        let e = load(&MIN.replace("name='pc'", "name='pc'\nidle_after_secs=0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[source] idle_after_secs"), "{e}");
+        let c = load(&MIN.replace("name='pc'", "name='pc'\nidle_after_secs=300")).unwrap();
+        let o = c.sources[0].follow_options();
+        assert_eq!(o.idle_after, Duration::from_secs(300));
+        assert_eq!(o.idle_poll_interval, Duration::from_secs(10));
         let e = load(&format!("{MIN}[sink]\nkind='amqp'\n"))
             .unwrap_err()
             .to_string();

@@ -15,15 +15,12 @@ fn idle_opts(pattern: &std::path::Path) -> chargetail::source::FollowOptions {
     o
 }
 
-#[test]
-fn an_idle_file_is_looked_at_after_the_back_off_and_its_lines_read() {
-    let (_d, dir) = tmp();
-    let tx = dir.join("tx.log");
-    write(&tx, b"h\na1\n");
-    let mut r = Run::polling(idle_opts(&dir.join("*.log")));
+/// `tx` holds "h", "a1": read them, let `idle_for` (past idle_after) pass,
+/// then no poll looks at the file until its back-off is due; a line
+/// appended meanwhile is read once it is.
+fn read_after_the_back_off(r: &mut Run, tx: &std::path::Path, idle_for: Duration) {
     r.until("first lines", |r| r.lines(1).len() == 2);
-    // Past idle_after: polls stop looking at it.
-    r.settle(Duration::from_millis(400));
+    r.settle(idle_for);
     let looks = r.f.looks();
     for _ in 0..20 {
         r.poll();
@@ -33,12 +30,21 @@ fn an_idle_file_is_looked_at_after_the_back_off_and_its_lines_read() {
         looks,
         "an idle file was looked at on every poll"
     );
-    append(&tx, b"a2\n");
+    append(tx, b"a2\n");
     r.poll();
     assert_eq!(r.lines(1).len(), 2, "read before its back-off was due");
     // Still found: the waits end when its look is due.
     r.until("the line written while idle", |r| r.lines(1).len() == 3);
     assert_eq!(r.lines(1), strs(&["h", "a1", "a2"]));
+}
+
+#[test]
+fn an_idle_file_is_looked_at_after_the_back_off_and_its_lines_read() {
+    let (_d, dir) = tmp();
+    let tx = dir.join("tx.log");
+    write(&tx, b"h\na1\n");
+    let mut r = Run::polling(idle_opts(&dir.join("*.log")));
+    read_after_the_back_off(&mut r, &tx, Duration::from_millis(400));
     // Grown: no longer idle, looked at on every poll again.
     let looks = r.f.looks();
     for _ in 0..5 {
@@ -94,19 +100,5 @@ fn the_configured_back_off_still_reads_an_idle_file_on_the_slower_poll() {
         (Duration::from_secs(1), Duration::from_secs(3))
     );
     let mut r = Run::polling(o);
-    r.until("first lines", |r| r.lines(1).len() == 2);
-    // Past idle_after_secs: polls stop looking at it.
-    r.settle(Duration::from_millis(1300));
-    let looks = r.f.looks();
-    for _ in 0..20 {
-        r.poll();
-    }
-    assert_eq!(
-        r.f.looks(),
-        looks,
-        "an idle file was looked at on every poll"
-    );
-    append(&tx, b"a2\n");
-    r.until("the line written while idle", |r| r.lines(1).len() == 3);
-    assert_eq!(r.lines(1), strs(&["h", "a1", "a2"]));
+    read_after_the_back_off(&mut r, &tx, Duration::from_millis(1300));
 }

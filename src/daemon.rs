@@ -24,7 +24,7 @@ use crate::ingest::Batch;
 use crate::run_lock::RunLock;
 use crate::shutdown::Shutdown;
 use crate::sink::Sink;
-use crate::source::{Checkpoint, FollowOptions, Follower, Notice, SourceEvent};
+use crate::source::{Checkpoint, Follower, Notice, SourceEvent};
 use crate::stats::{SourceStats, Stats};
 use crate::store::{BadLine, Store};
 use source_loop::{source_loop, Delivery};

@@ -303,6 +303,8 @@ fn config_values_that_would_break_the_daemon_exit_2() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     for (key, bad) in [
         ("backlog_limit", "[source]\n"),
+        ("idle_after_secs", "[source]\n"),
+        ("idle_poll_secs", "[source]\n"),
         ("retention_days", "[state]\n"),
     ] {
         let t = text.replacen(bad, &format!("{bad}{key} = 0\n"), 1);

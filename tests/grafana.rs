@@ -72,9 +72,10 @@ fn every_metric_the_dashboard_queries_is_exported() {
     let mut d = Daemon::start(&cfg);
     assert_eq!(d.wait_for(1, Duration::from_secs(30)), 1);
     let metrics = http_get(port, "/metrics");
-    // Series names as exported: each sample line's name, and that each
-    // carries the `source` label the dashboard filters on.
-    let mut exported = BTreeSet::new();
+    // Series names as exported: each sample line's name, and whether it
+    // carries the `source` label (a source's series) or none at all (the
+    // daemon's own: backlog, state, billing).
+    let (mut exported, mut daemon_wide) = (BTreeSet::new(), BTreeSet::new());
     for l in metrics
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
@@ -82,15 +83,34 @@ fn every_metric_the_dashboard_queries_is_exported() {
         let name_end = l.find(['{', ' ']).unwrap_or(l.len());
         let name = &l[..name_end];
         if name.starts_with("chargetail_") {
-            assert!(l.contains("source=\"test\""), "no source label: {l}");
+            if !l.contains("source=\"test\"") {
+                assert!(
+                    !l.contains("source="),
+                    "a source label not the source's: {l}"
+                );
+                daemon_wide.insert(name.to_string());
+            }
             exported.insert(name.to_string());
         }
     }
+    assert!(
+        daemon_wide.contains("chargetail_outbox_backlog"),
+        "{metrics}"
+    );
     let missing: Vec<_> = wanted.difference(&exported).collect();
     assert!(
         missing.is_empty(),
         "queried but not exported: {missing:?}\n{metrics}"
     );
+    // A panel filtering a daemon-wide series by source would show nothing.
+    for q in &qs {
+        for m in metric_names(q).intersection(&daemon_wide) {
+            assert!(
+                !q.contains(&format!("{m}{{source")),
+                "the dashboard filters {m} (no source label) by source: {q}"
+            );
+        }
+    }
     let (code, _) = d.stop();
     assert_eq!(code, Some(0));
 }

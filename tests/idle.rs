@@ -45,3 +45,30 @@ fn an_idle_daemon_hardly_wakes_and_still_reads_and_stops() {
     let (code, _) = d.stop();
     assert_eq!(code, Some(0), "did not stop cleanly on SIGTERM");
 }
+
+/// `idle_after_secs`: past it the file is looked at only every
+/// `idle_poll_secs` (here an hour, as is the glob), so only inotify's report
+/// of the write can bring the appended line in.
+#[test]
+fn a_file_idle_past_idle_after_secs_is_read_at_once_on_inotify() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = tx_file(dir.path(), 2);
+    let cfg = write_config(dir.path(), "tx*.log", "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "poll_interval_ms = 200",
+        "poll_interval_ms = 3600000\nidle_after_secs = 1\nidle_poll_secs = 3600",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut d = Daemon::start(&cfg);
+    assert_eq!(d.wait_for(2, Duration::from_secs(20)), 2);
+    // Past idle_after_secs (1 s) with room to spare.
+    std::thread::sleep(Duration::from_millis(2500));
+    append(&file, &tx_line(2));
+    assert_eq!(
+        d.wait_for(3, Duration::from_secs(20)),
+        3,
+        "a line appended to an idle file was not read on inotify"
+    );
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+}

@@ -21,7 +21,7 @@ fn properties_land_in_the_message_once_per_user_per_ttl() {
     let dir0 = tempfile::tempdir().unwrap();
     let server = Server::start(dir0.path());
     let (dir, cfg) = setup(&server.url(), TOKEN, "");
-    let (code, events, _) = replay(dir.path(), &cfg, "replay.log");
+    let (code, events) = replay(dir.path(), &cfg, "replay.log");
     assert_eq!(code, 0);
     assert_eq!(events.len(), CHARGES);
     for e in &events {
@@ -65,7 +65,7 @@ fn properties_land_in_the_message_once_per_user_per_ttl() {
         .unwrap()
         .replace("name = \"hw\"", "name = \"hw2\"");
     std::fs::write(&cfg, text).unwrap();
-    let (code, events, _) = replay(dir.path(), &cfg, "replay2.log");
+    let (code, events) = replay(dir.path(), &cfg, "replay2.log");
     assert_eq!(code, 0);
     assert_eq!(events.len(), CHARGES);
     assert_eq!(
@@ -82,7 +82,7 @@ fn properties_land_in_the_message_once_per_user_per_ttl() {
         + "cache_ttl_secs = 1\n";
     std::fs::write(&cfg, text).unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    let (code, events, _) = replay(dir.path(), &cfg, "replay3.log");
+    let (code, events) = replay(dir.path(), &cfg, "replay3.log");
     assert_eq!(code, 0);
     assert_eq!(events.len(), CHARGES);
     assert!(server.total("api.getUserProperties") > 4);
@@ -131,10 +131,7 @@ fn metrics_count_papercut_calls_cache_hits_and_unenriched_charges() {
         Some(unenriched as f64),
         "{m}"
     );
-    assert!(
-        m.contains("chargetail_papercut_cache_hits_total{source=\"hw\"}"),
-        "{m}"
-    );
+    assert!(m.contains("\nchargetail_papercut_cache_hits_total "), "{m}");
 
     // Copies of the files under a new source name (new charges, same
     // state): every user is answered from the cache; PaperCut is not called.
@@ -169,7 +166,7 @@ fn a_bad_token_is_rejected_not_unavailable_and_not_retried_per_charge() {
     let dir0 = tempfile::tempdir().unwrap();
     let server = Server::start(dir0.path());
     let (dir, cfg) = setup(&server.url(), "wrong-token", "");
-    let (code, events, _) = replay(dir.path(), &cfg, "replay.log");
+    let (code, events) = replay(dir.path(), &cfg, "replay.log");
     assert_eq!(code, 0);
     assert_eq!(events.len(), CHARGES, "nothing lost");
     for e in &events {
@@ -305,7 +302,7 @@ fn shared_accounts_get_their_properties_once_per_ttl_and_bill_the_account() {
             "customer_property = \"notes\"",
         );
     std::fs::write(&cfg, text).unwrap();
-    let (code, events, _) = replay(dir.path(), &cfg, "replay.log");
+    let (code, events) = replay(dir.path(), &cfg, "replay.log");
     assert_eq!(code, 0);
     assert_eq!(events.len(), CHARGES);
     let mut seen = BTreeMap::new();
@@ -364,7 +361,7 @@ fn shared_accounts_get_their_properties_once_per_ttl_and_bill_the_account() {
         .unwrap()
         .replace("name = \"hw\"", "name = \"hw2\"");
     std::fs::write(&cfg, text).unwrap();
-    let (code, events, _) = replay(dir.path(), &cfg, "replay2.log");
+    let (code, events) = replay(dir.path(), &cfg, "replay2.log");
     assert_eq!((code, events.len()), (0, CHARGES));
     assert_eq!(server.total("api.getSharedAccountProperties"), 2);
     // An empty list asks about no shared account.
@@ -376,7 +373,7 @@ fn shared_accounts_get_their_properties_once_per_ttl_and_bill_the_account() {
             "customer_property = \"notes\"\nshared_account_properties = []",
         );
     std::fs::write(&cfg, text).unwrap();
-    let (code, events, _) = replay(dir.path(), &cfg, "replay3.log");
+    let (code, events) = replay(dir.path(), &cfg, "replay3.log");
     assert_eq!((code, events.len()), (0, CHARGES));
     assert!(events
         .iter()
@@ -398,7 +395,7 @@ fn calls_in_flight_never_exceed_concurrency() {
             TOKEN,
             &format!("concurrency = {conc}\nwait_ms = 60000\ntimeout_ms = 60000\n"),
         );
-        let (code, events, _) = replay(dir.path(), &cfg, "replay.log");
+        let (code, events) = replay(dir.path(), &cfg, "replay.log");
         assert_eq!((code, events.len()), (0, CHARGES));
         assert!(events.iter().any(|e| e["data"]["enrichment"] == "ok"));
         let calls = server.calls();

@@ -27,7 +27,7 @@ fn papercut_down_delivers_unenriched_at_once() {
     let server = Server::start(dir0.path());
     server.mode("down");
     let (dir, cfg) = setup(&server.url(), TOKEN, "");
-    let (code, events, _) = replay(dir.path(), &cfg, "replay.log");
+    let (code, events) = replay(dir.path(), &cfg, "replay.log");
     assert_eq!(code, 0);
     assert_eq!(events.len(), CHARGES, "nothing lost");
     for e in &events {
@@ -50,7 +50,7 @@ fn papercut_down_delivers_unenriched_at_once() {
     // Nothing listening: the same, and `check` says it cannot be reached.
     let url = format!("http://127.0.0.1:{}/rpc/api/xmlrpc", dead_port());
     let (dir, cfg) = setup(&url, TOKEN, "");
-    let (code, events, _) = replay(dir.path(), &cfg, "replay.log");
+    let (code, events) = replay(dir.path(), &cfg, "replay.log");
     assert_eq!((code, events.len()), (0, CHARGES));
     assert!(events
         .iter()
@@ -72,7 +72,7 @@ fn papercut_slow_past_the_bound_delivers_unenriched_within_it() {
     let server = Server::start(dir0.path());
     server.mode("slow 30");
     let (dir, cfg) = setup(&server.url(), TOKEN, "wait_ms = 500\ntimeout_ms = 60000\n");
-    let (code, events, _) = replay(dir.path(), &cfg, "replay.log");
+    let (code, events) = replay(dir.path(), &cfg, "replay.log");
     assert_eq!(code, 0);
     assert_eq!(events.len(), CHARGES, "nothing lost");
     for e in &events {
@@ -91,7 +91,7 @@ fn a_call_past_timeout_ms_is_unavailable_not_a_fault() {
     let server = Server::start(dir0.path());
     server.mode("slow 30");
     let (dir, cfg) = setup(&server.url(), TOKEN, "wait_ms = 60000\ntimeout_ms = 300\n");
-    let (code, events, _) = replay(dir.path(), &cfg, "replay.log");
+    let (code, events) = replay(dir.path(), &cfg, "replay.log");
     assert_eq!((code, events.len()), (0, CHARGES));
     for e in &events {
         assert_eq!(e["data"]["enrichment"], "unavailable", "{e}");

@@ -40,7 +40,8 @@ pub(super) struct Delivery {
 /// It sleeps until the earliest of its deadlines (each follower's stat
 /// poll or rotation grace, the watchdog, billing, statements, pruning, the
 /// source check) or until `bell` rings (inotify, SIGHUP, shutdown): an idle
-/// daemon wakes once per poll (every 10 s once its files are idle).
+/// daemon wakes once per poll (every `idle_poll_secs` once its files are
+/// idle).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn source_loop(
     cfg: &Config,
@@ -93,17 +94,7 @@ pub(super) fn source_loop(
     }
     let mut runs = Vec::new();
     for (src, settings, own_stats) in sources {
-        let opts = FollowOptions {
-            source: src.name.clone(),
-            pattern: src.path.clone(),
-            poll_interval: src.poll_interval(),
-            idle_after: Duration::from_secs(60),
-            idle_poll_interval: Duration::from_secs(10),
-            rotate_grace: Duration::from_millis(src.rotate_grace_ms),
-            max_line_bytes: src.max_line_bytes,
-            read_chunk: 256 * 1024,
-            max_batch_lines: 2000,
-        };
+        let opts = src.follow_options();
         let own = all
             .iter()
             .filter(|c| c.source == src.name)

@@ -37,13 +37,15 @@ pub(super) fn problems(b: &BillingStats, p: &mut super::Problems) {
     }
 }
 
-/// Append the billing series; `src` is the `source="..."` label.
-/// `papercut`: `[papercut]` is configured, so its series are exported too.
-pub(super) fn render(out: &mut String, src: &str, b: &BillingStats, papercut: bool) {
+/// Append the billing series. The billing step (one mapping, one PaperCut
+/// server, one held table) is shared by every source: its series carry no
+/// source label. `papercut`: `[papercut]` is configured, so its series are
+/// exported too.
+pub(super) fn render(out: &mut String, b: &BillingStats, papercut: bool) {
     let mut series = |kind: &str, name: &str, help: &str, v: String| {
         let _ = writeln!(
             out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{{src}}} {v}"
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
         );
     };
     let g = |a: &std::sync::atomic::AtomicU64| Stats::get(a).to_string();
@@ -127,7 +129,7 @@ pub(super) fn render(out: &mut String, src: &str, b: &BillingStats, papercut: bo
     let _ = writeln!(
         out,
         "# HELP chargetail_papercut_call_seconds Time spent in PaperCut calls.\n# TYPE chargetail_papercut_call_seconds summary\n\
-         chargetail_papercut_call_seconds_sum{{{src}}} {}\nchargetail_papercut_call_seconds_count{{{src}}} {calls}",
+         chargetail_papercut_call_seconds_sum {}\nchargetail_papercut_call_seconds_count {calls}",
         us as f64 / 1_000_000.0
     );
 }

@@ -19,38 +19,25 @@ pub(super) fn esc(label: &str) -> String {
 pub(super) fn render_metrics(s: &HttpState) -> String {
     let st = &s.stats;
     let mut out = String::new();
-    // Every series carries the source it belongs to.
-    let src = format!("source=\"{}\"", esc(&s.cfg.sink_source_name()));
-    // Counters are per source (each its own label; a delivered charge counts
-    // for the source its message names); what the one outbox and the one
-    // sink hold carries the names of all.
+    // A series that belongs to one source carries `source="NAME"`, one per
+    // registered source (the daemon registers each `[[source]]` at start; a
+    // delivered charge counts for the source its message names). What
+    // belongs to the daemon as a whole (the one state database and outbox,
+    // the one source loop, the one deliverer, the billing step) carries no
+    // source label, with one source or several.
     let per_source = st.source_stats();
-    // Each source's label; without registered sources (tests), the joined one.
-    let labels: Vec<String> = if per_source.is_empty() {
-        vec![src.clone()]
-    } else {
-        per_source
-            .iter()
-            .map(|p| format!("source=\"{}\"", esc(&p.name)))
-            .collect()
-    };
+    let labels: Vec<String> = per_source
+        .iter()
+        .map(|p| format!("source=\"{}\"", esc(&p.name)))
+        .collect();
     let reading = |out: &mut String,
                    kind: &str,
                    name: &str,
                    help: &str,
-                   total: &AtomicU64,
                    own: fn(&SourceStats) -> &AtomicU64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        if per_source.is_empty() {
-            let _ = writeln!(out, "{name}{{{src}}} {}", Stats::get(total));
-        }
-        for p in &per_source {
-            let _ = writeln!(
-                out,
-                "{name}{{source=\"{}\"}} {}",
-                esc(&p.name),
-                Stats::get(own(p))
-            );
+        for (p, l) in per_source.iter().zip(&labels) {
+            let _ = writeln!(out, "{name}{{{l}}} {}", Stats::get(own(p)));
         }
     };
     reading(
@@ -58,7 +45,6 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         "counter",
         "chargetail_lines_read_total",
         "Lines read from source files.",
-        &st.lines_read,
         |p| &p.lines_read,
     );
     reading(
@@ -66,7 +52,6 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         "counter",
         "chargetail_charges_read_total",
         "New charges put in the outbox.",
-        &st.charges_read,
         |p| &p.charges_read,
     );
     reading(
@@ -74,7 +59,6 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         "counter",
         "chargetail_duplicates_ignored_total",
         "Charges read again whose id was already known.",
-        &st.duplicates_ignored,
         |p| &p.duplicates_ignored,
     );
     reading(
@@ -82,7 +66,6 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         "counter",
         "chargetail_parse_errors_total",
         "Lines that could not be parsed.",
-        &st.bad_lines,
         |p| &p.bad_lines,
     );
     reading(
@@ -90,7 +73,6 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         "counter",
         "chargetail_truncations_total",
         "Source files truncated.",
-        &st.truncations,
         |p| &p.truncations,
     );
     reading(
@@ -98,7 +80,6 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         "counter",
         "chargetail_rotations_total",
         "Source files rotated.",
-        &st.rotations,
         |p| &p.rotations,
     );
     reading(
@@ -106,13 +87,13 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         "gauge",
         "chargetail_reading_paused",
         "1 while reading is paused by backpressure.",
-        &st.reading_paused,
         |p| &p.reading_paused,
     );
+    // The daemon's own series: no source label.
     let mut counter = |name: &str, help: &str, v: u64| {
         let _ = writeln!(
             out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{src}}} {v}"
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
     };
     counter(
@@ -130,7 +111,6 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         "counter",
         "chargetail_delivered_total",
         "Charges delivered.",
-        &st.delivered,
         |p| &p.delivered,
     );
     reading(
@@ -138,7 +118,6 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         "counter",
         "chargetail_redelivered_total",
         "Charges delivered after a failed attempt.",
-        &st.redelivered,
         |p| &p.redelivered,
     );
     reading(
@@ -146,26 +125,18 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         "counter",
         "chargetail_delivery_failures_total",
         "Failed delivery attempts.",
-        &st.retried,
         |p| &p.retried,
     );
     let _ = writeln!(
         out,
         "# HELP chargetail_dead_lettered_total Dead letters by reason.\n# TYPE chargetail_dead_lettered_total counter"
     );
-    // (dead, rejected, unparsable) per label, in the order of `labels`.
-    let dead: Vec<(u64, u64, u64)> = if per_source.is_empty() {
-        vec![(&st.dead_lettered, &st.dead_rejected, &st.bad_lines)]
-    } else {
-        per_source
-            .iter()
-            .map(|p| (&p.dead_lettered, &p.dead_rejected, &p.bad_lines))
-            .collect()
-    }
-    .into_iter()
-    .map(|(d, r, u)| (Stats::get(d), Stats::get(r), Stats::get(u)))
-    .collect();
-    for (l, (dead, rejected, unparsable)) in labels.iter().zip(dead) {
+    for (p, l) in per_source.iter().zip(&labels) {
+        let (dead, rejected, unparsable) = (
+            Stats::get(&p.dead_lettered),
+            Stats::get(&p.dead_rejected),
+            Stats::get(&p.bad_lines),
+        );
         let _ = writeln!(
             out,
             "chargetail_dead_lettered_total{{{l},reason=\"rejected\"}} {rejected}\n\
@@ -176,11 +147,13 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
     }
     // What the state database holds; on a read error these series are left
     // out (an absent series, not a 0) and chargetail_state_readable says so.
+    // The outbox has no source column: its backlog and oldest pending age
+    // are the daemon's, for all sources together.
     let read = s.read(|store| Ok((store.totals()?, store.checkpoints()?)));
     let mut gauge = |name: &str, help: &str, v: Option<String>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         if let Some(v) = v {
-            let _ = writeln!(out, "{name}{{{src}}} {v}");
+            let _ = writeln!(out, "{name} {v}");
         }
     };
     gauge(
@@ -190,12 +163,12 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
     );
     gauge(
         "chargetail_outbox_backlog",
-        "Charges waiting for delivery.",
+        "Charges waiting for delivery (the one outbox: all sources together).",
         read.as_ref().map(|(t, _)| t.pending.to_string()),
     );
     gauge(
         "chargetail_outbox_oldest_pending_age_seconds",
-        "Age of the oldest pending charge (0 when none is pending).",
+        "Age of the oldest pending charge of any source (0 when none is pending).",
         read.as_ref().map(|(t, _)| {
             t.oldest_pending_ms
                 .map(|t| ((now_ms() - t).max(0) as f64 / 1000.0).to_string())
@@ -224,12 +197,7 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
     each(
         "chargetail_last_delivery_timestamp_seconds",
         "Unix time of the source's last delivery.",
-        &|i| {
-            let ms = per_source
-                .get(i)
-                .map_or(&st.last_delivery_ms, |p| &p.last_delivery_ms);
-            (ms.load(Ordering::Relaxed) / 1000).to_string()
-        },
+        &|i| (per_source[i].last_delivery_ms.load(Ordering::Relaxed) / 1000).to_string(),
     );
     let _ = writeln!(
         out,
@@ -277,9 +245,8 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         out,
         "# HELP chargetail_delivery_latency_seconds From line read to delivered.\n# TYPE chargetail_delivery_latency_seconds histogram"
     );
-    for (i, l) in labels.iter().enumerate() {
-        let h = per_source.get(i).map_or(&st.latency, |p| &p.latency);
-        let (buckets, count, sum) = h.snapshot();
+    for (p, l) in per_source.iter().zip(&labels) {
+        let (buckets, count, sum) = p.latency.snapshot();
         for (le, n) in LATENCY_BUCKETS.iter().zip(buckets) {
             let _ = writeln!(
                 out,
@@ -292,7 +259,7 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         );
     }
     if let Some(b) = &s.billing {
-        billing::render(&mut out, &src, b, s.cfg.papercut.is_some());
+        billing::render(&mut out, b, s.cfg.papercut.is_some());
     }
     out
 }

@@ -258,14 +258,8 @@ pub(super) fn compare(path: &Path, facts: &[Fact]) -> Result<Against, ReconcileE
         }
         if !used[i] {
             out.only_read.push(Undelivered {
-                id: f.id.clone(),
-                state: f.state.clone(),
-                time: f.time.clone(),
-                user: f.user.clone(),
-                account: f.account.clone(),
-                amount: f.amount.map(cents),
-                currency: f.currency.clone(),
                 last_error: None,
+                ..Undelivered::of(f)
             });
         }
     }

@@ -163,6 +163,22 @@ struct Fact {
     last_error: Option<String>,
 }
 
+impl Undelivered {
+    /// How a charge is listed in the report.
+    fn of(f: &Fact) -> Undelivered {
+        Undelivered {
+            id: f.id.clone(),
+            state: f.state.clone(),
+            time: f.time.clone(),
+            user: f.user.clone(),
+            account: f.account.clone(),
+            amount: f.amount.map(cents),
+            currency: f.currency.clone(),
+            last_error: f.last_error.clone(),
+        }
+    }
+}
+
 fn load_facts(ledger: &Ledger, period: &Period, path: &Path) -> Result<Vec<Fact>, ReconcileError> {
     let err = |source| ReconcileError::Sqlite {
         path: path.display().to_string(),
@@ -275,16 +291,7 @@ pub fn reconcile(
             }
         }
         if f.state != "delivered" && undelivered.len() < 100 {
-            undelivered.push(Undelivered {
-                id: f.id.clone(),
-                state: f.state.clone(),
-                time: f.time.clone(),
-                user: f.user.clone(),
-                account: f.account.clone(),
-                amount: f.amount.map(cents),
-                currency: f.currency.clone(),
-                last_error: f.last_error.clone(),
-            });
+            undelivered.push(Undelivered::of(f));
         }
     }
     let totals_by_currency: Vec<Row> = totals.iter().map(|(c, a)| a.row("total", c)).collect();

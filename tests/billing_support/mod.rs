@@ -1,21 +1,17 @@
 //! The rig of the billing tests (tests/billing.rs, tests/reconcile.rs): the
-//! week in tests/fixtures/billing-week (refunds, shared and personal
-//! accounts, the start of daylight saving in Melbourne on 2026-10-04, a
-//! 23-hour day) read by the test itself, a config around it, the CLI, and
-//! the daemon with its stdout collected.
+//! week (`support::week`) read by the test itself, a config around it, the
+//! CLI, and the daemon with its stdout collected.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rust_decimal::Decimal;
 
-use crate::support::{self, bin, wait_timeout};
+use crate::support::{self, wait_timeout, week};
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/billing-week");
+pub use crate::support::week::FIXTURES;
 
 /// One raw line of the fixture files, as the test reads it itself.
 #[derive(Debug, Clone)]
@@ -69,39 +65,16 @@ pub fn customer_of(account: &str) -> Option<&'static str> {
     })
 }
 
-/// A directory with the week's files, a mapping and a config.
+/// The week with `mapping`, a `[sink]` table (`sink`, and whatever else
+/// goes before `[billing]`) and `[billing]` keys beside its mapping file.
 pub fn setup(mapping: &str, sink: &str, billing: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let tx = dir.path().join("tx");
-    std::fs::create_dir(&tx).unwrap();
-    for day in 1..=7 {
-        let name = format!("tx-2026-10-{day:02}.log");
-        std::fs::copy(format!("{FIXTURES}/{name}"), tx.join(&name)).unwrap();
-    }
-    std::fs::write(dir.path().join("accounts.csv"), mapping).unwrap();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[source]\nname = \"hw\"\npath = \"tx/*.log\"\ntimezone = \"Australia/Melbourne\"\ncurrency = \"AUD\"\npoll_interval_ms = 200\n\n[state]\npath = \"state/state.db\"\n\n{sink}\n\n[billing]\nmapping_file = \"accounts.csv\"\n{billing}\n"
-        ),
+    week::setup(
+        mapping,
+        &format!("{sink}\n\n[billing]\nmapping_file = \"accounts.csv\"\n{billing}"),
     )
-    .unwrap();
-    (dir, cfg)
 }
 
-pub fn cli(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .env("CHARGETAIL_LOG", "warn")
-        .stderr(std::fs::File::create(dir.join("cli.log")).unwrap())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-    )
-}
+pub use crate::support::week::cli;
 
 pub fn reconcile(dir: &Path, cfg: &Path, args: &[&str]) -> (i32, serde_json::Value) {
     let mut a = vec!["reconcile", "--config", cfg.to_str().unwrap(), "--json"];
@@ -114,65 +87,35 @@ pub fn reconcile(dir: &Path, cfg: &Path, args: &[&str]) -> (i32, serde_json::Val
 }
 
 pub fn replay_all(dir: &Path, cfg: &Path, extra: &[&str]) -> (i32, Vec<serde_json::Value>) {
-    let out = Command::new(bin())
-        .args(["replay", "--config", cfg.to_str().unwrap()])
-        .args(extra)
-        .arg(dir.join("tx/*.log").to_str().unwrap())
-        .env("CHARGETAIL_LOG", "warn")
-        .stderr(std::fs::File::create(dir.join("replay.log")).unwrap())
-        .output()
-        .unwrap();
-    let events = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            support::schema::check(l.as_bytes());
-            serde_json::from_str(l).unwrap()
-        })
-        .collect();
-    (out.status.code().unwrap_or(-1), events)
+    week::replay(dir, cfg, extra, "replay.log", "warn")
 }
 
-/// `chargetail run` with stdout collected and logs in a file.
+/// `chargetail run` (`support::Daemon`: stdout collected, each message
+/// checked, logs in `daemon.log` beside the config), its messages as JSON.
 pub struct Run {
-    child: Child,
-    lines: Receiver<String>,
+    daemon: support::Daemon,
     pub seen: Vec<serde_json::Value>,
     pub log: PathBuf,
 }
 
 impl Run {
     pub fn start(dir: &Path, cfg: &Path) -> Run {
-        let log = dir.join("daemon.log");
-        let mut child = Command::new(bin())
-            .args(["run", "--config"])
-            .arg(cfg)
-            .env("CHARGETAIL_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(stdout).lines() {
-                let Ok(l) = l else { break };
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
         Run {
-            child,
-            lines: rx,
+            daemon: support::Daemon::start(cfg),
             seen: Vec::new(),
-            log,
+            log: dir.join("daemon.log"),
         }
     }
 
     pub fn wait_until(&mut self, within: Duration, done: impl Fn(&[serde_json::Value]) -> bool) {
         let deadline = Instant::now() + within;
-        while !done(&self.seen) {
+        loop {
+            let new = std::mem::take(&mut self.daemon.seen);
+            self.seen
+                .extend(new.iter().map(|l| serde_json::from_str(l).unwrap()));
+            if done(&self.seen) {
+                return;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
                 !left.is_zero(),
@@ -180,33 +123,21 @@ impl Run {
                 self.seen.len(),
                 std::fs::read_to_string(&self.log).unwrap_or_default()
             );
-            if let Ok(l) = self
-                .lines
-                .recv_timeout(left.min(Duration::from_millis(200)))
-            {
-                support::schema::check(l.as_bytes());
-                self.seen.push(serde_json::from_str(&l).unwrap());
-            }
+            self.daemon
+                .wait_for(1, left.min(Duration::from_millis(200)));
         }
     }
 
     pub fn signal(&self, sig: &str) {
         Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
+            .args([sig, &self.daemon.child.id().to_string()])
             .status()
             .unwrap();
     }
 
     pub fn stop(&mut self) -> Option<i32> {
         self.signal("-TERM");
-        wait_timeout(&mut self.child, Duration::from_secs(20))
-    }
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        wait_timeout(&mut self.daemon.child, Duration::from_secs(20))
     }
 }
 

@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{self, bin, free_http_port, http_get, metric};
+use crate::support::{self, bin, free_http_port, http_get, metric, week};
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/billing-week");
 pub const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/papercut_server.py");
 pub const TOKEN: &str = "pc-t0ken-s3cret-4711";
 /// Charges in the week (4 users; noah.kim is unknown to the server).
@@ -104,54 +103,26 @@ pub fn dead_port() -> u16 {
         .port()
 }
 
+/// The week with its shared accounts mapped (personal ones get their
+/// customer from PaperCut's "department"), stdout, and `[papercut]` at
+/// `url` with `token` in a file, plus `papercut_extra`.
 pub fn setup(url: &str, token: &str, papercut_extra: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let tx = dir.path().join("tx");
-    std::fs::create_dir(&tx).unwrap();
-    for day in 1..=7 {
-        let name = format!("tx-2026-10-{day:02}.log");
-        std::fs::copy(format!("{FIXTURES}/{name}"), tx.join(&name)).unwrap();
-    }
-    // Only the shared accounts are mapped: personal ones get their
-    // customer from PaperCut's "department".
-    std::fs::write(
-        dir.path().join("accounts.csv"),
+    let (dir, cfg) = week::setup(
         "papercut,customer_id,team_id\nAcme Design,cus_acme,team_acme\nKoala Labs,cus_koala,\n",
-    )
-    .unwrap();
-    std::fs::write(dir.path().join("pc-token"), format!("{token}\n")).unwrap();
-    let cfg = dir.path().join("config.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[source]\nname = \"hw\"\npath = \"tx/*.log\"\ntimezone = \"Australia/Melbourne\"\ncurrency = \"AUD\"\n\n[state]\npath = \"state/state.db\"\n\n[sink]\nkind = \"stdout\"\n\n[billing]\nmapping_file = \"accounts.csv\"\n\n[papercut]\nurl = \"{url}\"\ntoken_file = \"pc-token\"\nuser_properties = [\"full-name\", \"email\", \"department\"]\ncustomer_property = \"department\"\n{papercut_extra}\n"
+        &format!(
+            "[sink]\nkind = \"stdout\"\n\n[billing]\nmapping_file = \"accounts.csv\"\n\n\
+             [papercut]\nurl = \"{url}\"\ntoken_file = \"pc-token\"\n\
+             user_properties = [\"full-name\", \"email\", \"department\"]\n\
+             customer_property = \"department\"\n{papercut_extra}"
         ),
-    )
-    .unwrap();
+    );
+    std::fs::write(dir.path().join("pc-token"), format!("{token}\n")).unwrap();
     (dir, cfg)
 }
 
-/// Replay the week; every message checked against the schema.
-pub fn replay(dir: &Path, cfg: &Path, log: &str) -> (i32, Vec<serde_json::Value>, Duration) {
-    let t0 = Instant::now();
-    let out = Command::new(bin())
-        .args(["replay", "--config", cfg.to_str().unwrap()])
-        .arg(dir.join("tx/*.log").to_str().unwrap())
-        .env("CHARGETAIL_LOG", "trace")
-        .env_remove("CHARGETAIL_PAPERCUT_TOKEN")
-        .stderr(std::fs::File::create(dir.join(log)).unwrap())
-        .output()
-        .unwrap();
-    let took = t0.elapsed();
-    let events = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            support::schema::check(l.as_bytes());
-            serde_json::from_str(l).unwrap()
-        })
-        .collect();
-    (out.status.code().unwrap_or(-1), events, took)
+/// Replay the week (log at trace, to show the token never appears).
+pub fn replay(dir: &Path, cfg: &Path, log: &str) -> (i32, Vec<serde_json::Value>) {
+    week::replay(dir, cfg, &[], log, "trace")
 }
 
 pub fn assert_no_token(dir: &Path, log: &str) {
@@ -213,14 +184,7 @@ impl Daemon {
             support::wait_timeout(&mut self.child, Duration::from_secs(20)),
             Some(0)
         );
-        std::fs::read_to_string(&self.out)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                support::schema::check(l.as_bytes());
-                serde_json::from_str(l).unwrap()
-            })
-            .collect()
+        support::schema::messages(&std::fs::read(&self.out).unwrap())
     }
 }
 
@@ -235,21 +199,18 @@ pub fn run_until_delivered(dir: &Path, cfg: &Path, log: &str) -> (String, Vec<se
 }
 
 pub fn held_list(dir: &Path, cfg: &Path) -> Vec<serde_json::Value> {
-    let out = Command::new(bin())
-        .args(["held", "list", "--json", "--config", cfg.to_str().unwrap()])
-        .env_remove("CHARGETAIL_PAPERCUT_TOKEN")
-        .stderr(std::fs::File::create(dir.join("held.log")).unwrap())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let (code, out) = week::cli(
+        dir,
+        &["held", "list", "--json", "--config", cfg.to_str().unwrap()],
+    );
+    assert_eq!(code, 0);
+    serde_json::from_str(&out).unwrap()
 }
 
 pub fn status(dir: &Path, cfg: &Path) -> serde_json::Value {
-    let out = Command::new(bin())
-        .args(["status", "--json", "--config", cfg.to_str().unwrap()])
-        .stderr(std::fs::File::create(dir.join("status.log")).unwrap())
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).unwrap()
+    let (_, out) = week::cli(
+        dir,
+        &["status", "--json", "--config", cfg.to_str().unwrap()],
+    );
+    serde_json::from_str(&out).unwrap()
 }

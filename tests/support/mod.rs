@@ -10,6 +10,7 @@ use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
 pub mod schema;
+pub mod week;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_chargetail")

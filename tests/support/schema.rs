@@ -40,3 +40,15 @@ pub fn check(bytes: &[u8]) {
         String::from_utf8_lossy(bytes)
     );
 }
+
+/// One message line, checked, as JSON.
+pub fn message(line: &str) -> serde_json::Value {
+    check(line.as_bytes());
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+/// Messages written one a line (a command's or a daemon's stdout), each
+/// checked.
+pub fn messages(text: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(text).lines().map(message).collect()
+}

@@ -302,6 +302,7 @@ fn read_source(
                     }
                     continue;
                 }
+                let t_parse = Instant::now();
                 let mut batch = Batch::new(checkpoint.path.to_string_lossy().into_owned(), 0);
                 for line in &lines {
                     batch.push(parser, line, &source_name);
@@ -312,6 +313,7 @@ fn read_source(
                 batch
                     .bill(billing, store, &source_name)
                     .context("billing the charges read")?;
+                let t_commit = Instant::now();
                 // A failed commit stops reading: the error propagates and
                 // the daemon exits non-zero; nothing is skipped.
                 let done = batch
@@ -325,6 +327,13 @@ fn read_source(
                 billing
                     .committed(&done)
                     .context("counting the charges held")?;
+                // Where an appended line's time goes before delivery.
+                tracing::trace!(
+                    lines = lines.len(),
+                    parse_bill_us = (t_commit - t_parse).as_micros() as u64,
+                    commit_us = t_commit.elapsed().as_micros() as u64,
+                    "committed"
+                );
                 let own = &r.stats;
                 for (total, mine, n) in [
                     (&stats.lines_read, &own.lines_read, lines.len() as u64),

@@ -44,6 +44,15 @@ fn entry(id: &str) -> LedgerEntry {
     }
 }
 
+/// The ids of the first `limit` pending charges, in outbox order.
+fn pending_ids(s: &Store, limit: usize) -> Vec<String> {
+    s.pending(limit)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.envelope.id)
+        .collect()
+}
+
 fn checkpoint(offset: u64) -> Checkpoint {
     Checkpoint {
         generation: 1,
@@ -81,12 +90,7 @@ fn commit_stores_charges_and_position_together_and_ignores_known_ids() {
     drop(s);
     let s = Store::open(&path).unwrap();
     assert_eq!(s.checkpoints().unwrap(), vec![checkpoint(20)]);
-    let pending: Vec<String> = s
-        .pending(10)
-        .unwrap()
-        .into_iter()
-        .map(|p| p.envelope.id)
-        .collect();
+    let pending = pending_ids(&s, 10);
     assert_eq!(pending, ["chg_a", "chg_b", "chg_c"]);
 }
 
@@ -296,12 +300,7 @@ fn delivered_runs_are_marked_by_range_and_only_the_seqs_named() {
         (seq[7], Record::Delivered),
     ];
     assert_eq!(s.record_seqs(&results).unwrap(), (6, 0));
-    let left: Vec<String> = s
-        .pending(10)
-        .unwrap()
-        .into_iter()
-        .map(|p| p.envelope.id)
-        .collect();
+    let left = pending_ids(&s, 10);
     assert_eq!(left, ["chg_3", "chg_5"]);
     for i in [0, 1, 2, 4, 6, 7] {
         assert_eq!(
@@ -350,12 +349,7 @@ fn ids_that_share_a_key_keep_a_row_each() {
         .unwrap();
     assert_eq!((done.inserted, done.duplicates), (1, 2));
     assert_eq!(done.ignored, [1, 2]);
-    let pending: Vec<String> = s
-        .pending(10)
-        .unwrap()
-        .into_iter()
-        .map(|p| p.envelope.id)
-        .collect();
+    let pending = pending_ids(&s, 10);
     assert_eq!(pending, [a, b]);
     assert_eq!(s.known(a).unwrap().as_deref(), Some("pending"));
     assert_eq!(s.known(b).unwrap().as_deref(), Some("pending"));

@@ -7,22 +7,22 @@
 
 use chrono::{DateTime, Datelike, FixedOffset, SecondsFormat, Timelike};
 
-use super::Charge;
+use super::ChargeView;
 
 /// Append the message of `charge` to `out`.
-pub(super) fn write_event(out: &mut Vec<u8>, c: &Charge, source_name: &str) {
+pub(super) fn write_event(out: &mut Vec<u8>, c: &ChargeView<'_>, source_name: &str) {
     out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":");
-    string(out, &c.id);
+    string(out, c.id);
     out.extend_from_slice(b",\"source\":\"papercut/");
     escaped(out, source_name);
     out.extend_from_slice(b"\",\"type\":\"papercut.charge\",\"subject\":");
-    string(out, &c.account);
+    string(out, c.account);
     out.extend_from_slice(b",\"time\":\"");
     time(out, &c.time);
     out.extend_from_slice(b"\",\"datacontenttype\":\"application/json\",\"data\":{\"user\":");
-    string(out, &c.user);
+    string(out, c.user);
     out.extend_from_slice(b",\"account\":");
-    string(out, &c.account);
+    string(out, c.account);
     out.extend_from_slice(b",\"account_type\":\"");
     out.extend_from_slice(c.account_type.as_str().as_bytes());
     out.extend_from_slice(b"\",\"amount\":");
@@ -35,11 +35,11 @@ pub(super) fn write_event(out: &mut Vec<u8>, c: &Charge, source_name: &str) {
         decimal(out, Some(cost));
     }
     out.extend_from_slice(b",\"currency\":");
-    string(out, &c.currency);
+    string(out, c.currency);
     out.extend_from_slice(b",\"job_type\":\"");
     out.extend_from_slice(c.job_type.as_str().as_bytes());
     out.push(b'"');
-    if let Some(raw) = &c.job_type_raw {
+    if let Some(raw) = c.job_type_raw {
         out.extend_from_slice(b",\"job_type_raw\":");
         string(out, raw);
     }
@@ -54,13 +54,13 @@ pub(super) fn write_event(out: &mut Vec<u8>, c: &Charge, source_name: &str) {
     out.extend_from_slice(b",\"grayscale\":");
     flag(out, c.grayscale);
     for (key, value) in [
-        (&b",\"device\":"[..], &c.device),
-        (b",\"server\":", &c.server),
-        (b",\"client\":", &c.client),
-        (b",\"document\":", &c.document),
-        (b",\"paper_size\":", &c.paper_size),
-        (b",\"comment\":", &c.comment),
-        (b",\"transaction_id\":", &c.transaction_id),
+        (&b",\"device\":"[..], c.device),
+        (b",\"server\":", c.server),
+        (b",\"client\":", c.client),
+        (b",\"document\":", c.document),
+        (b",\"paper_size\":", c.paper_size),
+        (b",\"comment\":", c.comment),
+        (b",\"transaction_id\":", c.transaction_id),
     ] {
         out.extend_from_slice(key);
         match value {
@@ -80,11 +80,11 @@ pub(super) fn write_event(out: &mut Vec<u8>, c: &Charge, source_name: &str) {
         string(out, v);
     }
     out.extend_from_slice(b"},\"origin\":{\"file\":");
-    string(out, &c.origin.file);
+    string(out, c.file);
     out.extend_from_slice(b",\"offset\":");
-    integer(out, c.origin.offset);
+    integer(out, c.offset);
     out.extend_from_slice(b",\"line\":");
-    integer(out, c.origin.line);
+    integer(out, c.line);
     out.push(b'}');
     if c.time_read {
         out.extend_from_slice(b",\"time_source\":\"read\"");
@@ -101,12 +101,52 @@ fn string(out: &mut Vec<u8>, s: &str) {
 /// serde_json's escapes: `"` and `\`, the short forms of backspace, form
 /// feed, LF, CR and tab, `\u00XX` (lowercase hex) for the other control
 /// characters; everything else (DEL, non-ASCII) as is.
+///
+/// Nearly every value needs no escape: eight bytes at a time are checked
+/// for one (the per-byte loop was a tenth of `parse` time) and a clean
+/// string is copied whole.
 fn escaped(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let b = s.as_bytes();
-    let mut run = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if c >= 0x20 && c != b'"' && c != b'\\' {
+    let mut clean = 0;
+    for chunk in b.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        if word_needs_escape(u64::from_le_bytes(w)) {
+            break;
+        }
+        clean += 8;
+    }
+    match b[clean..].iter().position(|&c| needs_escape(c)) {
+        None => out.extend_from_slice(b),
+        Some(p) => escaped_from(out, b, clean + p),
+    }
+}
+
+fn needs_escape(c: u8) -> bool {
+    c < 0x20 || c == b'"' || c == b'\\'
+}
+
+/// Whether any of the eight bytes is below 0x20, `"` or `\` (the classic
+/// "has a byte less than n" and "has a zero byte" bit tricks, exact as a
+/// yes/no for the whole word).
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = w.wrapping_sub(ONES * 0x20) & !w;
+    let q = w ^ (ONES * u64::from(b'"'));
+    let quote = q.wrapping_sub(ONES) & !q;
+    let bs = w ^ (ONES * u64::from(b'\\'));
+    let backslash = bs.wrapping_sub(ONES) & !bs;
+    (below | quote | backslash) & HIGH != 0
+}
+
+/// The escaping loop, from `first` (the first byte needing an escape).
+fn escaped_from(out: &mut Vec<u8>, b: &[u8], first: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.extend_from_slice(&b[..first]);
+    let mut run = first;
+    for (i, &c) in b.iter().enumerate().skip(first) {
+        if !needs_escape(c) {
             continue;
         }
         out.extend_from_slice(&b[run..i]);
@@ -320,6 +360,43 @@ mod tests {
     }
 
     use chrono::FixedOffset;
+
+    /// The word test says yes exactly when a byte of the word needs an
+    /// escape: every byte value in every lane, and pseudo-random words.
+    #[test]
+    fn word_test_agrees_with_the_byte_test() {
+        let by_bytes = |w: u64| w.to_le_bytes().iter().any(|&c| super::needs_escape(c));
+        let mut words = Vec::new();
+        for lane in 0..8 {
+            for c in 0..=255u64 {
+                words.push((0x4141_4141_4141_4141 & !(0xFF << (lane * 8))) | (c << (lane * 8)));
+                words.push((0xE9E9_E9E9_E9E9_E9E9 & !(0xFF << (lane * 8))) | (c << (lane * 8)));
+            }
+        }
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            words.push(x);
+        }
+        for w in words {
+            assert_eq!(super::word_needs_escape(w), by_bytes(w), "{w:#018x}");
+        }
+        // Strings of every length with the escape at every place.
+        for len in 0..40 {
+            for at in 0..len {
+                for c in ['"', '\\', '\n', '\u{1}', 'é'] {
+                    let mut t: String = "a".repeat(len);
+                    t.replace_range(at..=at, &c.to_string());
+                    let mut out = Vec::new();
+                    super::escaped(&mut out, &t);
+                    let want = serde_json::to_string(&t).unwrap();
+                    assert_eq!(out, want.as_bytes()[1..want.len() - 1], "{t:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn decimals_render_as_display() {

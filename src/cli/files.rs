@@ -69,8 +69,11 @@ pub(super) fn parse(
         "chargetail: local times are read in {}",
         crate::config::describe_timezone(&src)
     );
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::stdout().lock();
+    // Messages are rendered straight into one output buffer, written out
+    // when it is full: no copy through a second buffer, nothing per line.
+    const FLUSH_AT: usize = 128 * 1024;
+    let mut bytes = Vec::with_capacity(FLUSH_AT + 4096);
     let mut bad = 0u64;
     let mut charges = 0u64;
     for file in files {
@@ -79,18 +82,20 @@ pub(super) fn parse(
         let name = canonical.to_string_lossy().into_owned();
         let mut parser = LineParser::new(settings.clone(), name.clone());
         let mut write_err = None;
-        // One buffer for every message (an allocation per line showed).
-        let mut bytes = Vec::with_capacity(2048);
-        crate::source::historical::read_lines(&canonical, max_line, |line, _| {
-            match parser.parse(&line) {
+        crate::source::historical::read_lines_with(&canonical, max_line, |line, _| {
+            let rendered = parser.parse_with(line, |c| {
+                c.write_event_json(&settings.source_name, &mut bytes);
+                bytes.push(b'\n');
+            });
+            match rendered {
                 Parsed::Skip => {}
-                Parsed::Charge(c) => {
+                Parsed::Charge(()) => {
                     charges += 1;
-                    bytes.clear();
-                    c.write_event_json(&settings.source_name, &mut bytes);
-                    bytes.push(b'\n');
-                    if let Err(e) = out.write_all(&bytes) {
-                        write_err.get_or_insert(e);
+                    if bytes.len() >= FLUSH_AT {
+                        if write_err.is_none() {
+                            write_err = out.write_all(&bytes).err();
+                        }
+                        bytes.clear();
                     }
                 }
                 Parsed::Error(reason) => {
@@ -107,7 +112,9 @@ pub(super) fn parse(
             return Err(anyhow!(e).context("writing to stdout"));
         }
     }
-    out.flush().context("writing to stdout")?;
+    out.write_all(&bytes)
+        .and_then(|()| out.flush())
+        .context("writing to stdout")?;
     tracing::debug!(charges, bad, "parsed");
     Ok(if bad > 0 {
         ExitCode::from(1)

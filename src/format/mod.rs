@@ -44,8 +44,9 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::charge::{charge_id, Charge, OrdinalCounter, Origin};
+use crate::charge::{Charge, ChargeId, ChargeView, OrdinalCounter};
 use crate::source::Line;
+use record::Record;
 
 pub use fields::parse_amount;
 pub use times::{parse_datetime, resolve_local, time_format_of};
@@ -204,12 +205,14 @@ pub fn split_fields(text: &str, delimiter: u8) -> Result<Vec<String>, String> {
     split::split_line(text, delimiter).map(|v| v.into_iter().map(|c| c.into_owned()).collect())
 }
 
-/// What one line turned out to be.
+/// What one line turned out to be. `C` is what a charge became:
+/// the owned `Charge` from [`LineParser::parse`], whatever the caller made
+/// of its view with [`LineParser::parse_with`].
 #[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
+pub enum Parsed<C = Box<Charge>> {
     /// Not a record: a header, a banner, a blank line.
     Skip,
-    Charge(Box<Charge>),
+    Charge(C),
     /// Not parseable; `reason` says why (the line's place is known to the
     /// caller). Becomes a dead letter; reading goes on.
     Error(String),
@@ -268,94 +271,115 @@ impl LineParser {
 
     /// One line of the file (never panics, whatever the bytes).
     pub fn parse(&mut self, line: &Line) -> Parsed {
-        let s = Arc::clone(&self.settings);
+        self.parse_with(line, |c| Box::new(c.to_charge()))
+    }
+
+    /// [`LineParser::parse`], handing the charge to `f` as a view that
+    /// borrows the line (to render its message without owning its text).
+    pub fn parse_with<C>(
+        &mut self,
+        line: &Line,
+        f: impl FnOnce(&ChargeView<'_>) -> C,
+    ) -> Parsed<C> {
+        // Disjoint borrows: the record borrows the table while the rest is used.
+        let LineParser {
+            settings: s,
+            file,
+            ordinals,
+            table,
+            decoder,
+        } = self;
+        let s: &FormatSettings = s;
         if let Some(n) = line.too_long {
             let why = format!(
                 "line is {n} bytes, over the limit of {} bytes",
                 line.bytes.len()
             );
-            self.table.unreadable_line(&s, line.number, &why);
+            table.unreadable_line(s, line.number, &why);
             return Parsed::Error(why);
         }
-        let (content, text, newly) = self.decoder.decode(&line.bytes, line.offset == 0);
+        let (content, text, newly) = decoder.decode(&line.bytes, line.offset == 0);
         if newly {
             tracing::info!(
-                file = %self.file,
+                file = %file,
                 line = line.number,
-                encoding = self.decoder.encoding().map_or("?", |e| e.name()),
+                encoding = decoder.encoding().map_or("?", |e| e.name()),
                 "encoding detected (source.encoding = \"auto\")"
             );
         }
         let text = match text {
             Ok(t) => t,
             Err(why) => {
-                self.table.unreadable_line(&s, line.number, &why);
+                table.unreadable_line(s, line.number, &why);
                 return Parsed::Error(why);
             }
         };
         // The splitter strips CRLF; a CR left at the end (a last line
         // without LF) is still a line end, not data.
         let text = text.strip_suffix('\r').unwrap_or(&text);
-        if text.trim().is_empty() {
+        if record::trim(text).is_empty() {
             return Parsed::Skip;
         }
         let defaults = tabular::defaults(s.profile);
         let now = || read_time(s.timezone);
-        let built = match s.profile {
-            Profile::JobDetails => {
-                job_details::step(&s, text, defaults).and_then(|(rec, d)| rec.build(&s, d, now))
-            }
-            _ => match self.table.step(&s, text, line.number) {
+        let mut rec = Record::default();
+        let d = match s.profile {
+            Profile::JobDetails => match job_details::step(s, text, defaults) {
+                Ok((r, d)) => {
+                    rec = r;
+                    d
+                }
+                Err(e) => return Parsed::Error(e),
+            },
+            _ => match table.step(s, text, line.number, &mut rec) {
                 tabular::Step::Skip => return Parsed::Skip,
                 tabular::Step::Error(e) => return Parsed::Error(e),
-                tabular::Step::Record(rec) => rec.build(&s, defaults, now),
+                tabular::Step::Record => defaults,
             },
         };
-        let f = match built {
+        let fields = match rec.build(s, d, now) {
             Ok(f) => f,
             Err(e) => return Parsed::Error(e),
         };
         // Only records without a native id take an ordinal: ids from a
         // transaction id must not depend on their neighbours.
-        let id = match &f.transaction_id {
-            Some(tx) => charge_id(&s.source_name, Some(tx), content, 0),
+        let id = match fields.transaction_id {
+            Some(tx) => ChargeId::new(&s.source_name, Some(tx), content, 0),
             None => {
-                let ordinal = self.ordinals.next(content);
-                charge_id(&s.source_name, None, content, ordinal)
+                let ordinal = ordinals.next(content);
+                ChargeId::new(&s.source_name, None, content, ordinal)
             }
         };
-        Parsed::Charge(Box::new(Charge {
-            id,
-            time: f.time,
-            user: f.user,
-            account: f.account,
-            account_type: f.account_type,
-            amount: f.amount,
-            status: f.status,
-            cost: f.cost,
-            currency: s.currency.clone(),
-            job_type: f.job_type,
-            job_type_raw: f.job_type_raw,
-            pages: f.pages,
-            color_pages: f.color_pages,
-            copies: f.copies,
-            duplex: f.duplex,
-            grayscale: f.grayscale,
-            device: f.device,
-            server: f.server,
-            client: f.client,
-            document: f.document,
-            paper_size: f.paper_size,
-            comment: f.comment,
-            transaction_id: f.transaction_id,
-            balance_after: f.balance_after,
-            extra: f.extra,
-            origin: Origin {
-                file: self.file.clone(),
-                offset: line.offset,
-                line: line.number,
-            },
-            time_read: f.time_read,
+        Parsed::Charge(f(&ChargeView {
+            id: id.as_str(),
+            time: fields.time,
+            user: fields.user,
+            account: fields.account,
+            account_type: fields.account_type,
+            amount: fields.amount,
+            status: fields.status,
+            cost: fields.cost,
+            currency: &s.currency,
+            job_type: fields.job_type,
+            job_type_raw: fields.job_type_raw,
+            pages: fields.pages,
+            color_pages: fields.color_pages,
+            copies: fields.copies,
+            duplex: fields.duplex,
+            grayscale: fields.grayscale,
+            device: fields.device,
+            server: fields.server,
+            client: fields.client,
+            document: fields.document,
+            paper_size: fields.paper_size,
+            comment: fields.comment,
+            transaction_id: fields.transaction_id,
+            balance_after: fields.balance_after,
+            extra: &fields.extra,
+            file,
+            offset: line.offset,
+            line: line.number,
+            time_read: fields.time_read,
         }))
     }
 }

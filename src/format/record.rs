@@ -51,9 +51,9 @@ pub struct Defaults {
 }
 
 /// Everything of a charge that a line determines (the id and origin are
-/// added by the caller).
+/// added by the caller). The text borrows the record's values.
 #[derive(Debug)]
-pub struct Fields {
+pub struct Fields<'r> {
     pub time: DateTime<FixedOffset>,
     /// `time` is the time of reading (the record had none).
     pub time_read: bool,
@@ -61,24 +61,24 @@ pub struct Fields {
     /// The cost as written (sign-normalised); `amount` is 0 when the job is
     /// not billed.
     pub cost: Option<Decimal>,
-    pub user: String,
-    pub account: String,
+    pub user: &'r str,
+    pub account: &'r str,
     pub account_type: AccountType,
     pub amount: Option<Decimal>,
     pub job_type: JobType,
-    pub job_type_raw: Option<String>,
+    pub job_type_raw: Option<&'r str>,
     pub pages: Option<u32>,
     pub color_pages: Option<u32>,
     pub copies: Option<u32>,
     pub duplex: Option<bool>,
     pub grayscale: Option<bool>,
-    pub device: Option<String>,
-    pub server: Option<String>,
-    pub client: Option<String>,
-    pub document: Option<String>,
-    pub paper_size: Option<String>,
-    pub comment: Option<String>,
-    pub transaction_id: Option<String>,
+    pub device: Option<&'r str>,
+    pub server: Option<&'r str>,
+    pub client: Option<&'r str>,
+    pub document: Option<&'r str>,
+    pub paper_size: Option<&'r str>,
+    pub comment: Option<&'r str>,
+    pub transaction_id: Option<&'r str>,
     pub balance_after: Option<Decimal>,
     pub extra: BTreeMap<String, String>,
 }
@@ -109,12 +109,12 @@ impl<'a> Record<'a> {
     /// value, never an invented one.
     fn text(&self, field: Field) -> Option<(&str, &str)> {
         self.get(field)
-            .map(|v| (v.text.trim(), &*v.label))
+            .map(|v| (trim(&v.text), &*v.label))
             .filter(|(t, _)| !t.is_empty())
     }
 
-    fn string(&self, field: Field) -> Option<String> {
-        self.text(field).map(|(t, _)| t.to_string())
+    fn string(&self, field: Field) -> Option<&str> {
+        self.text(field).map(|(t, _)| t)
     }
 
     fn parsed<T>(
@@ -129,16 +129,28 @@ impl<'a> Record<'a> {
     }
 
     /// `now` gives the time of reading, asked only for a record without a
-    /// time where the profile allows one.
+    /// time where the profile allows one. The extra values are taken out
+    /// of the record.
     pub fn build(
-        self,
+        &mut self,
         s: &FormatSettings,
         d: Defaults,
         now: impl FnOnce() -> DateTime<FixedOffset>,
-    ) -> Result<Fields, String> {
+    ) -> Result<Fields<'_>, String> {
+        let extra = std::mem::take(&mut self.extra);
+        self.build_with(extra, s, d, now)
+    }
+
+    fn build_with(
+        &self,
+        extra: BTreeMap<String, String>,
+        s: &FormatSettings,
+        d: Defaults,
+        now: impl FnOnce() -> DateTime<FixedOffset>,
+    ) -> Result<Fields<'_>, String> {
         let no_time = match self.get(Field::Time) {
             None => true,
-            Some(v) => v.text.trim().is_empty(),
+            Some(v) => trim(&v.text).is_empty(),
         };
         let (time, time_read) = if d.time_optional && no_time {
             (now(), true)
@@ -147,12 +159,12 @@ impl<'a> Record<'a> {
         };
         let user = match self.get(Field::User) {
             None => return Err("no user column: a charge needs a user".into()),
-            Some(v) if v.text.trim().is_empty() => {
+            Some(v) if trim(&v.text).is_empty() => {
                 return Err(format!("{}: empty, a charge needs a user", v.label))
             }
-            Some(v) => v.text.trim().to_string(),
+            Some(v) => trim(&v.text),
         };
-        let (account, account_type) = self.account(&user, d)?;
+        let (account, account_type) = self.account(user, d)?;
         let amount = match self.get(Field::Amount) {
             None if d.amount_required => {
                 return Err("no amount column: a billing record needs an amount".into())
@@ -179,7 +191,7 @@ impl<'a> Record<'a> {
         let (job_type, job_type_raw) = match self.text(Field::JobType) {
             Some((raw, _)) => {
                 let jt = JobType::from_raw(raw);
-                (jt, (jt == JobType::Other).then(|| raw.to_string()))
+                (jt, (jt == JobType::Other).then_some(raw))
             }
             None => (d.job_type.unwrap_or(JobType::Other), None),
         };
@@ -209,12 +221,17 @@ impl<'a> Record<'a> {
             comment: self.string(Field::Comment),
             transaction_id: self.string(Field::TransactionId),
             balance_after,
-            extra: self
-                .extra
+            extra: extra
                 .into_iter()
                 .filter_map(|(k, v)| {
-                    let v = v.trim();
-                    (!v.is_empty()).then(|| (k, v.to_string()))
+                    let t = v.trim();
+                    if t.is_empty() {
+                        None
+                    } else if t.len() == v.len() {
+                        Some((k, v))
+                    } else {
+                        Some((k, t.to_string()))
+                    }
                 })
                 .collect(),
         })
@@ -286,7 +303,7 @@ impl<'a> Record<'a> {
     /// The account charged and its type: an `account_type` value when there
     /// is one; otherwise personal when the account is absent (the user's own
     /// account) or is the user's name, shared otherwise.
-    fn account(&self, user: &str, d: Defaults) -> Result<(String, AccountType), String> {
+    fn account<'r>(&'r self, user: &'r str, d: Defaults) -> Result<(&'r str, AccountType), String> {
         let account = self.string(Field::Account);
         let written = match self.text(Field::AccountType) {
             None => None,
@@ -305,7 +322,7 @@ impl<'a> Record<'a> {
                 "{}: the account type is shared but no account is named",
                 self.text(Field::AccountType).map_or("", |(_, l)| l)
             )),
-            (None, t) => Ok((user.to_string(), t.unwrap_or(AccountType::Personal))),
+            (None, t) => Ok((user, t.unwrap_or(AccountType::Personal))),
             (Some(a), Some(t)) => Ok((a, t)),
             (Some(a), None) => {
                 let t = if !d.account_is_shared && a.eq_ignore_ascii_case(user) {
@@ -317,4 +334,19 @@ impl<'a> Record<'a> {
             }
         }
     }
+}
+
+/// `str::trim`, with a shortcut for the usual value that starts and ends
+/// with a visible ASCII character (no whitespace, Unicode's included, can
+/// be there): the generic trim decodes a character at each end.
+pub fn trim(s: &str) -> &str {
+    match s.as_bytes() {
+        [first, .., last] if is_visible_ascii(*first) && is_visible_ascii(*last) => s,
+        [only] if is_visible_ascii(*only) => s,
+        _ => s.trim(),
+    }
+}
+
+fn is_visible_ascii(b: u8) -> bool {
+    b > b' ' && b < 0x80
 }

@@ -131,9 +131,10 @@ enum State {
     Broken(String),
 }
 
-pub enum Step<'a> {
+pub enum Step {
     Skip,
-    Record(Box<Record<'a>>),
+    /// The record given to `step` holds the line's values.
+    Record,
     Error(String),
 }
 
@@ -175,8 +176,15 @@ impl Tabular {
         }
     }
 
-    /// One non-blank decoded line.
-    pub fn step<'a>(&'a mut self, s: &FormatSettings, text: &'a str, line_no: u64) -> Step<'a> {
+    /// One non-blank decoded line; a record's values go into `rec` (the
+    /// caller's, so that no record is allocated per line).
+    pub fn step<'a>(
+        &'a mut self,
+        s: &FormatSettings,
+        text: &'a str,
+        line_no: u64,
+        rec: &mut Record<'a>,
+    ) -> Step {
         if s.profile == Profile::PrintLoggerCsv && is_print_logger_banner(text) {
             return Step::Skip;
         }
@@ -218,8 +226,8 @@ impl Tabular {
                 if header.as_deref() == Some(text) {
                     return Step::Skip;
                 }
-                match row(text, *delimiter, mapping, taken) {
-                    Ok(r) => Step::Record(Box::new(r)),
+                match row(text, *delimiter, mapping, taken, rec) {
+                    Ok(()) => Step::Record,
                     Err(e) => Step::Error(e),
                 }
             }
@@ -238,7 +246,7 @@ impl Tabular {
         line_no: u64,
         delimiter: u8,
         banner_skipped: bool,
-    ) -> Option<Step<'static>> {
+    ) -> Option<Step> {
         let cells = super::split::split_line(text, delimiter).ok();
         let is_record = !s.header
             || cells.as_ref().is_some_and(|c| {
@@ -290,7 +298,7 @@ impl Tabular {
         text: &str,
         line_no: u64,
         delimiter: u8,
-    ) -> Step<'static> {
+    ) -> Step {
         let result = super::split::split_line(text, delimiter)
             .and_then(|cells| Ok((Mapping::from_header(&cells, &s.columns)?, cells)));
         let missing = |m: &Mapping| {
@@ -395,7 +403,8 @@ fn row<'a>(
     delimiter: u8,
     mapping: &'a Mapping,
     taken: &[bool],
-) -> Result<Record<'a>, String> {
+    rec: &mut Record<'a>,
+) -> Result<(), String> {
     let mut cells = super::split::split_line(text, delimiter)?;
     if let Some(w) = mapping.width {
         // Trailing empty fields beyond the header are no data: the Print
@@ -418,7 +427,6 @@ fn row<'a>(
             return Err(format!("{} fields, header has {w}", cells.len()));
         }
     }
-    let mut rec = Record::default();
     for (field, slot) in &mapping.slots {
         match cells.get(slot.index) {
             Some(_) => rec.set(
@@ -448,7 +456,7 @@ fn row<'a>(
             .unwrap_or_else(|| format!("field{}", i + 1));
         rec.extra.insert(key, v.into_owned());
     }
-    Ok(rec)
+    Ok(())
 }
 
 /// The Print Logger's fixed columns, named in errors by the file's own

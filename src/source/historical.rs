@@ -15,6 +15,18 @@ pub fn read_lines(
     max_line_bytes: usize,
     mut each: impl FnMut(Line, u64),
 ) -> std::io::Result<u64> {
+    read_lines_with(path, max_line_bytes, |line, total| {
+        each(line.clone(), total)
+    })
+}
+
+/// [`read_lines`], lending each line (its buffer is reused for the next
+/// one: nothing is allocated per line).
+pub fn read_lines_with(
+    path: &Path,
+    max_line_bytes: usize,
+    mut each: impl FnMut(&Line, u64),
+) -> std::io::Result<u64> {
     let file = File::open(path)?;
     let mut reader: Box<dyn Read> = if is_gzip(path) {
         Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
@@ -25,7 +37,6 @@ pub fn read_lines(
     };
     let mut splitter = LineSplitter::new(max_line_bytes, 0, 1);
     let mut buf = vec![0u8; 256 * 1024];
-    let mut lines = Vec::new();
     let mut total = 0u64;
     loop {
         let n = match reader.read(&mut buf) {
@@ -35,15 +46,9 @@ pub fn read_lines(
             Err(e) => return Err(e),
         };
         total += n as u64;
-        splitter.feed(&buf[..n], &mut lines);
-        for line in lines.drain(..) {
-            each(line, total);
-        }
+        splitter.feed_each(&buf[..n], |line| each(line, total));
     }
-    splitter.finish(&mut lines);
-    for line in lines.drain(..) {
-        each(line, total);
-    }
+    splitter.finish_each(|line| each(line, total));
     Ok(total)
 }
 

@@ -25,6 +25,14 @@ impl Line {
     }
 }
 
+/// The line, its bytes taken out of `l`.
+fn take_line(l: &mut Line) -> Line {
+    Line {
+        bytes: std::mem::take(&mut l.bytes),
+        ..*l
+    }
+}
+
 /// What a line end is made of. A file that starts with a UTF-16 byte order
 /// mark (`FF FE` or `FE FF`) is split at the 16-bit units of LF (`0A 00` /
 /// `00 0A`, at even offsets): splitting such a file at every `0A` byte would
@@ -121,7 +129,31 @@ impl LineSplitter {
     }
 
     /// Feed a chunk that continues the stream; complete lines go to `out`.
-    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<Line>) {
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<Line>) {
+        self.feed_into(chunk, &mut |l: &mut Line| out.push(take_line(l)));
+    }
+
+    /// [`LineSplitter::feed`], lending each complete line to `each`: the
+    /// line's buffer is reused for the next one, so reading allocates
+    /// nothing per line.
+    pub fn feed_each(&mut self, chunk: &[u8], mut each: impl FnMut(&Line)) {
+        self.feed_into(chunk, &mut |l: &mut Line| each(l));
+    }
+
+    /// The stream is closed (a historical file): take an unterminated last
+    /// line as complete.
+    pub fn finish(&mut self, out: &mut Vec<Line>) {
+        self.finish_into(&mut |l: &mut Line| out.push(take_line(l)));
+    }
+
+    /// [`LineSplitter::finish`], lending the line as [`LineSplitter::feed_each`].
+    pub fn finish_each(&mut self, mut each: impl FnMut(&Line)) {
+        self.finish_into(&mut |l: &mut Line| each(l));
+    }
+
+    /// Where lines go: the callee may take the line's bytes; what it leaves
+    /// is reused for the next line.
+    fn feed_into(&mut self, mut chunk: &[u8], out: &mut impl FnMut(&mut Line)) {
         if self.unit.is_none() {
             // At offset 0: the first two bytes tell (a BOM). Fewer than two
             // so far: keep them and decide with the next chunk.
@@ -140,14 +172,14 @@ impl LineSplitter {
                 self.pending_last = 0;
                 self.tail = [0; 4];
                 all.extend_from_slice(chunk);
-                return self.feed(&all, out);
+                return self.feed_into(&all, out);
             }
         }
         if self.unit != Some(LineUnit::Byte) {
             return self.feed_utf16(chunk, out);
         }
         while !chunk.is_empty() {
-            match chunk.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', chunk) {
                 Some(i) => {
                     self.push_capped(&chunk[..i]);
                     self.emit(true, out);
@@ -161,7 +193,7 @@ impl LineSplitter {
         }
     }
 
-    fn feed_utf16(&mut self, chunk: &[u8], out: &mut Vec<Line>) {
+    fn feed_utf16(&mut self, chunk: &[u8], out: &mut impl FnMut(&mut Line)) {
         let le = self.unit == Some(LineUnit::Utf16Le);
         let base = self.offset + self.pending_len;
         let mut prev = self.pending_last;
@@ -186,7 +218,7 @@ impl LineSplitter {
     }
 
     /// Emit a UTF-16 line: `pending_len` includes its LF unit when `lf`.
-    fn emit_utf16(&mut self, lf: bool, out: &mut Vec<Line>) {
+    fn emit_utf16(&mut self, lf: bool, out: &mut impl FnMut(&mut Line)) {
         let le = self.unit == Some(LineUnit::Utf16Le);
         let mut bytes = std::mem::take(&mut self.pending);
         let mut content_len = self.pending_len - if lf { 2 } else { 0 };
@@ -203,12 +235,7 @@ impl LineSplitter {
             bytes.truncate(content_len as usize);
             None
         };
-        out.push(Line {
-            offset: self.offset,
-            number: self.next_number,
-            bytes,
-            too_long,
-        });
+        self.lend(bytes, too_long, out);
         self.offset += self.pending_len;
         self.next_number += 1;
         self.pending_len = 0;
@@ -216,9 +243,7 @@ impl LineSplitter {
         self.tail = [0; 4];
     }
 
-    /// The stream is closed (a historical file): take an unterminated last
-    /// line as complete.
-    pub fn finish(&mut self, out: &mut Vec<Line>) {
+    fn finish_into(&mut self, out: &mut impl FnMut(&mut Line)) {
         if self.pending_len > 0 {
             if matches!(self.unit, Some(LineUnit::Utf16Le | LineUnit::Utf16Be)) {
                 self.emit_utf16(false, out);
@@ -226,6 +251,19 @@ impl LineSplitter {
                 self.emit(false, out);
             }
         }
+    }
+
+    /// Hand the line to `out`, then keep its buffer (emptied) for the next.
+    fn lend(&mut self, bytes: Vec<u8>, too_long: Option<u64>, out: &mut impl FnMut(&mut Line)) {
+        let mut line = Line {
+            offset: self.offset,
+            number: self.next_number,
+            bytes,
+            too_long,
+        };
+        out(&mut line);
+        self.pending = line.bytes;
+        self.pending.clear();
     }
 
     fn push_capped(&mut self, bytes: &[u8]) {
@@ -246,7 +284,7 @@ impl LineSplitter {
 
     /// Emit the pending line. `pending_len` counts the content (with a CR,
     /// if any) but not the LF.
-    fn emit(&mut self, lf: bool, out: &mut Vec<Line>) {
+    fn emit(&mut self, lf: bool, out: &mut impl FnMut(&mut Line)) {
         let mut bytes = std::mem::take(&mut self.pending);
         let mut content_len = self.pending_len;
         if content_len > 0 && self.pending_last == b'\r' {
@@ -261,12 +299,7 @@ impl LineSplitter {
         } else {
             None
         };
-        out.push(Line {
-            offset: self.offset,
-            number: self.next_number,
-            bytes,
-            too_long,
-        });
+        self.lend(bytes, too_long, out);
         self.offset += self.pending_len + u64::from(lf);
         self.next_number += 1;
         self.pending_len = 0;

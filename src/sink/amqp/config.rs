@@ -6,12 +6,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lapin::auth::AuthProvider;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
-use lapin::types::{LongString, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri, SASLMechanism};
 use serde::Deserialize;
 
+use super::routing::RoutingTemplate;
+use super::secrets::{mask_url, PlainAuth, Redactor};
 use super::AmqpError;
 
 /// Environment variable that supplies the broker password (after
@@ -173,147 +173,6 @@ impl fmt::Debug for AmqpConfig {
             .field("dead_letter_exchange", &self.dead_letter_exchange)
             .field("binding_key", &self.binding_key)
             .finish()
-    }
-}
-
-/// The URL with any password replaced by `****`; unparsable URLs are not
-/// echoed at all (they may hold a password we cannot locate).
-pub fn mask_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("****"));
-            }
-            u.to_string()
-        }
-        Err(_) => "<unparsable url>".into(),
-    }
-}
-
-/// Replaces known secrets in any text that may reach a log or an error:
-/// lapin's and the broker's messages are not ours to trust.
-#[derive(Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<String>,
-}
-
-impl Redactor {
-    fn new(passwords: &[&str]) -> Redactor {
-        let mut secrets = Vec::new();
-        for password in passwords.iter().filter(|p| !p.is_empty()) {
-            secrets.push(password.to_string());
-            let encoded: String = url::form_urlencoded::byte_serialize(password.as_bytes())
-                .collect::<String>()
-                .replace('+', "%20");
-            if encoded != *password {
-                secrets.push(encoded);
-            }
-        }
-        // Longest first, so a secret containing another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Redactor { secrets }
-    }
-
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "****");
-            }
-        }
-        out
-    }
-}
-
-/// SASL PLAIN with credentials held apart from the URI.
-#[derive(Clone)]
-pub struct PlainAuth {
-    user: String,
-    password: String,
-}
-
-impl fmt::Debug for PlainAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PlainAuth")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
-    }
-}
-
-impl AuthProvider for PlainAuth {
-    fn mechanism(&self) -> ShortString {
-        "PLAIN".into()
-    }
-
-    fn auth_starter(&self) -> Result<LongString, String> {
-        Ok(format!("\0{}\0{}", self.user, self.password).into())
-    }
-}
-
-/// One piece of a routing-key template.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Lit(String),
-    JobType,
-    AccountType,
-    Source,
-}
-
-#[derive(Debug, Clone)]
-pub struct RoutingTemplate {
-    parts: Vec<Part>,
-}
-
-impl RoutingTemplate {
-    pub fn parse(template: &str) -> Result<RoutingTemplate, String> {
-        let mut parts = Vec::new();
-        let mut rest = template;
-        while let Some(open) = rest.find(['{', '}']) {
-            if rest[open..].starts_with('}') {
-                return Err(format!("routing_key {template:?}: unmatched '}}'"));
-            }
-            if open > 0 {
-                parts.push(Part::Lit(rest[..open].to_string()));
-            }
-            let after = &rest[open + 1..];
-            let close = after
-                .find('}')
-                .ok_or_else(|| format!("routing_key {template:?}: unclosed '{{'"))?;
-            parts.push(match &after[..close] {
-                "job_type" => Part::JobType,
-                "account_type" => Part::AccountType,
-                "source" => Part::Source,
-                other => {
-                    return Err(format!(
-                        "routing_key {template:?}: unknown placeholder {{{other}}} \
-                         (known: {{job_type}}, {{account_type}}, {{source}})"
-                    ))
-                }
-            });
-            rest = &after[close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Lit(rest.to_string()));
-        }
-        Ok(RoutingTemplate { parts })
-    }
-
-    /// Whether `{source}` occurs (then each message's own source is read).
-    pub fn uses_source(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Source))
-    }
-
-    pub fn render(&self, job_type: &str, account_type: &str, source: &str) -> String {
-        let mut out = String::with_capacity(32);
-        for p in &self.parts {
-            out.push_str(match p {
-                Part::Lit(s) => s,
-                Part::JobType => job_type,
-                Part::AccountType => account_type,
-                Part::Source => source,
-            });
-        }
-        out
     }
 }
 
@@ -538,42 +397,6 @@ mod tests {
             "url='amqp://h'\nexchange='x'\nqueue_type='stream'\n"
         )
         .is_err());
-    }
-
-    #[test]
-    fn template_renders_and_rejects_unknown() {
-        let t = RoutingTemplate::parse("charge.{job_type}.{account_type}.{source}").unwrap();
-        assert_eq!(
-            t.render("print", "shared", "pc1"),
-            "charge.print.shared.pc1"
-        );
-        assert_eq!(
-            RoutingTemplate::parse("fixed")
-                .unwrap()
-                .render("a", "b", "c"),
-            "fixed"
-        );
-        assert!(RoutingTemplate::parse("charge.{user}").is_err());
-        assert!(RoutingTemplate::parse("charge.{job_type").is_err());
-        assert!(RoutingTemplate::parse("charge.}").is_err());
-    }
-
-    #[test]
-    fn url_password_is_masked() {
-        let m = mask_url("amqp://bob:s3cr%2Ft@host:5672/%2f");
-        assert!(!m.contains("s3cr"), "{m}");
-        assert!(m.contains("bob:****@host"), "{m}");
-        assert_eq!(mask_url("not a url s3cret"), "<unparsable url>");
-        let dbg = format!("{:?}", AmqpConfig::new("amqp://bob:hunter22@h/%2f", "x"));
-        assert!(!dbg.contains("hunter22"), "{dbg}");
-    }
-
-    #[test]
-    fn redactor_masks_plain_and_encoded() {
-        let r = Redactor::new(&["p@ss/word"]);
-        assert_eq!(r.redact("a p@ss/word b"), "a **** b");
-        assert_eq!(r.redact("a p%40ss%2Fword b"), "a **** b");
-        assert_eq!(Redactor::new(&[""]).redact("x"), "x");
     }
 
     #[test]

@@ -51,6 +51,8 @@ mod config;
 mod connection;
 mod properties;
 mod publish;
+mod routing;
+mod secrets;
 
 use connection::*;
 
@@ -78,7 +80,8 @@ use rand::Rng;
 use serde::Deserialize;
 
 use config::Resolved;
-pub use config::{mask_url, AmqpConfig, QueueType, PASSWORD_ENV};
+pub use config::{AmqpConfig, QueueType, PASSWORD_ENV};
+pub use secrets::mask_url;
 
 use super::{Envelope, Outcome, Sink, SinkHealth};
 

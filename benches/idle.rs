@@ -31,16 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{env_num, figure};
+use common::{env_num, figure, pct_ms};
 use support::{bin, tx_line, HEADER};
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 /// When each transaction number came out of a follower's stdout.
 type Seen = Arc<Mutex<Vec<Option<Instant>>>>;
@@ -233,8 +225,8 @@ fn report(phase: &str, fs: &[&Follower], written: &[Option<Instant>], from: usiz
             &format!("latency.stdout.{phase}.{}", f.name),
             &format!(
                 "write→out p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={}, missing {missing})",
-                pct(&v, 50.0),
-                pct(&v, 99.0),
+                pct_ms(&v, 50.0),
+                pct_ms(&v, 99.0),
                 v.last().copied().unwrap_or(f64::NAN),
                 v.len()
             ),

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use common::{env_num, figure, load, parse_messages};
+use common::{env_num, figure, load, parse_messages, pct_ms};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -212,14 +212,6 @@ fn http_get(addr: &str, path: &str) -> Result<String> {
     let mut body = String::new();
     s.read_to_string(&mut body)?;
     Ok(body)
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 // ---------------------------------------------------------------- latency
@@ -409,10 +401,10 @@ async fn latency_run(url: &str, ex: &str, q: &str, secs: u64, rate: u64) -> Resu
         "latency.amqp",
         &format!(
             "write→receipt p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms (n={}, {rate}/s, target p99 ≤ 10 ms)",
-            pct(&lat, 50.0),
-            pct(&lat, 90.0),
-            pct(&lat, 99.0),
-            pct(&lat, 99.9),
+            pct_ms(&lat, 50.0),
+            pct_ms(&lat, 90.0),
+            pct_ms(&lat, 99.0),
+            pct_ms(&lat, 99.9),
             lat.last().copied().unwrap_or(f64::NAN),
             lat.len()
         ),
@@ -421,14 +413,14 @@ async fn latency_run(url: &str, ex: &str, q: &str, secs: u64, rate: u64) -> Resu
         "latency.amqp_raw",
         &format!(
             "publish→receipt p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms (n={}): baseline, raw lapin publisher at {rate}/s, same queue; its publish→confirm p50 {:.1} ms, p99 {:.1} ms",
-            pct(&raw, 50.0),
-            pct(&raw, 90.0),
-            pct(&raw, 99.0),
-            pct(&raw, 99.9),
+            pct_ms(&raw, 50.0),
+            pct_ms(&raw, 90.0),
+            pct_ms(&raw, 99.0),
+            pct_ms(&raw, 99.9),
             raw.last().copied().unwrap_or(f64::NAN),
             raw.len(),
-            pct(&confirms, 50.0),
-            pct(&confirms, 99.0),
+            pct_ms(&confirms, 50.0),
+            pct_ms(&confirms, 99.0),
         ),
     );
     // The daemon's own view: commit → broker confirm (ms resolution,

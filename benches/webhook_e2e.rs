@@ -44,7 +44,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{env_num, figure, parse_messages};
+use common::{env_num, figure, parse_messages, pct};
 use support::{append, bin, tx_line, wait_timeout, HEADER};
 use webhook_support::{new_secret, serve, Reply, Server};
 
@@ -82,12 +82,6 @@ fn tx_of(body: &[u8]) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
-}
-
-fn pct(sorted: &[Duration], q: f64) -> Duration {
-    sorted[((sorted.len() as f64 * q).ceil() as usize)
-        .saturating_sub(1)
-        .min(sorted.len() - 1)]
 }
 
 fn main() {
@@ -223,9 +217,9 @@ fn main() {
     println!(
         "  WAL at the end: {} KiB\n  line appended -> request received: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; over 25 ms: {}, over 100 ms: {}; duplicates: {dup}",
         wal / 1024,
-        ms(pct(&lat, 0.50)),
-        ms(pct(&lat, 0.90)),
-        ms(pct(&lat, 0.99)),
+        ms(pct(&lat, 50.0).unwrap_or_default()),
+        ms(pct(&lat, 90.0).unwrap_or_default()),
+        ms(pct(&lat, 99.0).unwrap_or_default()),
         ms(lat[lat.len() - 1]),
         over(25),
         over(100),
@@ -233,11 +227,11 @@ fn main() {
     if !read.is_empty() {
         println!(
             "  of which append -> committed: p50 {} ms, p99 {} ms, max {} ms; committed -> received: p50 {} ms, p99 {} ms, max {} ms (1 ms clock)",
-            pct(&read, 0.50).as_millis(),
-            pct(&read, 0.99).as_millis(),
+            pct(&read, 50.0).unwrap_or_default().as_millis(),
+            pct(&read, 99.0).unwrap_or_default().as_millis(),
             read[read.len() - 1].as_millis(),
-            pct(&send, 0.50).as_millis(),
-            pct(&send, 0.99).as_millis(),
+            pct(&send, 50.0).unwrap_or_default().as_millis(),
+            pct(&send, 99.0).unwrap_or_default().as_millis(),
             send[send.len() - 1].as_millis(),
         );
     }
@@ -385,8 +379,8 @@ fn created_ms(db: &Path) -> HashMap<String, i64> {
 fn summary(sorted: &[Duration]) -> String {
     format!(
         "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
-        ms(pct(sorted, 0.50)),
-        ms(pct(sorted, 0.99)),
+        ms(pct(sorted, 50.0).unwrap_or_default()),
+        ms(pct(sorted, 99.0).unwrap_or_default()),
         ms(sorted.last().copied().unwrap_or_default()),
         sorted.len()
     )

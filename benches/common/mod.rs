@@ -19,6 +19,20 @@ pub fn load() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// The `p`-th percentile (0-100) of sorted samples, nearest rank: the
+/// smallest sample at or above `p` % of them; `None` when there are none.
+pub fn pct<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len().saturating_sub(1)))
+        .copied()
+}
+
+/// [`pct`] of latencies in ms, NaN (printed as such) when there are none.
+pub fn pct_ms(sorted: &[f64], p: f64) -> f64 {
+    pct(sorted, p).unwrap_or(f64::NAN)
+}
+
 /// One result line, with the load at the time.
 pub fn figure(name: &str, text: &str) {
     println!("FIGURE {name:<26} {text}   [load {}]", load());

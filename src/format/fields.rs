@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 /// the wrong currency. Grouping must be well-formed (`1,20` without
 /// `decimal_comma` is refused, not read as 120).
 pub fn parse_amount(raw: &str, decimal_comma: bool, currency: &str) -> Result<Decimal, String> {
-    match plain_amount(raw.trim(), decimal_comma) {
+    match plain_amount(super::record::trim(raw), decimal_comma) {
         Some(d) => Ok(d),
         None => general_amount(raw, decimal_comma, currency),
     }
@@ -219,7 +219,7 @@ pub enum BoolKind {
 
 pub fn parse_bool(raw: &str, kind: BoolKind) -> Result<bool, String> {
     // The common words without an uppercased copy.
-    let t = raw.trim();
+    let t = super::record::trim(raw);
     for (word, value) in [
         ("TRUE", true),
         ("FALSE", false),
@@ -280,7 +280,7 @@ pub fn parse_status(raw: &str) -> Result<crate::charge::Status, String> {
 
 /// A count (pages, copies): digits only, 0..=4294967295.
 pub fn parse_count(raw: &str) -> Result<u32, String> {
-    let s = raw.trim();
+    let s = super::record::trim(raw);
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("{s:?} is not a whole number"));
     }

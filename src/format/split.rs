@@ -17,11 +17,10 @@ pub fn split_line(text: &str, delimiter: u8) -> Result<Vec<Cow<'_, str>>, String
     // `cat`) is not part of the first field.
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let mut cells = Vec::with_capacity(16);
-    if !text.as_bytes().contains(&b'"') {
-        // Without a quote RFC 4180 is a plain split.
-        cells.extend(text.split(delimiter as char).map(Cow::Borrowed));
+    if plain_split(text, delimiter, &mut cells) {
         return Ok(cells);
     }
+    cells.clear();
     if let Some(col) = unterminated_quote(text, delimiter) {
         return Err(format!(
             "field {col} opens a quote that does not close on this line \
@@ -30,6 +29,25 @@ pub fn split_line(text: &str, delimiter: u8) -> Result<Vec<Cow<'_, str>>, String
     }
     split_quoted(text, delimiter, &mut cells);
     Ok(cells)
+}
+
+/// Without a quote RFC 4180 is a plain split: one pass over the bytes
+/// (`str::split` searched each short field with its own `memchr` call).
+/// `false`, with `cells` partly filled, when the line has a quote.
+fn plain_split<'a>(text: &'a str, delimiter: u8, cells: &mut Vec<Cow<'a, str>>) -> bool {
+    let b = text.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        if c == delimiter {
+            // An ASCII delimiter: both ends are character boundaries.
+            cells.push(Cow::Borrowed(text.get(start..i).unwrap_or_default()));
+            start = i + 1;
+        } else if c == b'"' {
+            return false;
+        }
+    }
+    cells.push(Cow::Borrowed(text.get(start..).unwrap_or_default()));
+    true
 }
 
 /// The quoted case of [`split_line`], with the csv crate's reading (which

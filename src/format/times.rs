@@ -72,7 +72,7 @@ const TIME_EXAMPLES: &str = "expected e.g. 2026-11-20 09:14:03, 2026-11-20T09:14
 /// A date and time in one value. Local times are placed in `tz` (see
 /// [`resolve_local`]); times with an offset keep it.
 pub fn parse_datetime(raw: &str, tz: Tz) -> Result<DateTime<FixedOffset>, String> {
-    let s = raw.trim();
+    let s = super::record::trim(raw);
     if s.is_empty() {
         return Err("empty, a charge needs a time".into());
     }

@@ -276,10 +276,12 @@ impl LineSplitter {
         if let Some(&b) = bytes.last() {
             self.pending_last = b;
         }
-        for &b in &bytes[bytes.len().saturating_sub(4)..] {
-            self.tail.rotate_left(1);
-            self.tail[3] = b;
-        }
+        // The last four bytes of the line so far: the new bytes' last
+        // ones, after the old tail's.
+        let new = &bytes[bytes.len().saturating_sub(4)..];
+        let keep = 4 - new.len();
+        self.tail.copy_within(4 - keep.., 0);
+        self.tail[keep..].copy_from_slice(new);
     }
 
     /// Emit the pending line. `pending_len` counts the content (with a CR,

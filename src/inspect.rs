@@ -89,7 +89,7 @@ fn sample(path: &Path, max_line: usize) -> std::io::Result<Vec<Line>> {
     let mut lines = Vec::new();
     crate::source::historical::read_lines(path, max_line, |line, _| {
         if lines.len() < SAMPLE_LINES {
-            lines.push(line);
+            lines.push(line.clone());
         }
     })?;
     Ok(lines)
@@ -329,7 +329,7 @@ pub fn inspect(
     let mut first_charges: Vec<serde_json::Value> = Vec::new();
     let mut dead_letters = Vec::new();
     crate::source::historical::read_lines(&canonical, max_line, |line, _| {
-        match p.parse(&line) {
+        match p.parse(line) {
             Parsed::Skip => {}
             Parsed::Charge(c) => {
                 charges += 1;

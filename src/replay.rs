@@ -336,7 +336,7 @@ pub fn replay(
                 return;
             }
             summary.lines += 1;
-            match batch.push(&mut parser, &line, &settings.source_name) {
+            match batch.push(&mut parser, line, &settings.source_name) {
                 Pushed::Skip => {}
                 Pushed::Charge(c) => {
                     summary.charges_read += 1;

@@ -82,7 +82,7 @@ pub(super) fn parse(
         let name = canonical.to_string_lossy().into_owned();
         let mut parser = LineParser::new(settings.clone(), name.clone());
         let mut write_err = None;
-        crate::source::historical::read_lines_with(&canonical, max_line, |line, _| {
+        crate::source::historical::read_lines(&canonical, max_line, |line, _| {
             let rendered = parser.parse_with(line, |c| {
                 c.write_event_json(&settings.source_name, &mut bytes);
                 bytes.push(b'\n');

@@ -9,20 +9,10 @@ use std::path::Path;
 use super::{Line, LineSplitter};
 
 /// Read `path` and call `each` for every line, in order, with the number of
-/// (uncompressed) bytes read so far. Memory stays flat in the file size.
+/// (uncompressed) bytes read so far. Each line is lent: its buffer is
+/// reused for the next one, so nothing is allocated per line and memory
+/// stays flat in the file size (a caller that keeps a line clones it).
 pub fn read_lines(
-    path: &Path,
-    max_line_bytes: usize,
-    mut each: impl FnMut(Line, u64),
-) -> std::io::Result<u64> {
-    read_lines_with(path, max_line_bytes, |line, total| {
-        each(line.clone(), total)
-    })
-}
-
-/// [`read_lines`], lending each line (its buffer is reused for the next
-/// one: nothing is allocated per line).
-pub fn read_lines_with(
     path: &Path,
     max_line_bytes: usize,
     mut each: impl FnMut(&Line, u64),

@@ -217,10 +217,10 @@ fn main() {
     println!(
         "  WAL at the end: {} KiB\n  line appended -> request received: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms; over 25 ms: {}, over 100 ms: {}; duplicates: {dup}",
         wal / 1024,
-        ms(pct(&lat, 50.0).unwrap_or_default()),
-        ms(pct(&lat, 90.0).unwrap_or_default()),
-        ms(pct(&lat, 99.0).unwrap_or_default()),
-        ms(lat[lat.len() - 1]),
+        pct(&lat, 50.0).map_or(f64::NAN, ms),
+        pct(&lat, 90.0).map_or(f64::NAN, ms),
+        pct(&lat, 99.0).map_or(f64::NAN, ms),
+        lat.last().copied().map_or(f64::NAN, ms),
         over(25),
         over(100),
     );
@@ -379,9 +379,9 @@ fn created_ms(db: &Path) -> HashMap<String, i64> {
 fn summary(sorted: &[Duration]) -> String {
     format!(
         "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
-        ms(pct(sorted, 50.0).unwrap_or_default()),
-        ms(pct(sorted, 99.0).unwrap_or_default()),
-        ms(sorted.last().copied().unwrap_or_default()),
+        pct(sorted, 50.0).map_or(f64::NAN, ms),
+        pct(sorted, 99.0).map_or(f64::NAN, ms),
+        sorted.last().copied().map_or(f64::NAN, ms),
         sorted.len()
     )
 }

@@ -141,31 +141,41 @@ cfg=$(config "$dir/raw" "$dir/tx.log" "$STDOUT_SINK")
 head -1 "$dir/tx.log" >"$dir/raw/empty.log"
 "$BIN" replay --config "$cfg" "$dir/raw/empty.log" >/dev/null 2>&1  # creates the schema
 cat >"$dir/raw.py" <<'EOF'
-import json, sqlite3, sys, time
+import hashlib, json, re, sqlite3, sys, time
 db, msgs, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+HEX = re.compile(r"[0-9a-f]{15}")
+def id_key(i):
+    # store::id_key: 15 hex digits after the 4-byte prefix, else 60 bits
+    # of the id's SHA-256.
+    h = i[4:19]
+    if len(h) == 15 and HEX.fullmatch(h):
+        return int(h, 16)
+    return int.from_bytes(hashlib.sha256(i.encode()).digest()[:8], "big") >> 4
 rows = []
 with open(msgs, "rb") as f:
     for line in f:
         payload = line.rstrip(b"\n")
         e = json.loads(payload)
         d = e["data"]
-        rows.append((e["id"], payload, d["job_type"], d["account_type"], d["account"], d["amount"],
+        rows.append((id_key(e["id"]), e["id"], payload, d["job_type"], d["account_type"], d["account"], d["amount"],
                      d["currency"], d["origin"]["file"], d["origin"]["offset"], d["origin"]["line"], 0, 0))
 con = sqlite3.connect(db, isolation_level=None)
 # The store's settings (see src/store/mod.rs).
 for p in ["journal_mode = WAL", "synchronous = NORMAL", "cache_size = -16384", "wal_autocheckpoint = 8192"]:
     con.execute("PRAGMA " + p)
 cols = [r[1] for r in con.execute("PRAGMA table_info(outbox)")]
-key = "id_key" if "id_key" in cols else None
+# The store's own insert (src/store/commit.rs) for the schema it made.
+if "id_key" in cols:
+    sql = ("INSERT INTO outbox (id_key, id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms, run) "
+           "SELECT ?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 "
+           "WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE id_key = ?1 AND id = ?2)")
+else:
+    sql = ("INSERT OR IGNORE INTO outbox (id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms, run) "
+           "VALUES (?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")
 t = time.perf_counter(); c = time.process_time()
 for i in range(0, len(rows), batch):
     con.execute("BEGIN IMMEDIATE")
-    if key:
-        con.executemany("INSERT OR IGNORE INTO outbox (id_key, id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms, run) "
-                        "VALUES (CAST(('0x' || substr(?1, 5, 15)) AS INTEGER), ?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)", rows[i:i + batch])
-    else:
-        con.executemany("INSERT OR IGNORE INTO outbox (id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms, run) "
-                        "VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)", rows[i:i + batch])
+    con.executemany(sql, rows[i:i + batch])
     con.execute("COMMIT")
 print(time.perf_counter() - t, time.process_time() - c)
 EOF

@@ -11,6 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chargetail::store::{id_key, NewCharge, Store};
 use support::*;
 
 const T: Duration = Duration::from_secs(30);
@@ -290,4 +291,206 @@ fn an_old_ledger_moves_to_the_keyed_table_and_still_reconciles() {
     assert_eq!(rep["totals"]["read"], 56, "{rep}");
     assert_eq!(rep["totals"]["delivered"], 54, "{rep}");
     assert_eq!(rep["totals"]["pending"], 1, "{rep}");
+}
+
+// ---------------------------------------------------------------- outbox_keyed
+
+/// A charge for the store's commit path (library level).
+fn new_charge(id: &str, line: u64) -> NewCharge {
+    NewCharge {
+        id: id.into(),
+        payload: format!("{{\"id\":\"{id}\"}}").into_bytes(),
+        job_type: "print".into(),
+        account_type: "shared".into(),
+        account: "Acme".into(),
+        amount: Some("-1.20".into()),
+        currency: "AUD".into(),
+        file: "/x/tx.log".into(),
+        offset: line * 10,
+        line,
+        run: 0,
+    }
+}
+
+type Row = (i64, String, String, Option<Vec<u8>>, i64, i64);
+
+/// Every outbox row as it matters across a migration: seq, id, state,
+/// message bytes, attempts, created_ms.
+fn outbox_rows(db: &Path) -> Vec<Row> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut st = conn
+        .prepare("SELECT seq, id, state, payload, attempts, created_ms FROM outbox ORDER BY seq")
+        .unwrap();
+    let rows = st
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<Vec<Row>, _>>()
+        .unwrap();
+    rows
+}
+
+/// The outbox's AUTOINCREMENT high mark (0: none).
+fn seq_mark(db: &Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// The state the first release left, brought to schema `version` by that
+/// many migrations (as a release of that version left it), with the
+/// outbox's high mark raised above its last row: a dead letter at seq 5000
+/// dropped (`dead-letters drop`), which the next charge must not reuse.
+fn state_at(dir: &Path, version: i64) -> (PathBuf, PathBuf) {
+    let (cfg, _) = install(dir);
+    let db = dir.join("state/state.db");
+    drop(Store::open_at_version(&db, version).unwrap());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, version);
+    conn.execute(
+        "INSERT INTO outbox (seq, id, state, payload, job_type, account_type, account, currency,
+         file, offset, line, created_ms)
+         VALUES (5000, 'chg_dropped', 'dead', x'7b7d', 'print', 'shared', 'Acme', 'AUD', 'f', 0, 1, 1)",
+        [],
+    )
+    .unwrap();
+    conn.execute("DELETE FROM outbox WHERE seq = 5000", [])
+        .unwrap();
+    drop(conn);
+    assert_eq!(seq_mark(&db), 5000);
+    (cfg, db)
+}
+
+/// From every schema before `outbox_keyed` (7): the outbox is rebuilt with
+/// the same rows under the same seqs, the same high mark, an integer key
+/// per row and no unique index; pending, delivered and dead charges are
+/// found by id as before, a charge read again is still a duplicate, and
+/// two ids that share a key are two charges.
+#[test]
+fn every_older_schema_moves_to_the_keyed_outbox_with_its_seqs_and_mark() {
+    for version in 1..=6 {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, db) = state_at(dir.path(), version);
+        let before = outbox_rows(&db);
+        assert_eq!(before.len(), 50, "v{version}");
+        let id_of = |state: &str| {
+            before
+                .iter()
+                .find(|r| r.2 == state)
+                .map(|r| r.1.clone())
+                .unwrap()
+        };
+        let (pending, delivered, dead) = (id_of("pending"), id_of("delivered"), id_of("dead"));
+
+        let mut s = Store::open(&db).unwrap();
+        assert_eq!(outbox_rows(&db), before, "v{version}: same rows, same seqs");
+        assert_eq!(seq_mark(&db), 5000, "v{version}: the high mark kept");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 7);
+        let keys: Vec<(String, i64)> = conn
+            .prepare("SELECT id, id_key FROM outbox")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for (id, key) in &keys {
+            assert_eq!(*key, id_key(id), "v{version}: {id}");
+        }
+        let unique: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_index_list('outbox') WHERE \"unique\"",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unique, 0, "v{version}: no unique index left on the outbox");
+        drop(conn);
+
+        for (id, state) in [
+            (&pending, "pending"),
+            (&delivered, "delivered"),
+            (&dead, "dead"),
+        ] {
+            assert_eq!(s.known(id).unwrap().as_deref(), Some(state), "v{version}");
+        }
+        // Read again: the pending and delivered charges are duplicates; a
+        // new id, and one sharing the pending one's key, are new rows after
+        // the mark.
+        let twin = format!("{}ffff", &pending[..19]);
+        assert_eq!(
+            id_key(&twin),
+            id_key(&pending),
+            "the test needs a collision"
+        );
+        let batch = [
+            new_charge(&pending, 1),
+            new_charge(&delivered, 2),
+            new_charge("chg_fresh", 3),
+            new_charge(&twin, 4),
+        ];
+        let done = s.commit(None, &batch, &[]).unwrap();
+        assert_eq!((done.inserted, done.duplicates), (2, 2), "v{version}");
+        assert_eq!(done.seqs, [5001, 5002], "v{version}: no seq reused");
+        assert_eq!(s.known(&twin).unwrap().as_deref(), Some("pending"));
+        // The dead letter is listed, put back by id, and pending again.
+        let letters = s.dead_letters().unwrap();
+        assert!(letters.iter().any(|d| d.id == dead), "v{version}");
+        assert_eq!(s.retry_dead(std::slice::from_ref(&dead)).unwrap(), 1);
+        assert_eq!(s.known(&dead).unwrap().as_deref(), Some("pending"));
+        drop(s);
+
+        // And the daemon's own view: the 9 pending charges, the dead one
+        // put back, and the two new ones.
+        let out = run_cli(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{out:?}");
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(st["outbox"]["pending"], 9 + 1 + 2, "v{version}: {st}");
+    }
+}
+
+/// An outbox whose every row was pruned still has its high mark: the
+/// rebuilt table (with no row to copy) carries it over.
+#[test]
+fn an_emptied_outbox_keeps_its_high_mark_through_the_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("state.db");
+    drop(Store::open_at_version(&db, 6).unwrap());
+    // Three charges queued, delivered and pruned, as schema 6 had them.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for i in 1..=3 {
+        conn.execute(
+            "INSERT INTO outbox (id, state, job_type, account_type, account, currency, file,
+             offset, line, created_ms, delivered_ms)
+             VALUES (?1, 'delivered', 'print', 'shared', 'Acme', 'AUD', 'f', 0, ?2, 1, 2)",
+            rusqlite::params![format!("chg_{i}"), i],
+        )
+        .unwrap();
+    }
+    conn.execute("DELETE FROM outbox", []).unwrap();
+    drop(conn);
+    assert_eq!(seq_mark(&db), 3);
+    let mut s = Store::open(&db).unwrap();
+    assert_eq!(seq_mark(&db), 3);
+    let done = s.commit(None, &[new_charge("chg_9", 9)], &[]).unwrap();
+    assert_eq!(done.seqs, [4]);
 }

@@ -193,12 +193,12 @@ fn load_facts(ledger: &Ledger, period: &Period, path: &Path) -> Result<Vec<Fact>
         )
         .map_err(err)?;
     let outbox_state = if has_outbox > 0 {
-        "(SELECT o.state FROM outbox o WHERE o.id = l.id)"
+        "(SELECT o.state FROM outbox o WHERE o.id_key = l.id_key AND o.id = l.id)"
     } else {
         "NULL"
     };
     let outbox_err = if has_outbox > 0 {
-        "(SELECT o.last_error FROM outbox o WHERE o.id = l.id)"
+        "(SELECT o.last_error FROM outbox o WHERE o.id_key = l.id_key AND o.id = l.id)"
     } else {
         "NULL"
     };

@@ -4,7 +4,7 @@
 
 use rusqlite::{params, TransactionBehavior};
 
-use super::ledger::{insert_entries, insert_held};
+use super::ledger::{id_key, insert_entries, insert_held};
 use super::{classify_with, now_ms, Held, LedgerEntry, Store, StoreError};
 use crate::source::Checkpoint;
 
@@ -110,16 +110,22 @@ impl Store {
         {
             insert_entries(&tx, ledger, now).map_err(|e| classify_with(&self.path, e))?;
             done.held = insert_held(&tx, held, now).map_err(|e| classify_with(&self.path, e))?;
+            // One row per charge id: inserted unless a row with the same
+            // key AND the same text id is there (ids that share a key are
+            // two charges). The write lock is held, so nothing inserts the
+            // id between the look and the insert.
             let mut ins = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO outbox
-                     (id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms, run)
-                     VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    "INSERT INTO outbox
+                     (id_key, id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms, run)
+                     SELECT ?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+                     WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE id_key = ?1 AND id = ?2)",
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
             for (i, c) in charges.iter().enumerate() {
                 let n = ins
                     .execute(params![
+                        id_key(&c.id),
                         c.id,
                         c.payload,
                         c.job_type,

@@ -1,6 +1,8 @@
 //! Dead letters: undeliverable charges and unparsable lines.
 
-use super::{Store, StoreError};
+use rusqlite::params;
+
+use super::{id_key, Store, StoreError};
 
 /// One dead letter, of either kind.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -113,7 +115,8 @@ impl Store {
         for id in ids {
             n += self
                 .conn
-                .execute(&format!("{sql} AND id = ?1"), [id])
+                .prepare_cached(&format!("{sql} AND id_key = ?1 AND id = ?2"))
+                .and_then(|mut st| st.execute(params![id_key(id), id]))
                 .map_err(|e| self.err(e))? as u64;
         }
         if n > 0 {
@@ -132,8 +135,10 @@ impl Store {
                 self.conn
                     .execute("DELETE FROM bad_lines WHERE id = ?1", [num])
             } else {
-                self.conn
-                    .execute("DELETE FROM outbox WHERE state = 'dead' AND id = ?1", [id])
+                self.conn.execute(
+                    "DELETE FROM outbox WHERE state = 'dead' AND id_key = ?1 AND id = ?2",
+                    params![id_key(id), id],
+                )
             }
             .map_err(|e| self.err(e))? as u64;
         }

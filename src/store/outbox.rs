@@ -3,7 +3,7 @@
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{classify_with, now_ms, Store, StoreError};
+use super::{classify_with, id_key, now_ms, Store, StoreError};
 use crate::sink::Envelope;
 
 /// What to write for one attempted charge (decided by the deliver stage).
@@ -47,9 +47,10 @@ impl Store {
     pub fn adopt(&mut self, id: &str, run: i64) -> Result<bool, StoreError> {
         self.conn
             .prepare_cached(
-                "UPDATE outbox SET run = ?2 WHERE id = ?1 AND state = 'pending' AND run != ?2",
+                "UPDATE outbox SET run = ?3 WHERE id_key = ?1 AND id = ?2 AND state = 'pending'
+                 AND run != ?3",
             )
-            .and_then(|mut st| st.execute(params![id, run]))
+            .and_then(|mut st| st.execute(params![id_key(id), id, run]))
             .map(|n| n == 1)
             .map_err(|e| self.err(e))
     }
@@ -62,10 +63,11 @@ impl Store {
         let requeued = self
             .conn
             .prepare_cached(
-                "UPDATE outbox SET state = 'pending', run = ?2, attempts = 0, next_ms = 0,
-                 first_fail_ms = NULL, payload = COALESCE(payload, ?3) WHERE id = ?1 AND state = 'dead'",
+                "UPDATE outbox SET state = 'pending', run = ?3, attempts = 0, next_ms = 0,
+                 first_fail_ms = NULL, payload = COALESCE(payload, ?4)
+                 WHERE id_key = ?1 AND id = ?2 AND state = 'dead'",
             )
-            .and_then(|mut st| st.execute(params![id, run, payload]))
+            .and_then(|mut st| st.execute(params![id_key(id), id, run, payload]))
             .map(|n| n == 1)
             .map_err(|e| self.err(e))?;
         if requeued {
@@ -78,8 +80,11 @@ impl Store {
     /// Whether a charge id is already in the outbox or ledger.
     pub fn known(&self, id: &str) -> Result<Option<String>, StoreError> {
         self.conn
-            .prepare_cached("SELECT state FROM outbox WHERE id = ?1")
-            .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
+            .prepare_cached("SELECT state FROM outbox WHERE id_key = ?1 AND id = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![id_key(id), id], |r| r.get(0))
+                    .optional()
+            })
             .map_err(|e| self.err(e))
     }
 

@@ -1,6 +1,6 @@
 //! Whole-daemon figures, printed (not asserted): `scripts/bench.sh`, or
-//! `cargo bench --bench pipeline -- [latency] [memory] [replay]` (all three
-//! when none is named). Each prints one `FIGURE` line per figure with the
+//! `cargo bench --bench pipeline -- [latency] [memory] [replay] [ingest]` (the
+//! first three when none is named). Each prints one `FIGURE` line per figure with the
 //! 1-minute load average at the time, since the machine is shared.
 //!
 //! - latency: `chargetail run` follows a file, amqp sink to the shared broker
@@ -17,11 +17,15 @@
 //!   lines; VmRSS/VmHWM sampled every second until the outbox holds all of
 //!   them; then the node is started and the drain to a durable classic
 //!   queue is timed.
+//! - ingest: file → committed outbox with the sink down, beside the raw
+//!   SQLite ceiling of the same rows (see `pipeline/ingest.rs`); 300,000
+//!   lines (CT_INGEST_LINES). Not in the default set: name it.
 //! - replay: 1,000,000 charges `chargetail replay`ed to the stdout sink
 //!   (to /dev/null) and to a durable classic queue on the shared broker,
 //!   under `/usr/bin/time -v`: charges/s and peak RSS.
 //!
 //! Knobs: CT_AMQP_URL (shared broker), CT_BENCH_LINES (1,000,000),
+//! CT_BENCH_BIN (the daemon binary run, default this build's),
 //! CT_LAT_SECS (20), CT_LAT_RATE (200); for investigation CT_KEEP=1 (keep
 //! the temp dirs and daemon logs), CT_DAEMON_LOG (the daemon's
 //! CHARGETAIL_LOG, e.g. `info,chargetail::deliver=trace` for per-batch
@@ -30,6 +34,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "pipeline/ingest.rs"]
+mod ingest;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -109,6 +115,12 @@ fn write_lines(path: &Path, n: u64) -> Result<()> {
     Ok(())
 }
 
+/// The daemon binary: CT_BENCH_BIN (another build, e.g. main's, for a
+/// before/after in one session), else this build's.
+fn daemon_bin() -> String {
+    std::env::var("CT_BENCH_BIN").unwrap_or_else(|_| bin().into())
+}
+
 /// `chargetail run` with stdout discarded and stderr to `dir/daemon.log`;
 /// killed when dropped.
 struct Run {
@@ -122,7 +134,7 @@ impl Run {
         // CT_WRAP="perf record -g -o /tmp/x --" (or strace …) for profiling.
         let wrap = std::env::var("CT_WRAP").unwrap_or_default();
         let mut argv: Vec<String> = wrap.split_whitespace().map(String::from).collect();
-        argv.push(bin().into());
+        argv.push(daemon_bin());
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .args(["run", "--config"])
@@ -889,6 +901,7 @@ fn main() {
                 "latency" => latency().await,
                 "memory" => memory(lines).await,
                 "replay" => replay(lines).await,
+                "ingest" => ingest::ingest(ingest::lines(lines)).await,
                 other => Err(anyhow!("unknown benchmark {other:?}")),
             }
         });

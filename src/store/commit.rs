@@ -113,40 +113,48 @@ impl Store {
             // One row per charge id: inserted unless a row with the same
             // key AND the same text id is there (ids that share a key are
             // two charges). The write lock is held, so nothing inserts the
-            // id between the look and the insert.
+            // id between the look and the insert. Two statements, not one
+            // `INSERT ... SELECT ... WHERE NOT EXISTS`: SQLite runs an
+            // INSERT that reads its own table through a temporary table,
+            // which cost more than the unique text index it replaces.
+            let mut known = tx
+                .prepare_cached("SELECT 1 FROM outbox WHERE id_key = ?1 AND id = ?2")
+                .map_err(|e| classify_with(&self.path, e))?;
             let mut ins = tx
                 .prepare_cached(
                     "INSERT INTO outbox
                      (id_key, id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms, run)
-                     SELECT ?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
-                     WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE id_key = ?1 AND id = ?2)",
+                     VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 )
                 .map_err(|e| classify_with(&self.path, e))?;
             for (i, c) in charges.iter().enumerate() {
-                let n = ins
-                    .execute(params![
-                        id_key(&c.id),
-                        c.id,
-                        c.payload,
-                        c.job_type,
-                        c.account_type,
-                        c.account,
-                        c.amount,
-                        c.currency,
-                        c.file,
-                        c.offset as i64,
-                        c.line as i64,
-                        now,
-                        c.run
-                    ])
-                    .map_err(|e| classify_with(&self.path, e))?;
-                if n == 1 {
-                    done.inserted += 1;
-                    done.seqs.push(tx.last_insert_rowid());
-                } else {
+                let key = id_key(&c.id);
+                if known
+                    .exists(params![key, c.id])
+                    .map_err(|e| classify_with(&self.path, e))?
+                {
                     done.duplicates += 1;
                     done.ignored.push(i);
+                    continue;
                 }
+                ins.execute(params![
+                    key,
+                    c.id,
+                    c.payload,
+                    c.job_type,
+                    c.account_type,
+                    c.account,
+                    c.amount,
+                    c.currency,
+                    c.file,
+                    c.offset as i64,
+                    c.line as i64,
+                    now,
+                    c.run
+                ])
+                .map_err(|e| classify_with(&self.path, e))?;
+                done.inserted += 1;
+                done.seqs.push(tx.last_insert_rowid());
             }
             let mut ins_bad = tx
                 .prepare_cached(

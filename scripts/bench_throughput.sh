@@ -164,18 +164,27 @@ con = sqlite3.connect(db, isolation_level=None)
 for p in ["journal_mode = WAL", "synchronous = NORMAL", "cache_size = -16384", "wal_autocheckpoint = 8192"]:
     con.execute("PRAGMA " + p)
 cols = [r[1] for r in con.execute("PRAGMA table_info(outbox)")]
-# The store's own insert (src/store/commit.rs) for the schema it made.
-if "id_key" in cols:
+# The store's own writes (src/store/commit.rs) for the schema it made: with
+# id_key, a look-up by (id_key, id) then a plain insert (the look-ups of a
+# batch in one statement here, so that Python's per-call cost stays out of
+# the ceiling); before it, INSERT OR IGNORE on the unique text id.
+keyed = "id_key" in cols
+if keyed:
     sql = ("INSERT INTO outbox (id_key, id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms, run) "
-           "SELECT ?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13 "
-           "WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE id_key = ?1 AND id = ?2)")
+           "VALUES (?1, ?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")
+    look = ("SELECT o.id FROM json_each(?1) AS k JOIN outbox AS o "
+            "ON o.id_key = k.value ->> 0 AND o.id = k.value ->> 1")
 else:
     sql = ("INSERT OR IGNORE INTO outbox (id, state, payload, job_type, account_type, account, amount, currency, file, offset, line, created_ms, run) "
            "VALUES (?2, 'pending', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")
 t = time.perf_counter(); c = time.process_time()
 for i in range(0, len(rows), batch):
     con.execute("BEGIN IMMEDIATE")
-    con.executemany(sql, rows[i:i + batch])
+    part = rows[i:i + batch]
+    if keyed:
+        known = {r[0] for r in con.execute(look, (json.dumps([[r[0], r[1]] for r in part]),))}
+        part = [r for r in part if r[1] not in known]
+    con.executemany(sql, part)
     con.execute("COMMIT")
 print(time.perf_counter() - t, time.process_time() - c)
 EOF

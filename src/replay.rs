@@ -282,10 +282,9 @@ pub fn replay(
                         }
                     }
                 } else {
-                    // Classify before inserting: INSERT OR IGNORE does not
-                    // say whether an ignored id was delivered or queued.
-                    // Insert first; only the ids the outbox already had
-                    // need a look at how they stand.
+                    // The commit does not say whether an id it ignored
+                    // was delivered or queued: insert first; only the ids
+                    // the outbox already had need a look at how they stand.
                     if let Some(b) = billing.as_mut() {
                         batch.bill(b, store, &settings.source_name)?;
                     }

@@ -113,11 +113,12 @@ CREATE INDEX outbox_pending_error ON outbox (seq) WHERE state = 'pending' AND la
     // by `id_key` (an integer index) instead of WITHOUT ROWID on the text
     // id, whose random inserts rewrote a page of rows each.
     Code(billing_tables),
-    // 7: the outbox found by `id_key` (an integer index, see
-    // super::id_key; the text id compared beside it) instead of a UNIQUE
-    // index on the text id: an index entry a third the size, so a batch's
-    // random inserts dirty (and write to the WAL) far fewer index pages.
-    // The table is rebuilt with the same `seq`s and AUTOINCREMENT mark.
+    // 7: the outbox found by `id_key` (a plain integer index, see
+    // super::id_key; the text id compared beside it, so ids that share a
+    // key are two rows) instead of a UNIQUE index on the text id: the index
+    // is about a third the size (1,371 pages against 3,694 for 300,000
+    // ids), so a batch's random inserts rewrite fewer of its pages in the
+    // WAL. The table is rebuilt with the same `seq`s and AUTOINCREMENT mark.
     Code(outbox_keyed),
 ];
 

@@ -134,7 +134,11 @@ fn the_daemon_keeps_several_batches_in_flight_while_confirms_are_outstanding() {
     // open; a new connection sends one message at a time until an ack).
     let deadline = Instant::now() + Duration::from_secs(60);
     while scrape().0 < 1 {
-        assert!(Instant::now() < deadline, "first charge not delivered\n{}", show_log());
+        assert!(
+            Instant::now() < deadline,
+            "first charge not delivered\n{}",
+            show_log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -162,8 +166,14 @@ fn the_daemon_keeps_several_batches_in_flight_while_confirms_are_outstanding() {
     };
     node.thaw();
     eprintln!("frozen broker: {in_flight} charges in flight (batch {BATCH}, window {WINDOW})");
-    assert_eq!(delivered, 1, "nothing confirmed while the broker was frozen");
-    assert!(in_flight <= WINDOW, "never more than the window unconfirmed");
+    assert_eq!(
+        delivered, 1,
+        "nothing confirmed while the broker was frozen"
+    );
+    assert!(
+        in_flight <= WINDOW,
+        "never more than the window unconfirmed"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -97,7 +97,10 @@ mod tests {
         let failing = c.first_fail.map(|f| t0.saturating_duration_since(f));
         assert!(failing.is_some_and(|d| d >= Duration::from_secs(4)));
         let c = p.clock_of(&pending(now_ms() + day, 120_000, None));
-        assert!(c.next >= t0 + Duration::from_secs(119), "Retry-After of 120 s kept");
+        assert!(
+            c.next >= t0 + Duration::from_secs(119),
+            "Retry-After of 120 s kept"
+        );
         assert!(c.first_fail.is_none());
         for a in 0..40 {
             assert!(p.delay(a) <= p.max);

@@ -88,14 +88,13 @@ impl<S: Sink> Deliverer<S> {
         let t_send = Instant::now();
         let outcomes = self.sink.submit(&due).await;
         let sent = due.len();
-        self.inflight
-            .extend(due.into_iter().zip(marks).map(|(envelope, (created_ms, first_fail_ms))| {
-                Handed {
-                    envelope,
-                    created_ms,
-                    first_fail_ms,
-                }
-            }));
+        self.inflight.extend(due.into_iter().zip(marks).map(
+            |(envelope, (created_ms, first_fail_ms))| Handed {
+                envelope,
+                created_ms,
+                first_fail_ms,
+            },
+        ));
         tracing::trace!(
             sent,
             answered = outcomes.len(),

@@ -136,7 +136,14 @@ mod tests {
     #[test]
     fn attributes_are_read_once_and_kept() {
         let payload = br#"{"specversion":"1.0","id":"chg_1","source":"papercut/pc\"1","type":"papercut.charge","subject":7,"time":"2026-11-20T09:14:03+11:00","data":{"source":"no"}}"#;
-        let e = Envelope::new(1, "chg_1".into(), payload.to_vec(), "print".into(), "shared".into(), 0);
+        let e = Envelope::new(
+            1,
+            "chg_1".into(),
+            payload.to_vec(),
+            "print".into(),
+            "shared".into(),
+            0,
+        );
         assert!(e.attrs.get().is_none(), "nothing parsed until asked");
         let a = e.attrs();
         assert_eq!(a.id.as_deref(), Some("chg_1"));

@@ -502,7 +502,9 @@ impl AmqpSink {
         // into the next call.
         loop {
             match self.settle_front(live, false).await {
-                Ok(_) if self.win.nacked => return (batch.len(), self.settle_all(live).await.err()),
+                Ok(_) if self.win.nacked => {
+                    return (batch.len(), self.settle_all(live).await.err())
+                }
                 Ok(true) => {}
                 Ok(false) => return (batch.len(), None),
                 Err(stop) => return (batch.len(), Some(stop)),

@@ -254,9 +254,11 @@ thread_local! {
     /// [`clean_hour`]): a file's records come in time order, so the next
     /// record is nearly always in the same hour, and asking the zone's
     /// tables (a search of its transitions) was a twentieth of parse time.
-    static LAST_HOUR: std::cell::Cell<Option<(Tz, (NaiveDate, u32), FixedOffset)>> =
-        const { std::cell::Cell::new(None) };
+    static LAST_HOUR: std::cell::Cell<Option<CachedHour>> = const { std::cell::Cell::new(None) };
 }
+
+/// A zone, a local hour (its date and hour of day), and its one offset.
+type CachedHour = (Tz, (NaiveDate, u32), FixedOffset);
 
 /// The one offset of every time in `naive`'s local hour, when there is
 /// one: its first and last second each exist once, with the same offset.

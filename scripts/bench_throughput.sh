@@ -269,11 +269,18 @@ if [ "$CG_LINES" -gt 0 ]; then
         local name=$1; shift
         valgrind --tool=callgrind --callgrind-out-file=/dev/null "$@" >/dev/null 2>"$dir/cg.err" || true
         local n
-        n=$(grep -o 'Collected : [0-9]*' "$dir/cg.err" | awk '{print $3}')
+        n=$(grep -o 'Collected : [0-9]*' "$dir/cg.err" | awk '{print $3}' || true)
+        if [ -z "$n" ]; then
+            figure "instructions.$name" "not counted (callgrind said: $(tail -1 "$dir/cg.err"))"
+            return
+        fi
         figure "instructions.$name" "$(printf '%12s instructions, %8s per line (%s lines)' "$n" "$(( n / CG_LINES ))" "$CG_LINES")"
     }
     instr wc-l wc -l "$dir/small.log"
-    instr python-csv-json python3 "$dir/baseline.py" "$dir/small.log"
+    # The interpreter itself: valgrind does not follow the exec of a
+    # wrapper such as pyenv's `python3` shim, and would count only the shim.
+    py=$(python3 -c 'import sys; print(sys.executable)')
+    instr python-csv-json "$py" "$dir/baseline.py" "$dir/small.log"
     cfg=$(config "$dir/cgparse" "$dir/small.log" "$STDOUT_SINK")
     instr parse "$BIN" parse --config "$cfg" "$dir/small.log"
     cfg=$(config "$dir/cgreplay" "$dir/small.log" "$STDOUT_SINK")

@@ -174,6 +174,7 @@ impl Batch {
                     job_type: c.job_type.clone(),
                     account_type: c.account_type.clone(),
                     attempts: 0,
+                    attrs: Default::default(),
                 },
                 next_ms: 0,
                 first_fail_ms: None,

@@ -22,6 +22,9 @@ pub struct Stats {
     /// start, for retries, after an overflow or another process's change);
     /// fresh charges reach it in memory.
     pub deliver_store_reads: AtomicU64,
+    /// Charges handed to the sink and not answered yet (AMQP: published,
+    /// awaiting the broker's confirms), after the last round.
+    pub delivery_in_flight: AtomicU64,
     /// Line read (committed to the outbox) → delivered.
     pub latency: Histogram,
     pub truncations: AtomicU64,
@@ -106,6 +109,10 @@ impl SourceTally {
 impl Stats {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

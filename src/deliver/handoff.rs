@@ -143,6 +143,7 @@ mod tests {
                 job_type: "PRINT".into(),
                 account_type: "personal".into(),
                 attempts: 0,
+                attrs: Default::default(),
             },
             next_ms: 0,
             first_fail_ms: None,

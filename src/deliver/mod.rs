@@ -10,10 +10,28 @@
 //! reads the outbox back only at start, after a failed attempt, when the
 //! hand-off overflowed or skipped a `seq`, and when another process changed
 //! the outbox.
+//!
+//! Rounds overlap: a sink may keep charges in flight across rounds (the
+//! AMQP confirm window) and answer only the oldest; the worker keeps those
+//! charges (`inflight`) and fetches and submits the next ones meanwhile,
+//! and it waits for them all (`finish_inflight`) when nothing more is due,
+//! before the outbox is read again from the start, on a reload and before
+//! closing. One round's outcomes are written on a blocking thread while the
+//! next round is sent.
+//!
+//! Files: `fetch` (where the next charges come from), `round` (submitting
+//! them, the blame rule, recording), `policy` (the retry schedule and the
+//! head's clock), `handoff`.
 
+mod fetch;
 mod handoff;
+mod policy;
+mod round;
 
 pub use handoff::{Handoff, OtherWriters};
+pub use policy::{HeadClock, RetryPolicy};
+
+use round::{Handed, Recording};
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -56,6 +74,12 @@ pub struct Deliverer<S: Sink> {
     /// The outbox may hold pending charges after `known_to` that the
     /// hand-off does not have: read it before taking from the hand-off.
     behind: bool,
+    /// Charges handed to the sink and not answered yet, oldest first (all
+    /// after the queue's: their seqs are up to `known_to`).
+    inflight: VecDeque<Handed>,
+    /// An operator or another process changed the outbox: read it again
+    /// from the start once nothing is in flight (next round).
+    reread_due: bool,
 }
 
 /// What the deliver stage takes from the configuration: at start, and again
@@ -69,37 +93,6 @@ pub struct DeliverSettings {
     /// The config's directory: relative paths in the sink settings resolve
     /// against it.
     pub dir: PathBuf,
-}
-
-/// How retries are scheduled: exponential backoff with full jitter from
-/// `[delivery] retry_initial_ms` to `retry_max_ms`; after `give_up_after`
-/// of failing a charge becomes a dead letter. An endpoint's own
-/// Retry-After wins over the backoff.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub initial: Duration,
-    pub max: Duration,
-    /// After this long since the first failure, a charge is a dead letter.
-    /// `None`: retry forever.
-    pub give_up_after: Option<Duration>,
-}
-
-impl RetryPolicy {
-    /// Exponential backoff with full jitter: a random delay in
-    /// `[0, min(max, initial * 2^attempts)]`, so that many daemons (or many
-    /// charges) do not retry in lockstep.
-    pub fn delay(&self, attempts: u32) -> Duration {
-        let cap = self
-            .initial
-            .saturating_mul(1u32.checked_shl(attempts.min(31)).unwrap_or(u32::MAX))
-            .min(self.max);
-        let ms = cap.as_millis() as u64;
-        Duration::from_millis(if ms == 0 {
-            0
-        } else {
-            rand::random_range(0..=ms)
-        })
-    }
 }
 
 impl<S: Sink> Deliverer<S> {
@@ -126,47 +119,14 @@ impl<S: Sink> Deliverer<S> {
             queue: VecDeque::new(),
             known_to: 0,
             behind: true,
+            inflight: VecDeque::new(),
+            reread_due: false,
         }
     }
 
     /// The state database (no record may be running: see `settle`).
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Wait for the last round's record (on its blocking thread) and count
-    /// what it did; the change tokens read with it are looked at too.
-    async fn settle(&mut self) -> Result<(), StoreError> {
-        let Some(r) = self.recording.take() else {
-            return Ok(());
-        };
-        let (delivered, dead, tokens) = match r.handle.await {
-            Ok(res) => res?,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("recording deliveries: {e}"),
-        };
-        tracing::trace!(
-            sent = r.sent,
-            delivered,
-            record_us = r.started.elapsed().as_micros() as u64,
-            "recorded"
-        );
-        if dead > 0 {
-            tracing::error!(
-                count = dead,
-                "charges became dead letters (see `chargetail dead-letters list`)"
-            );
-        }
-        Stats::add(&self.stats.delivered, delivered);
-        Stats::add(&self.stats.dead_lettered, dead);
-        Stats::add(&self.stats.dead_rejected, r.rejected.min(dead));
-        r.by_source.add(now_ms());
-        if delivered > 0 {
-            self.stats
-                .last_delivery_ms
-                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
-        }
-        self.see_tokens(tokens)
     }
 
     /// Read the outbox on `reader` (another connection to the same
@@ -182,67 +142,6 @@ impl<S: Sink> Deliverer<S> {
         self
     }
 
-    /// Forget what is known in memory: the next round reads the outbox from
-    /// the start (after a failure, an operator's change, another process's).
-    fn reread(&mut self) {
-        self.queue.clear();
-        self.known_to = 0;
-        self.behind = true;
-        self.head = None;
-    }
-
-    /// Fill `queue` up to a batch: from the hand-off while it continues the
-    /// outbox without a gap, else from the outbox.
-    async fn fill(&mut self) -> Result<(), StoreError> {
-        if !self.behind {
-            let room = self.batch.saturating_sub(self.queue.len());
-            if room > 0 {
-                let (rows, dirty) = self.handoff.take(room);
-                self.behind |= dirty;
-                for r in rows {
-                    let seq = r.envelope.seq;
-                    if seq <= self.known_to {
-                        // Already read from the outbox.
-                        continue;
-                    }
-                    if seq != self.known_to + 1 {
-                        // Another writer's row may sit in the gap: the
-                        // outbox has it (and these).
-                        self.behind = true;
-                        break;
-                    }
-                    self.known_to = seq;
-                    self.queue.push_back(r);
-                }
-            }
-        }
-        if self.behind && self.queue.len() < self.batch {
-            let limit = self.batch - self.queue.len();
-            // The rows after every seq being recorded can be read beside
-            // the record; anything else waits for it (a retry's schedule).
-            let beside = self
-                .recording
-                .as_ref()
-                .is_some_and(|r| r.last_seq <= self.known_to);
-            let (rows, top) = match &self.reader {
-                Some(reader) if beside => reader.pending_after(self.known_to, limit)?,
-                _ => {
-                    self.settle().await?;
-                    self.store().pending_after(self.known_to, limit)?
-                }
-            };
-            Stats::add(&self.stats.deliver_store_reads, 1);
-            if rows.len() < limit {
-                self.known_to = self.known_to.max(top);
-                self.behind = false;
-            } else if let Some(last) = rows.last() {
-                self.known_to = last.envelope.seq;
-            }
-            self.queue.extend(rows);
-        }
-        Ok(())
-    }
-
     /// Run until shutdown. Returns an error only when the state database
     /// fails; the daemon then stops (a delivery we cannot record must not be
     /// repeated blindly forever).
@@ -254,6 +153,8 @@ impl<S: Sink> Deliverer<S> {
             }
             if let Some(rx) = reload.as_mut() {
                 while let Ok(cfg) = rx.try_recv() {
+                    // The new settings apply to charges handed over after.
+                    self.finish_inflight().await?;
                     self.settle().await?;
                     self.apply(&cfg)?;
                 }
@@ -272,7 +173,8 @@ impl<S: Sink> Deliverer<S> {
                 Step::Idle | Step::Paused => None,
                 Step::WaitUntil(at) => Some(at),
             };
-            // Nothing to send: finish the last record before waiting.
+            // Nothing to send (and nothing in flight: `step` finished it):
+            // finish the last record before waiting.
             self.settle().await?;
             let next_config = async {
                 match reload.as_mut() {
@@ -293,6 +195,7 @@ impl<S: Sink> Deliverer<S> {
                 _ = shutdown.wait() => break,
             }
         }
+        self.finish_inflight().await?;
         self.settle().await?;
         self.sink.close().await;
         Ok(())
@@ -330,7 +233,7 @@ impl<S: Sink> Deliverer<S> {
     fn after_resume(&mut self, was_paused: bool) -> Result<(), StoreError> {
         if was_paused && !self.sink.is_paused() {
             let n = self.store().make_due_now()?;
-            self.reread();
+            self.reread_due = true;
             tracing::info!(charges = n, "sink resumed: waiting charges are due now");
         }
         self.stats.set_sink_health(self.sink.health());
@@ -353,45 +256,15 @@ impl<S: Sink> Deliverer<S> {
                 );
                 let was_paused = self.sink.is_paused();
                 self.sink.resume();
-                self.reread();
+                self.reread_due = true;
                 self.after_resume(was_paused)?;
             } else if seen_outbox != outbox {
                 tracing::debug!("outbox changed by another process: reading it again");
-                self.reread();
+                self.reread_due = true;
             }
         }
         self.tokens_seen = Some((resume, outbox));
         Ok(())
-    }
-
-    /// The head's failure clock, in monotonic time: made from the stored
-    /// schedule when a charge first becomes the head in this process (the
-    /// stored next attempt capped by the policy's maximum, so a wall clock
-    /// stepped back cannot stall delivery), kept in memory after that.
-    fn head_clock(&mut self, head: &Pending) -> HeadClock {
-        if let Some(c) = &self.head {
-            if c.seq == head.envelope.seq {
-                return c.clone();
-            }
-        }
-        let (now, wall) = (Instant::now(), now_ms());
-        // Capped by the longest wait the policy or the endpoint asked for.
-        let cap = self
-            .policy
-            .max
-            .max(Duration::from_millis(head.wait_ms.max(0) as u64));
-        let wait = Duration::from_millis((head.next_ms - wall).max(0) as u64).min(cap);
-        let first_fail = head.first_fail_ms.map(|f| {
-            let ago = Duration::from_millis((wall - f).max(0) as u64);
-            now.checked_sub(ago).unwrap_or(now)
-        });
-        let c = HeadClock {
-            seq: head.envelope.seq,
-            next: now + wait,
-            first_fail,
-        };
-        self.head = Some(c.clone());
-        c
     }
 
     /// Deliver until nothing is pending (a replay's way to run the worker):
@@ -427,206 +300,11 @@ impl<S: Sink> Deliverer<S> {
                 }
             }
         };
+        self.finish_inflight().await?;
+        self.settle().await?;
         self.sink.close().await;
         Ok(end)
     }
-
-    /// One round: send the pending charges from the head on, once the head
-    /// is due. Sends nothing while the sink is paused.
-    ///
-    /// Only the head of the outbox has a retry schedule. The charges behind
-    /// it wait for it without being attempted: a failure is charged to the
-    /// oldest charge the sink failed on, and every later charge the sink did
-    /// not deliver in that round is left as it was (no attempt counted, no
-    /// failure clock started), whatever the sink says about it. When the
-    /// head gives up it alone becomes a dead letter, and the next charge
-    /// starts its own schedule from its first real attempt.
-    pub async fn step(&mut self) -> Result<Step, StoreError> {
-        if self.sink.is_paused() {
-            return Ok(Step::Paused);
-        }
-        let t_fetch = Instant::now();
-        self.fill().await?;
-        let Some(head) = self.queue.front() else {
-            self.head = None;
-            return Ok(Step::Idle);
-        };
-        let head = head.clone();
-        let clock = self.head_clock(&head);
-        if clock.next > Instant::now() {
-            return Ok(Step::WaitUntil(clock.next));
-        }
-        let n = self.queue.len().min(self.batch);
-        let pending: Vec<Pending> = self.queue.drain(..n).collect();
-        let due: Vec<Envelope> = pending.iter().map(|p| p.envelope.clone()).collect();
-        let t_send = Instant::now();
-        let mut outcomes = self.sink.send(&due).await;
-        let t_record = Instant::now();
-        // A sink that answers fewer outcomes than envelopes is a bug; treat
-        // the missing ones as not sent rather than guessing.
-        outcomes.resize(due.len(), Outcome::NotSent);
-        let (now, wall) = (Instant::now(), now_ms());
-        let mut records: Vec<(&Envelope, Record)> = Vec::with_capacity(due.len());
-        let mut failed: Option<(&Envelope, String)> = None;
-        let (mut retried, mut rejected) = (0u64, 0u64);
-        let mut by_source = SourceTally::default();
-        for (p, o) in pending.iter().zip(outcomes) {
-            let env = &p.envelope;
-            let own = self.stats.source_of(&env.payload);
-            match o {
-                Outcome::Delivered => {
-                    let ms = (wall - p.created_ms).max(0) as u64;
-                    self.stats.latency.observe_ms(ms);
-                    by_source.count(own.as_ref(), 0);
-                    if let Some(s) = &own {
-                        s.latency.observe_ms(ms);
-                    }
-                    if env.attempts > 0 {
-                        Stats::add(&self.stats.redelivered, 1);
-                        own.iter().for_each(|s| Stats::add(&s.redelivered, 1));
-                    }
-                    records.push((env, Record::Delivered));
-                }
-                Outcome::Reject { error } => {
-                    rejected += 1;
-                    by_source.count(own.as_ref(), 1);
-                    by_source.count(own.as_ref(), 2);
-                    tracing::error!(charge = %env.id, error = %error, "charge rejected: now a dead letter");
-                    records.push((
-                        env,
-                        Record::Dead {
-                            error,
-                            first_fail_ms: p.first_fail_ms.unwrap_or(wall),
-                        },
-                    ));
-                }
-                // Behind the first failure: not this charge's fault.
-                Outcome::Retry { .. } | Outcome::NotSent if failed.is_some() => {}
-                Outcome::NotSent => {}
-                Outcome::Retry { error, retry_after } => {
-                    retried += 1;
-                    own.iter().for_each(|s| Stats::add(&s.retried, 1));
-                    let first_fail = if env.seq == clock.seq {
-                        clock.first_fail.unwrap_or(now)
-                    } else {
-                        // Not the head when the round began: its first
-                        // failure (a charge that was never the head was
-                        // never failed on).
-                        now
-                    };
-                    let failing_for = now.saturating_duration_since(first_fail);
-                    let first_fail_ms = wall - failing_for.as_millis() as i64;
-                    if self
-                        .policy
-                        .give_up_after
-                        .is_some_and(|limit| failing_for >= limit)
-                    {
-                        let error = format!(
-                            "gave up after {}s of retries: {error}",
-                            failing_for.as_secs()
-                        );
-                        by_source.count(own.as_ref(), 1);
-                        records.push((
-                            env,
-                            Record::Dead {
-                                error: error.clone(),
-                                first_fail_ms,
-                            },
-                        ));
-                        self.head = None;
-                        failed = Some((env, error));
-                    } else {
-                        let delay = retry_after.unwrap_or_else(|| self.policy.delay(env.attempts));
-                        records.push((
-                            env,
-                            Record::Retry {
-                                next_ms: wall + delay.as_millis() as i64,
-                                wait_ms: delay.as_millis() as i64,
-                                first_fail_ms,
-                                error: error.clone(),
-                            },
-                        ));
-                        self.head = Some(HeadClock {
-                            seq: env.seq,
-                            next: now + delay,
-                            first_fail: Some(first_fail),
-                        });
-                        failed = Some((env, error));
-                    }
-                }
-            }
-        }
-        if let Some((env, error)) = &failed {
-            let waiting = pending.iter().filter(|p| p.envelope.seq > env.seq).count();
-            tracing::warn!(charge = %env.id, attempts = env.attempts + 1, waiting, error = %error, "delivery failed; will retry");
-        }
-        // What is still pending after this round (a retry, or held back
-        // behind one) is read back from the outbox with its new schedule;
-        // the rows after it in memory are dropped with it.
-        let mut recs = records.iter().peekable();
-        let left = pending.iter().find(|p| match recs.peek() {
-            Some((e, r)) if e.seq == p.envelope.seq => {
-                recs.next();
-                matches!(r, Record::Retry { .. })
-            }
-            _ => true,
-        });
-        if let Some(first) = left {
-            self.queue.clear();
-            self.known_to = first.envelope.seq - 1;
-            self.behind = true;
-        }
-        // Written on a blocking thread while the next round is sent (one
-        // record outstanding at most).
-        let by_seq: Vec<(i64, Record)> = records.into_iter().map(|(e, r)| (e.seq, r)).collect();
-        let last_seq = by_seq.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
-        self.settle().await?;
-        let store = self.store.clone();
-        self.recording = Some(Recording {
-            handle: tokio::task::spawn_blocking(move || {
-                let mut st = store.lock().unwrap_or_else(|p| p.into_inner());
-                let (delivered, dead) = st.record_seqs(&by_seq)?;
-                Ok((delivered, dead, st.change_tokens()?))
-            }),
-            rejected,
-            by_source,
-            last_seq,
-            sent: due.len(),
-            started: t_record,
-        });
-        tracing::trace!(
-            sent = due.len(),
-            fetch_us = (t_send - t_fetch).as_micros() as u64,
-            send_us = (t_record - t_send).as_micros() as u64,
-            "batch"
-        );
-        Stats::add(&self.stats.retried, retried);
-        self.stats.set_sink_health(self.sink.health());
-        Ok(Step::Sent)
-    }
-}
-
-/// Delivered, dead-lettered, and the change tokens read after.
-type Recorded = (u64, u64, (i64, i64));
-
-/// A round's outcomes being written (see `Deliverer::settle`).
-struct Recording {
-    handle: tokio::task::JoinHandle<Result<Recorded, StoreError>>,
-    rejected: u64,
-    /// Its outcomes by each charge's source (counted once recorded).
-    by_source: SourceTally,
-    /// The highest seq it writes.
-    last_seq: i64,
-    sent: usize,
-    started: Instant,
-}
-
-/// When the head of the outbox is tried next, and since when it fails.
-#[derive(Debug, Clone)]
-pub struct HeadClock {
-    seq: i64,
-    next: Instant,
-    first_fail: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,23 +31,52 @@ pub fn split_line(text: &str, delimiter: u8) -> Result<Vec<Cow<'_, str>>, String
     Ok(cells)
 }
 
-/// Without a quote RFC 4180 is a plain split: one pass over the bytes
-/// (`str::split` searched each short field with its own `memchr` call).
+/// Without a quote RFC 4180 is a plain split: one pass over the bytes,
+/// eight at a time (`str::split` searched each short field with its own
+/// `memchr` call, and a byte-at-a-time loop was a sixth of `parse` time).
 /// `false`, with `cells` partly filled, when the line has a quote.
 fn plain_split<'a>(text: &'a str, delimiter: u8, cells: &mut Vec<Cow<'a, str>>) -> bool {
     let b = text.as_bytes();
     let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if c == delimiter {
+    let mut base = 0;
+    let mut words = b.chunks_exact(8);
+    for chunk in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(w);
+        if zero_bytes(w ^ (ONES * u64::from(b'"'))) != 0 {
+            return false;
+        }
+        let mut hits = zero_bytes(w ^ (ONES * u64::from(delimiter)));
+        while hits != 0 {
+            let i = base + (hits.trailing_zeros() / 8) as usize;
             // An ASCII delimiter: both ends are character boundaries.
             cells.push(Cow::Borrowed(text.get(start..i).unwrap_or_default()));
             start = i + 1;
+            hits &= hits - 1;
+        }
+        base += 8;
+    }
+    for (i, &c) in words.remainder().iter().enumerate() {
+        if c == delimiter {
+            cells.push(Cow::Borrowed(text.get(start..base + i).unwrap_or_default()));
+            start = base + i + 1;
         } else if c == b'"' {
             return false;
         }
     }
     cells.push(Cow::Borrowed(text.get(start..).unwrap_or_default()));
     true
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// The high bit of each byte of `w` that is zero, and no other bit (exact
+/// per byte, unlike the shorter `(w - ONES) & !w` test, whose borrow can
+/// mark a 0x01 byte above a zero one).
+fn zero_bytes(w: u64) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    !(((w & LOW7).wrapping_add(LOW7)) | w | LOW7)
 }
 
 /// The quoted case of [`split_line`], with the csv crate's reading (which
@@ -221,6 +250,24 @@ mod tests {
                     .is_some()),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn zero_bytes_marks_exactly_the_zero_bytes() {
+        for w in [
+            0u64,
+            1,
+            0x0100,
+            0x0001_0000_0100_0001,
+            u64::MAX,
+            0x8000_0000_0000_0080,
+        ] {
+            let want: u64 = (0..8)
+                .filter(|k| (w >> (8 * k)) & 0xFF == 0)
+                .map(|k| 0x80u64 << (8 * k))
+                .sum();
+            assert_eq!(zero_bytes(w), want, "{w:#x}");
         }
     }
 

@@ -5,7 +5,9 @@
 //! Every function returns a message that describes the value only; the
 //! caller prefixes the column.
 
-use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone};
+use chrono::{
+    DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Timelike,
+};
 use chrono_tz::Tz;
 
 /// Full date-and-time formats with an explicit UTC offset. RFC 3339 (`T` or a
@@ -232,6 +234,52 @@ pub fn parse_time_of_day(raw: &str) -> Result<NaiveTime, String> {
 ///   The file gives no way to tell the two apart; the first is Temporal's
 ///   and most libraries' choice, so ours agrees with the billing side.
 pub fn resolve_local(naive: NaiveDateTime, tz: Tz) -> DateTime<FixedOffset> {
+    let hour = (naive.date(), naive.hour());
+    if let Some((z, h, off)) = LAST_HOUR.get() {
+        if z == tz && h == hour {
+            if let Some(utc) = naive.checked_sub_offset(off) {
+                return DateTime::from_naive_utc_and_offset(utc, off);
+            }
+        }
+    }
+    let t = resolve_uncached(naive, tz);
+    if let Some(off) = clean_hour(naive, tz) {
+        LAST_HOUR.set(Some((tz, hour, off)));
+    }
+    t
+}
+
+thread_local! {
+    /// The offset of the last local hour resolved whole (see
+    /// [`clean_hour`]): a file's records come in time order, so the next
+    /// record is nearly always in the same hour, and asking the zone's
+    /// tables (a search of its transitions) was a twentieth of parse time.
+    static LAST_HOUR: std::cell::Cell<Option<CachedHour>> = const { std::cell::Cell::new(None) };
+}
+
+/// A zone, a local hour (its date and hour of day), and its one offset.
+type CachedHour = (Tz, (NaiveDate, u32), FixedOffset);
+
+/// The one offset of every time in `naive`'s local hour, when there is
+/// one: its first and last second each exist once, with the same offset.
+/// An hour holding a transition fails this (its ends differ, or one is in a
+/// gap or an overlap; no zone changes offset and back within an hour), and
+/// its times are resolved one by one.
+fn clean_hour(naive: NaiveDateTime, tz: Tz) -> Option<FixedOffset> {
+    let start = naive.date().and_hms_opt(naive.hour(), 0, 0)?;
+    let end = naive.date().and_hms_opt(naive.hour(), 59, 59)?;
+    match (tz.from_local_datetime(&start), tz.from_local_datetime(&end)) {
+        (chrono::LocalResult::Single(a), chrono::LocalResult::Single(b))
+            if a.offset().fix() == b.offset().fix() =>
+        {
+            Some(a.offset().fix())
+        }
+        _ => None,
+    }
+}
+
+/// [`resolve_local`] without the hour cache.
+fn resolve_uncached(naive: NaiveDateTime, tz: Tz) -> DateTime<FixedOffset> {
     match tz.from_local_datetime(&naive) {
         chrono::LocalResult::Single(t) => t.fixed_offset(),
         chrono::LocalResult::Ambiguous(earlier, _later) => earlier.fixed_offset(),
@@ -441,6 +489,35 @@ mod tests {
             t("2026-04-05T02:30:00+10:00", MEL),
             "2026-04-05T02:30:00+10:00"
         );
+    }
+
+    #[test]
+    fn the_hour_cache_agrees_with_the_zone_every_minute_across_transitions() {
+        // Every minute of the days around each zone's transitions, in order
+        // (as a file is read) and back and forth between zones, cached and
+        // not: the same instant and offset.
+        let lord_howe: Tz = chrono_tz::Australia::Lord_Howe; // 30-minute shift
+        let apia: Tz = chrono_tz::Pacific::Apia;
+        let days = [
+            (MEL, "2026-10-03"),
+            (MEL, "2026-04-04"),
+            (NY, "2026-03-07"),
+            (NY, "2026-10-31"),
+            (lord_howe, "2026-10-03"),
+            (lord_howe, "2026-04-04"),
+            (apia, "2011-12-29"),
+        ];
+        for (tz, day) in days {
+            let start = parse_date(day).unwrap().and_hms_opt(0, 0, 0).unwrap();
+            for m in 0..(3 * 24 * 60) {
+                let naive =
+                    start + chrono::Duration::minutes(m) + chrono::Duration::seconds(m % 60);
+                let want = resolve_uncached(naive, tz);
+                assert_eq!(resolve_local(naive, tz), want, "{naive} in {tz}");
+                assert_eq!(resolve_local(naive, MEL), resolve_uncached(naive, MEL));
+                assert_eq!(resolve_local(naive, tz).offset(), want.offset());
+            }
+        }
     }
 
     #[test]

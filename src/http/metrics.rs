@@ -106,6 +106,11 @@ pub(super) fn render_metrics(s: &HttpState) -> String {
         "Times delivery read pending charges back from the outbox (start, retries, overflow, another process's change); new charges reach it in memory.",
         Stats::get(&st.deliver_store_reads),
     );
+    let _ = writeln!(
+        out,
+        "# HELP chargetail_delivery_in_flight Charges handed to the sink and not answered yet (AMQP: published, awaiting the broker's confirms).\n# TYPE chargetail_delivery_in_flight gauge\nchargetail_delivery_in_flight {}",
+        Stats::get(&st.delivery_in_flight)
+    );
     reading(
         &mut out,
         "counter",

@@ -3,8 +3,11 @@
 //! state; a sink only talks to its endpoint.
 
 pub mod amqp;
+mod envelope;
 pub mod stdout;
 pub mod webhook;
+
+pub use envelope::{Envelope, MessageAttrs};
 
 use std::path::Path;
 use std::time::Duration;
@@ -34,22 +37,6 @@ pub struct SinkConfig {
     pub webhook: Option<toml::Table>,
 }
 
-/// One charge taken from the outbox for delivery.
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    /// Outbox order (file order within a file).
-    pub seq: i64,
-    /// The charge id (message id, webhook id).
-    pub id: String,
-    /// The exact CloudEvents JSON bytes, identical on every attempt.
-    pub payload: Vec<u8>,
-    /// For routing-key templates.
-    pub job_type: String,
-    pub account_type: String,
-    /// Attempts made before this one.
-    pub attempts: u32,
-}
-
 /// What became of one envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -76,12 +63,38 @@ pub struct SinkHealth {
     pub alert: Option<String>,
 }
 
-/// A sink. `send` returns exactly one outcome per envelope, in order. It
-/// must not hang forever: every wait on the network has a timeout, after
-/// which the affected envelopes are `Retry`.
+/// A sink. Every call answers outcomes in the order the envelopes were
+/// handed over, exactly one per envelope over the sink's life. It must not
+/// hang forever: every wait on the network has a timeout, after which the
+/// affected envelopes are `Retry`.
+///
+/// Two ways to hand envelopes over:
+/// - [`Sink::send`]: the batch goes out and every envelope of it is
+///   answered before it returns.
+/// - [`Sink::submit`] and [`Sink::flush`], for a sink that keeps messages in
+///   flight across calls (the AMQP confirm window): `submit` answers only
+///   the oldest envelopes it can already answer (its confirmed prefix) and
+///   carries the rest, published and awaiting their confirms, into the next
+///   call; `flush` waits for everything carried and answers it all. After a
+///   failure a sink answers everything it carries in the same call (the
+///   outbox is read again after a failure, so nothing may stay in flight
+///   behind it). The defaults are `send` and nothing carried.
 #[allow(async_fn_in_trait)]
 pub trait Sink {
+    /// Send `batch` and answer each of its envelopes. Called with nothing
+    /// carried (after a `flush`, or on a sink that never carries).
     async fn send(&mut self, batch: &[Envelope]) -> Vec<Outcome>;
+    /// Hand `batch` over after the envelopes carried from earlier calls and
+    /// answer the oldest of all those not answered yet, in order: perhaps
+    /// none, at most all of them.
+    async fn submit(&mut self, batch: &[Envelope]) -> Vec<Outcome> {
+        self.send(batch).await
+    }
+    /// Answer every envelope still carried (waiting for the endpoint,
+    /// within the sink's timeouts).
+    async fn flush(&mut self) -> Vec<Outcome> {
+        Vec::new()
+    }
     /// Reach the endpoint and verify it is usable (`chargetail check`);
     /// `Ok` carries a one-line description of what was checked.
     async fn check(&mut self) -> anyhow::Result<String>;
@@ -93,7 +106,8 @@ pub trait Sink {
     fn is_paused(&self) -> bool {
         false
     }
-    /// Close connections cleanly (on shutdown).
+    /// Close connections cleanly (on shutdown). Whatever is still carried
+    /// is not answered: `flush` first.
     async fn close(&mut self) {}
     /// SIGHUP: take what can change without a restart (secrets, timeouts)
     /// from the re-read settings (relative paths resolve against `dir`, the
@@ -202,6 +216,14 @@ macro_rules! each_sink {
 impl Sink for AnySink {
     async fn send(&mut self, batch: &[Envelope]) -> Vec<Outcome> {
         each_sink!(self, s => s.send(batch).await)
+    }
+
+    async fn submit(&mut self, batch: &[Envelope]) -> Vec<Outcome> {
+        each_sink!(self, s => s.submit(batch).await)
+    }
+
+    async fn flush(&mut self) -> Vec<Outcome> {
+        each_sink!(self, s => s.flush().await)
     }
 
     async fn check(&mut self) -> anyhow::Result<String> {

@@ -116,6 +116,7 @@ impl Store {
                             job_type: r.get(3)?,
                             account_type: r.get(4)?,
                             attempts: r.get::<_, i64>(5)? as u32,
+                            attrs: Default::default(),
                         },
                         next_ms: r.get(6)?,
                         created_ms: r.get(7)?,

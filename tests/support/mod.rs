@@ -325,6 +325,7 @@ pub fn envelope(tag: &str, i: usize) -> Envelope {
         job_type: job_type.into(),
         account_type: account_type.into(),
         attempts: 0,
+        attrs: Default::default(),
     }
 }
 

@@ -283,6 +283,41 @@ impl RabbitNode {
         wait_port_closed(self.port);
     }
 
+    /// Freeze the node's Erlang VM (SIGSTOP): its sockets stay open and the
+    /// kernel still takes bytes into their buffers, but nothing is read or
+    /// answered (no confirm comes) until `thaw`. Only beam.smp itself, not
+    /// the whole process group: an epmd started by the node may serve
+    /// others.
+    pub fn freeze(&self) {
+        self.signal_vm("-STOP");
+    }
+
+    /// SIGCONT after `freeze`.
+    pub fn thaw(&self) {
+        self.signal_vm("-CONT");
+    }
+
+    fn signal_vm(&self, sig: &str) {
+        let pgid = self.pgid.load(Ordering::SeqCst);
+        assert!(pgid != 0, "node {} is not running", self.name);
+        let out = Command::new("pgrep")
+            .args(["-g", &pgid.to_string(), "-x", "beam.smp"])
+            .output()
+            .expect("pgrep");
+        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        assert!(!pids.is_empty(), "no beam.smp in process group {pgid}");
+        for pid in pids {
+            let ok = Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} {pid}");
+        }
+    }
+
     /// Clean shutdown by SIGTERM (the node stops as for `rabbitmqctl
     /// stop`, without the seconds an Erlang CLI takes to boot).
     pub fn terminate(&mut self) {

@@ -368,6 +368,7 @@ pub fn envelope(seq: i64) -> Envelope {
         job_type: "print".into(),
         account_type: "shared".into(),
         attempts: 0,
+        attrs: Default::default(),
     }
 }
 

@@ -6,7 +6,8 @@ use super::*;
 /// What the sink keeps of a live connection.
 pub(super) struct Live {
     pub(super) conn: Connection,
-    pub(super) chan: Channel,
+    /// Shared with the publishes in flight (each owns what it needs).
+    pub(super) chan: Arc<Channel>,
     /// `Some(reason)` between `connection.blocked` and `connection.unblocked`.
     pub(super) blocked: Arc<Mutex<Option<String>>>,
     pub(super) events: tokio::task::JoinHandle<()>,
@@ -102,7 +103,7 @@ impl AmqpSink {
                 self.live = Some(live);
                 self.was_live = true;
                 // A node just taken over may still be electing queue leaders.
-                self.probe = true;
+                self.win.probe = true;
                 self.last_error = None;
                 // A fixed auth/TLS/topology problem clears its alert; an
                 // unroutable alert waits for a clean batch.
@@ -193,7 +194,7 @@ impl AmqpSink {
         self.declare(&chan).await?;
         Ok(Live {
             conn,
-            chan,
+            chan: Arc::new(chan),
             blocked,
             events,
             orphans: Vec::new(),

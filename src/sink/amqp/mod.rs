@@ -1,32 +1,50 @@
 //! AMQP 0-9-1 (RabbitMQ) sink: publisher confirms are the proof of delivery.
 //!
-//! One connection, one confirm-mode channel. `send` publishes the batch in
-//! order with up to `window` unconfirmed messages in flight, then waits for
-//! the confirms: ack → `Delivered`; nack, `basic.return` (unroutable),
-//! channel/connection error, timeout → `Retry`. Nothing is ever `Delivered`
-//! without its own ack. A charge whose ack was lost (connection died) may
-//! arrive twice, same id and bytes; one retried after a return is published
-//! again after the ones that followed it in its batch.
+//! One connection, one confirm-mode channel. Messages are published in
+//! outbox order with up to `window` unconfirmed in flight, and the window
+//! slides across calls (below). Each confirm is judged on its own: ack →
+//! `Delivered`; nack, `basic.return` (unroutable), channel/connection
+//! error, timeout → `Retry`. Nothing is ever `Delivered` without its own
+//! ack. A charge whose ack was lost (connection died) may arrive twice,
+//! same id and bytes; one retried after a return is published again after
+//! the ones that followed it.
+//!
+//! The window across calls: `submit` publishes its batch behind the
+//! messages still unconfirmed from earlier calls, waits for the oldest
+//! confirm only while `window` messages are in flight, and answers the
+//! envelopes settled so far, oldest first (perhaps none); the rest stay in
+//! flight into the next call. So while the deliver stage records one
+//! round's outcomes and fetches the next charges, the broker still holds
+//! up to `window` messages to confirm: it is not left idle between
+//! batches. `flush` waits for every confirm carried (the deliver stage
+//! calls it when it has nothing more to send, before a re-read of the
+//! outbox and before closing). When publishing stops (connection lost,
+//! timeout, broker blocking us) everything carried is answered in that
+//! same call: what was confirmed keeps its outcome, the first unconfirmed
+//! is `Retry` and those after it `NotSent`.
 //!
 //! Order through nacks: a quorum queue electing a leader (its node just
 //! died) nacks some publishes and takes later ones of the same channel, so a
 //! nacked charge would arrive after charges written after it. So after a
-//! nack nothing more of the batch is published, and on every new connection
-//! and after a nack the sink publishes one message at a time until the
-//! broker acks one; only then is the full `window` in flight again.
+//! nack nothing more is published in that call (the messages already in
+//! flight are waited for and answered, the rest of the batch is `NotSent`),
+//! and on every new connection and after a nack the sink publishes one
+//! message at a time until the broker acks one; only then is the full
+//! `window` in flight again.
 //!
 //! Reconnection: the sink never sleeps. A failed connect (or a batch lost
 //! to a dead connection) schedules the next attempt with exponential backoff
 //! and full jitter (`reconnect_initial_ms`..`reconnect_max_ms`); until then
-//! `send` answers `Retry` at once with `retry_after` = the time left, so the
+//! `submit` answers `Retry` at once with `retry_after` = the time left, so the
 //! outbox worker's schedule drives the loop and shutdown is never held up.
 //! There is no attempt limit: billing data is never dropped.
 //!
 //! Every wait on the broker has a timeout (`timeout_ms`), because a
 //! half-dead connection can leave lapin futures pending forever (lapin #409);
 //! a timed-out connection is abandoned and its unconfirmed messages retried.
-//! While the broker blocks publishing (memory/disk alarm) `send` answers
-//! `Retry` with `retry_after = blocked_retry_ms` and keeps the connection.
+//! While the broker blocks publishing (memory/disk alarm) `submit` publishes
+//! nothing, waits briefly for what is in flight, answers `Retry` with
+//! `retry_after = blocked_retry_ms` and keeps the connection.
 //!
 //! ```toml
 //! [sink.amqp]
@@ -35,7 +53,7 @@
 //! routing_key = "charge.{job_type}"        # also {account_type}, {source}
 //! password_file = "/etc/chargetail/amqp-password"
 //! ca_file = "/etc/chargetail/rabbit-ca.pem"  # + client_cert_file, client_key_file
-//! window = 1000                # unconfirmed messages in flight
+//! window = 1000                # unconfirmed messages in flight, across batches
 //! timeout_ms = 15000           # any single wait on the broker
 //! reconnect_initial_ms = 500   # backoff bounds (exponential, full jitter)
 //! reconnect_max_ms = 30000
@@ -63,7 +81,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::BasicReturnMessage;
@@ -77,7 +95,6 @@ use lapin::{
     DefaultConnectionBuilder, ErrorKind, Event, ExchangeKind, PublisherConfirm,
 };
 use rand::Rng;
-use serde::Deserialize;
 
 use config::Resolved;
 pub use config::{AmqpConfig, QueueType, PASSWORD_ENV};
@@ -155,9 +172,17 @@ pub struct AmqpSink {
     /// Whether the connection on `res` was established (then, once lost,
     /// the next node is tried first).
     was_live: bool,
-    /// Publish one message at a time until the broker acks one: set on
-    /// every new connection and after a nack (see `publish_batch`).
-    probe: bool,
+    /// The confirm window: one message at a time until the broker acks
+    /// one, set on every new connection and after a nack (see `publish`).
+    win: Window,
+    /// Envelopes handed over and not answered yet, oldest first: published
+    /// on the live connection and awaiting confirms, or answered behind one
+    /// that is (see "The window across calls").
+    tail: VecDeque<Slot>,
+    /// Outcomes settled and not yet returned, in hand-over order.
+    ready: Vec<Outcome>,
+    /// Routing keys returned unroutable since the last call ended.
+    returned: Vec<String>,
     exchange: ShortString,
     timeout: Duration,
     live: Option<Live>,
@@ -193,7 +218,13 @@ impl AmqpSink {
             res,
             spare: nodes,
             was_live: false,
-            probe: true,
+            win: Window {
+                probe: true,
+                nacked: false,
+            },
+            tail: VecDeque::new(),
+            ready: Vec::new(),
+            returned: Vec::new(),
             live: None,
             backoff: Backoff::default(),
             last_error: None,
@@ -237,94 +268,19 @@ impl AmqpSink {
 }
 
 impl Sink for AmqpSink {
+    /// `submit` then `flush`: every envelope of the batch answered.
     async fn send(&mut self, batch: &[Envelope]) -> Vec<Outcome> {
-        if batch.is_empty() {
-            return Vec::new();
-        }
-        let mut out: Vec<Option<Outcome>> = vec![None; batch.len()];
-        // Envelopes no broker could ever take are rejected up front: AMQP
-        // short strings (routing key, message id) hold at most 255 bytes.
-        let keys: Vec<Option<String>> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                // With several sources one sink carries them all: the
-                // message's own `source` (papercut/NAME) names it.
-                let own = if self.res.template.uses_source() {
-                    crate::charge::message_source(&e.payload)
-                } else {
-                    None
-                };
-                let k = self.res.template.render(
-                    &e.job_type,
-                    &e.account_type,
-                    own.as_deref().unwrap_or(&self.source),
-                );
-                let error = if k.len() > MAX_SHORT_STRING {
-                    format!(
-                        "routing key from template '{}' is longer than {MAX_SHORT_STRING} bytes",
-                        self.cfg.routing_key
-                    )
-                } else if e.id.len() > MAX_SHORT_STRING {
-                    format!("charge id is longer than {MAX_SHORT_STRING} bytes (AMQP message_id)")
-                } else {
-                    return Some(k);
-                };
-                out[i] = Some(Outcome::Reject { error });
-                None
-            })
-            .collect();
+        let mut out = self.submit_batch(batch).await;
+        out.extend(self.flush_tail().await);
+        out
+    }
 
-        let stop = match self.ensure_connected(true).await {
-            Ok(()) => self.publish_batch(batch, &mut out, &keys).await,
-            Err(e) => Some(Stop {
-                retry_after: match &e {
-                    AmqpError::Backoff { wait, .. } => Some(*wait),
-                    _ => self.backoff.remaining(),
-                },
-                error: e.to_string(),
-                drop_connection: false,
-            }),
-        };
+    async fn submit(&mut self, batch: &[Envelope]) -> Vec<Outcome> {
+        self.submit_batch(batch).await
+    }
 
-        let delivered = out.iter().any(|o| matches!(o, Some(Outcome::Delivered)));
-        if delivered {
-            self.backoff.reset();
-        }
-        let mut stop_error = None;
-        if let Some(s) = &stop {
-            if s.drop_connection {
-                tracing::warn!(error = %s.error, "AMQP batch interrupted; dropping the connection");
-                self.live = None;
-                self.last_error = Some(s.error.clone());
-                if operator_text(&s.error) {
-                    tracing::error!(error = %s.error, "AMQP sink needs attention");
-                    self.alert = Some(s.error.clone());
-                }
-                if !delivered {
-                    self.backoff
-                        .fail(self.cfg.reconnect_initial_ms, self.cfg.reconnect_max_ms);
-                }
-            }
-            stop_error = Some((s.error.clone(), s.retry_after));
-        }
-        // The interruption is charged to the first charge it left
-        // unresolved; the ones after it are not attempted (the deliver
-        // stage retries them behind it without counting an attempt).
-        let mut blamed = false;
-        out.into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| {
-                    if std::mem::replace(&mut blamed, true) {
-                        return Outcome::NotSent;
-                    }
-                    let (error, retry_after) = stop_error
-                        .clone()
-                        .unwrap_or_else(|| ("not published".into(), None));
-                    Outcome::Retry { error, retry_after }
-                })
-            })
-            .collect()
+    async fn flush(&mut self) -> Vec<Outcome> {
+        self.flush_tail().await
     }
 
     async fn check(&mut self) -> anyhow::Result<String> {
@@ -470,14 +426,14 @@ mod tests {
         )
         .unwrap();
         let payload = br#"{"specversion":"1.0","id":"chg_1","source":"papercut/pc1","type":"papercut.charge","subject":"Acme","time":"2026-11-20T09:14:03+11:00","data":{"x":1}}"#;
-        let e = Envelope {
-            seq: 1,
-            id: "chg_1".into(),
-            payload: payload.to_vec(),
-            job_type: "print".into(),
-            account_type: "shared".into(),
-            attempts: 0,
-        };
+        let e = Envelope::new(
+            1,
+            "chg_1".into(),
+            payload.to_vec(),
+            "print".into(),
+            "shared".into(),
+            0,
+        );
         let p = sink.properties(&e);
         assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("chg_1"));
         assert_eq!(p.delivery_mode(), &Some(2));

@@ -1,0 +1,217 @@
+//! The AMQP confirm window slides across batches: with `window` W and
+//! `[delivery] batch` B < W, the messages of several batches are published
+//! and awaiting confirms at once, so the broker is never idle while the
+//! deliverer records one round and fetches the next. Shown on a private
+//! RabbitMQ node frozen with SIGSTOP once publishing has started (no
+//! confirm can come while it is frozen): at the sink (several `submit`s
+//! return with nothing answered) and under the real daemon (its in-flight
+//! gauge passes a batch while nothing more is recorded delivered). After
+//! SIGCONT every charge arrives exactly once, in order, none dead.
+
+mod support;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chargetail::sink::amqp::{AmqpConfig, AmqpSink};
+use chargetail::sink::{Outcome, Sink};
+use support::rabbit::{NodeOptions, RabbitNode};
+use support::*;
+
+async fn private_node() -> RabbitNode {
+    tokio::task::spawn_blocking(|| RabbitNode::start(NodeOptions::default()))
+        .await
+        .unwrap()
+        .expect("private rabbitmq node (is rabbitmq-server installed?)")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submits_return_with_several_batches_unconfirmed() {
+    const WINDOW: usize = 200;
+    const BATCH: usize = 50;
+    let node = private_node().await;
+    let _guard = node.guard();
+    let url = node.amqp_url();
+    let (ex, q) = (unique("window-x"), unique("window-q"));
+    declare(&url, &ex, Some((&q, false, "charge.#"))).await;
+    let mut c = AmqpConfig::new(url.clone(), ex.clone());
+    c.window = WINDOW;
+    // Far longer than the freeze: nothing may time out meanwhile.
+    c.timeout_ms = 120_000;
+    let mut sink = AmqpSink::new(c, "pc-window".into()).unwrap();
+    let all = envelopes("window", 1 + WINDOW);
+
+    // Connected, and the window opened by a first ack (a new connection
+    // probes one message at a time).
+    assert_eq!(sink.send(&all[..1]).await, [Outcome::Delivered]);
+
+    node.freeze();
+    // Four batches fill the window; every submit returns without waiting
+    // for a confirm, and none can be answered.
+    let mut answered = Vec::new();
+    for b in all[1..].chunks(BATCH) {
+        let out = sink.submit(b).await;
+        answered.extend(out);
+    }
+    assert!(
+        answered.is_empty(),
+        "the frozen broker cannot have confirmed anything: {answered:?}"
+    );
+    // A fifth submit would wait for the oldest confirm: thaw first.
+    node.thaw();
+    let out = sink.flush().await;
+    assert_eq!(out.len(), WINDOW, "one outcome per envelope carried");
+    assert!(
+        out.iter().all(|o| *o == Outcome::Delivered),
+        "every carried charge confirmed: {out:?}"
+    );
+    assert!(sink.flush().await.is_empty(), "nothing is carried any more");
+    sink.close().await;
+
+    let got = drain(&url, &q).await;
+    let ids: Vec<String> = got
+        .iter()
+        .map(|d| d.properties.message_id().clone().unwrap().to_string())
+        .collect();
+    let want: Vec<String> = all.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, want, "every charge exactly once, in order");
+    for (d, e) in got.iter().zip(&all) {
+        assert_eq!(d.data, e.payload, "the bytes as handed over");
+    }
+}
+
+/// `status --json` of a config: (delivered, pending, dead charges).
+fn outbox(cfg: &Path) -> (u64, u64, u64) {
+    let out = run_cli(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let n = |k: &str| s["outbox"][k].as_u64().unwrap_or(0);
+    (n("delivered"), n("pending"), n("dead_charges"))
+}
+
+#[test]
+fn the_daemon_keeps_several_batches_in_flight_while_confirms_are_outstanding() {
+    const WINDOW: u64 = 500;
+    const BATCH: u64 = 50;
+    const LATER: u64 = 2_000;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let node = rt.block_on(private_node());
+    let _guard = node.guard();
+    let url = node.amqp_url();
+    let (ex, q) = (unique("window-dx"), unique("window-dq"));
+    rt.block_on(declare(&url, &ex, Some((&q, false, "charge.#"))));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    append(&file, &tx_line(0));
+    let port = free_http_port();
+    let cfg = write_config(
+        dir.path(),
+        "tx.log",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[delivery]\nbatch = {BATCH}\n\n\
+             [sink]\nkind = \"amqp\"\n\n[sink.amqp]\nurl = \"{url}\"\nexchange = \"{ex}\"\n\
+             window = {WINDOW}\ntimeout_ms = 120000\n"
+        ),
+    );
+    let log = cfg.with_file_name("daemon.log");
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let d = Daemon::start(&cfg);
+    let scrape = || {
+        let m = http_get(port, "/metrics");
+        let get = |name| metric(&m, name).unwrap_or_else(|| panic!("{name} in /metrics"));
+        (
+            get("chargetail_delivered_total") as u64,
+            get("chargetail_delivery_in_flight") as u64,
+        )
+    };
+
+    // Publishing has started: the first charge is confirmed (the window is
+    // open; a new connection sends one message at a time until an ack).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scrape().0 < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "first charge not delivered\n{}",
+            show_log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    node.freeze();
+    let mut text = String::new();
+    for n in 1..=LATER {
+        text.push_str(&tx_line(n));
+    }
+    append(&file, &text);
+    // Batch after batch goes out while no confirm can come back.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (delivered, in_flight) = loop {
+        let (delivered, in_flight) = scrape();
+        if in_flight > BATCH {
+            break (delivered, in_flight);
+        }
+        if Instant::now() > deadline {
+            node.thaw();
+            panic!(
+                "never more than one batch ({BATCH}) in flight: {in_flight}\n{}",
+                show_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    node.thaw();
+    eprintln!("frozen broker: {in_flight} charges in flight (batch {BATCH}, window {WINDOW})");
+    assert_eq!(
+        delivered, 1,
+        "nothing confirmed while the broker was frozen"
+    );
+    assert!(
+        in_flight <= WINDOW,
+        "never more than the window unconfirmed"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (delivered, pending, dead) = outbox(&cfg);
+        assert_eq!(dead, 0, "no dead letters\n{}", show_log());
+        if delivered == 1 + LATER && pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stuck: {delivered} delivered, {pending} pending\n{}",
+            show_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+
+    let msgs = rt.block_on(drain(&url, &q));
+    let tx: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+            v["data"]["transaction_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let want: Vec<String> = (0..=LATER).map(|n| format!("tx-{n:06}")).collect();
+    assert_eq!(tx.len(), want.len(), "every charge exactly once");
+    assert_eq!(
+        tx.iter().collect::<HashSet<_>>().len(),
+        tx.len(),
+        "no charge twice"
+    );
+    assert_eq!(tx, want, "in file order");
+    assert_eq!(
+        show_log().matches("AMQP connected").count(),
+        1,
+        "one connection throughout: nothing timed out or was resent\n{}",
+        show_log()
+    );
+}

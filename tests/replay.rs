@@ -272,6 +272,10 @@ fn replay_beside_a_running_daemon_neither_loses_nor_doubles() {
     write_day(&live, 0, 300);
     let cfg = write_config(dir.path(), "live/*.log", "");
     let mut d = Daemon::start(&cfg);
+    // The daemon is running (it holds the state's run lock) once it has
+    // delivered what it follows: a replay started before that would find no
+    // daemon and deliver by itself, which is right but not this test.
+    assert_eq!(d.wait_for(300, Duration::from_secs(30)), 300);
     // An archive overlapping what the daemon follows (0..300) plus older
     // charges (1000..1500) it never saw.
     let arch = dir.path().join("archive.log");

@@ -254,7 +254,7 @@ pub(super) fn source_loop(
             // `dead-letters retry`): noticed here, on the poll we make
             // anyway, so an idle deliverer needs no timer of its own.
             if other_writers.changed(&store)? {
-                handoff.store_changed();
+                handoff.others_changed();
             }
         }
     }

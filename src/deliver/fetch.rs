@@ -49,11 +49,13 @@ impl<S: Sink> Deliverer<S> {
                 .recording
                 .as_ref()
                 .is_some_and(|r| r.last_seq <= self.known_to);
+            let after = self.known_to;
+            let read = move |st: &mut Store| st.pending_after(after, limit);
             let (rows, top) = match &self.reader {
-                Some(reader) if beside => reader.pending_after(self.known_to, limit)?,
+                Some(reader) if beside => on_blocking(&reader.clone(), read).await?,
                 _ => {
                     self.settle().await?;
-                    self.store().pending_after(self.known_to, limit)?
+                    self.blocking(read).await?
                 }
             };
             Stats::add(&self.stats.deliver_store_reads, 1);

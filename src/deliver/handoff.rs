@@ -5,6 +5,7 @@
 //! it, and when this queue overflowed.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::futures::Notified;
@@ -16,6 +17,8 @@ use crate::store::{Pending, Store, StoreError};
 /// committed, in outbox order) and the deliverer (which takes them).
 pub struct Handoff {
     inner: Mutex<Inner>,
+    /// Another process changed the outbox or the tokens (`others_changed`).
+    others: AtomicBool,
     wake: Notify,
     capacity: usize,
 }
@@ -35,6 +38,7 @@ impl Handoff {
     pub fn new(capacity: usize) -> Handoff {
         Handoff {
             inner: Mutex::new(Inner::default()),
+            others: AtomicBool::new(false),
             wake: Notify::new(),
             capacity,
         }
@@ -62,6 +66,20 @@ impl Handoff {
     pub fn store_changed(&self) {
         self.lock().store_dirty = true;
         self.wake.notify_one();
+    }
+
+    /// Another process changed the outbox (`OtherWriters`, on the source's
+    /// poll): the deliverer reads its change tokens and the outbox. The
+    /// only way the deliverer learns of it between its own records, so that
+    /// it never polls the database itself.
+    pub fn others_changed(&self) {
+        self.others.store(true, Ordering::Release);
+        self.store_changed();
+    }
+
+    /// Whether `others_changed` was called since the last call.
+    pub fn take_others_changed(&self) -> bool {
+        self.others.swap(false, Ordering::AcqRel)
     }
 
     /// Up to `max` rows, oldest first, and whether the outbox must be read

@@ -54,7 +54,7 @@ pub struct Deliverer<S: Sink> {
     recording: Option<Recording>,
     /// A second connection, to read the outbox after `known_to` while a
     /// record runs (those rows are not the record's).
-    reader: Option<Store>,
+    reader: Option<Arc<Mutex<Store>>>,
     pub sink: S,
     pub policy: RetryPolicy,
     pub batch: usize,
@@ -132,7 +132,7 @@ impl<S: Sink> Deliverer<S> {
     /// Read the outbox on `reader` (another connection to the same
     /// database) while the last round is being recorded.
     pub fn with_reader(mut self, reader: Store) -> Deliverer<S> {
-        self.reader = Some(reader);
+        self.reader = Some(Arc::new(Mutex::new(reader)));
         self
     }
 
@@ -147,6 +147,8 @@ impl<S: Sink> Deliverer<S> {
     /// repeated blindly forever).
     pub async fn run(mut self, mut shutdown: Shutdown) -> Result<(), StoreError> {
         let mut reload = self.reload.take();
+        // What later changes are told from.
+        self.check_tokens().await?;
         loop {
             if shutdown.is_triggered() {
                 break;
@@ -156,12 +158,13 @@ impl<S: Sink> Deliverer<S> {
                     // The new settings apply to charges handed over after.
                     self.finish_inflight().await?;
                     self.settle().await?;
-                    self.apply(&cfg)?;
+                    self.apply(&cfg).await?;
                 }
             }
-            // While a record runs, the tokens come with it (`settle`).
-            if self.recording.is_none() {
-                self.check_tokens()?;
+            // Another process's change, seen on the source's poll (the
+            // tokens also come with every record: `settle`).
+            if self.handoff.take_others_changed() {
+                self.check_tokens().await?;
             }
             let sent = self.step().await?;
             // Idle and paused wait for a commit, a poke from the reader (an
@@ -170,6 +173,10 @@ impl<S: Sink> Deliverer<S> {
             let wait_for_work = matches!(sent, Step::Idle | Step::Paused);
             let until = match sent {
                 Step::Sent => continue,
+                Step::InFlight => {
+                    self.await_inflight().await?;
+                    continue;
+                }
                 Step::Idle | Step::Paused => None,
                 Step::WaitUntil(at) => Some(at),
             };
@@ -191,7 +198,7 @@ impl<S: Sink> Deliverer<S> {
             tokio::select! {
                 _ = self.handoff.notified(), if wait_for_work => {}
                 _ = head_due => {}
-                Some(cfg) = next_config => self.apply(&cfg)?,
+                Some(cfg) = next_config => self.apply(&cfg).await?,
                 _ = shutdown.wait() => break,
             }
         }
@@ -203,7 +210,7 @@ impl<S: Sink> Deliverer<S> {
 
     /// SIGHUP: take the retry settings and let the sink re-read its secrets
     /// (which also ends a pause).
-    fn apply(&mut self, next: &DeliverSettings) -> Result<(), StoreError> {
+    async fn apply(&mut self, next: &DeliverSettings) -> Result<(), StoreError> {
         let was_paused = self.sink.is_paused();
         let policy = &next.policy;
         if format!("{:?}", policy) != format!("{:?}", self.policy) {
@@ -224,15 +231,15 @@ impl<S: Sink> Deliverer<S> {
                 tracing::error!("reload: sink settings not applied, keeping the old ones: {e:#}")
             }
         }
-        self.after_resume(was_paused)
+        self.after_resume(was_paused).await
     }
 
     /// After an operator's resume: a pause that ended makes the waiting
     /// charges due now (the operator fixed something; do not sit out the
     /// backoff), and health shows the end of the alert at once.
-    fn after_resume(&mut self, was_paused: bool) -> Result<(), StoreError> {
+    async fn after_resume(&mut self, was_paused: bool) -> Result<(), StoreError> {
         if was_paused && !self.sink.is_paused() {
-            let n = self.store().make_due_now()?;
+            let n = self.blocking(|st| st.make_due_now()).await?;
             self.reread_due = true;
             tracing::info!(charges = n, "sink resumed: waiting charges are due now");
         }
@@ -243,12 +250,23 @@ impl<S: Sink> Deliverer<S> {
     /// The tokens other processes bump (`Store::change_tokens`): an
     /// operator's `dead-letters retry` resumes a paused sink; either change
     /// means pending charges we do not hold, maybe before those we do.
-    fn check_tokens(&mut self) -> Result<(), StoreError> {
-        let tokens = self.store().change_tokens()?;
-        self.see_tokens(tokens)
+    async fn check_tokens(&mut self) -> Result<(), StoreError> {
+        let tokens = self.blocking(|st| st.change_tokens()).await?;
+        self.see_tokens(tokens).await
     }
 
-    fn see_tokens(&mut self, (resume, outbox): (i64, i64)) -> Result<(), StoreError> {
+    /// Runs `f` on the state database on a blocking thread (SQLite never
+    /// runs on the runtime's threads); it waits there for a record still
+    /// running.
+    fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static {
+        let store = self.store.clone();
+        async move { on_blocking(&store, f).await }
+    }
+
+    async fn see_tokens(&mut self, (resume, outbox): (i64, i64)) -> Result<(), StoreError> {
         if let Some((seen_resume, seen_outbox)) = self.tokens_seen {
             if seen_resume != resume {
                 tracing::info!(
@@ -257,7 +275,7 @@ impl<S: Sink> Deliverer<S> {
                 let was_paused = self.sink.is_paused();
                 self.sink.resume();
                 self.reread_due = true;
-                self.after_resume(was_paused)?;
+                self.after_resume(was_paused).await?;
             } else if seen_outbox != outbox {
                 tracing::debug!("outbox changed by another process: reading it again");
                 self.reread_due = true;
@@ -285,11 +303,13 @@ impl<S: Sink> Deliverer<S> {
                 break Drained::Stalled;
             }
             let step = self.step().await?;
-            if step != Step::Sent {
+            if !matches!(step, Step::Sent | Step::InFlight) {
                 self.settle().await?;
             }
             match step {
                 Step::Sent => {}
+                // Nothing more to read: what is in flight is the end.
+                Step::InFlight => self.finish_inflight().await?,
                 Step::Idle => break Drained::Empty,
                 Step::Paused => break Drained::Paused,
                 Step::WaitUntil(at) => {
@@ -310,6 +330,9 @@ impl<S: Sink> Deliverer<S> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Sent,
+    /// Nothing more to send now; charges are in flight (see
+    /// `Deliverer::await_inflight`).
+    InFlight,
     Idle,
     /// The head's next attempt (monotonic).
     WaitUntil(Instant),
@@ -327,4 +350,21 @@ pub enum Drained {
     Paused,
     /// No progress for the stall bound; the rest waits in the outbox.
     Stalled,
+}
+
+/// Runs `f` on `store` on a blocking thread; a panic there is the caller's.
+async fn on_blocking<T: Send + 'static>(
+    store: &Arc<Mutex<Store>>,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = store.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let mut st = store.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut st)
+    });
+    match job.await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("state database job: {e}"),
+    }
 }

@@ -12,6 +12,13 @@ pub(super) struct Handed {
     pub(super) first_fail_ms: Option<i64>,
 }
 
+/// What ended `await_inflight`'s wait.
+enum Woke {
+    Answerable,
+    Work,
+    Stalled,
+}
+
 /// Delivered, dead-lettered, and the change tokens read after.
 type Recorded = (u64, u64, (i64, i64));
 
@@ -63,8 +70,9 @@ impl<S: Sink> Deliverer<S> {
         self.fill().await?;
         let Some(front) = self.queue.front() else {
             if !self.inflight.is_empty() {
-                self.finish_inflight().await?;
-                return Ok(Step::Sent);
+                // The caller waits for the next confirm or new work,
+                // whichever comes first (`await_inflight`).
+                return Ok(Step::InFlight);
             }
             self.head = None;
             return Ok(Step::Idle);
@@ -105,6 +113,32 @@ impl<S: Sink> Deliverer<S> {
         );
         self.answer(outcomes).await?;
         Ok(Step::Sent)
+    }
+
+    /// Nothing to send and charges in flight: answer those the sink can
+    /// answer as soon as it can (`Sink::answerable`), unless new charges
+    /// come first (they go out behind the ones in flight, so the confirm
+    /// window never drains while work waits). A sink that answers nothing
+    /// for `STALL` is waited for whole (`finish_inflight`, within the
+    /// sink's own timeouts).
+    pub(super) async fn await_inflight(&mut self) -> Result<(), StoreError> {
+        /// Confirms come within milliseconds; a second without one is a
+        /// broker in trouble, left to the sink's timeouts and blocked grace.
+        const STALL: Duration = Duration::from_secs(1);
+        let woke = tokio::select! {
+            _ = self.sink.answerable() => Woke::Answerable,
+            _ = self.handoff.notified() => Woke::Work,
+            _ = tokio::time::sleep(STALL) => Woke::Stalled,
+        };
+        match woke {
+            Woke::Answerable => {
+                let outcomes = self.sink.submit(&[]).await;
+                self.answer(outcomes).await
+            }
+            // Taken on the next round.
+            Woke::Work => Ok(()),
+            Woke::Stalled => self.finish_inflight().await,
+        }
     }
 
     /// Wait for the sink to answer every charge in flight, and record them
@@ -313,7 +347,7 @@ impl<S: Sink> Deliverer<S> {
                 .last_delivery_ms
                 .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
         }
-        self.see_tokens(tokens)
+        self.see_tokens(tokens).await
     }
 
     /// The head's failure clock: made from the stored schedule when a

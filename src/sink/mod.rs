@@ -95,6 +95,12 @@ pub trait Sink {
     async fn flush(&mut self) -> Vec<Outcome> {
         Vec::new()
     }
+    /// Resolves once `submit(&[])` can answer at least one envelope carried
+    /// (the oldest one's confirm came, or it failed), or at once when
+    /// nothing is carried. Waits on no timeout of its own: the caller bounds
+    /// it and falls back to `flush`. Cancel-safe: dropping it before it
+    /// resolves loses nothing (the worker waits on it beside new work).
+    async fn answerable(&mut self) {}
     /// Reach the endpoint and verify it is usable (`chargetail check`);
     /// `Ok` carries a one-line description of what was checked.
     async fn check(&mut self) -> anyhow::Result<String>;
@@ -224,6 +230,10 @@ impl Sink for AnySink {
 
     async fn flush(&mut self) -> Vec<Outcome> {
         each_sink!(self, s => s.flush().await)
+    }
+
+    async fn answerable(&mut self) {
+        each_sink!(self, s => s.answerable().await)
     }
 
     async fn check(&mut self) -> anyhow::Result<String> {

@@ -283,6 +283,10 @@ impl Sink for AmqpSink {
         self.flush_tail().await
     }
 
+    async fn answerable(&mut self) {
+        self.front_settled().await
+    }
+
     async fn check(&mut self) -> anyhow::Result<String> {
         self.ensure_connected(false).await?;
         let Some(live) = self.live.as_ref() else {

@@ -17,6 +17,9 @@ pub(super) enum InFlight {
     /// never locked.
     Writing(std::sync::Mutex<WriteFut>),
     Confirming(PublisherConfirm),
+    /// Its answer came while nothing was taking it (`front_settled`, which
+    /// must not consume it: it may be dropped at any await); taken once.
+    Settled(Option<Box<lapin::Result<Confirmation>>>),
 }
 
 /// The write future of a `Writing` message (never locked: see there).
@@ -38,7 +41,29 @@ impl InFlight {
         }
         match self {
             InFlight::Confirming(c) => c.now_or_never(),
+            InFlight::Settled(r) => r.take().map(|b| *b),
             InFlight::Writing(_) => None,
+        }
+    }
+
+    /// Polls the write, then the confirm, in place: `Ready` once the answer
+    /// is kept in `Settled` (or was already), which `try_settle` then takes.
+    /// Nothing is consumed on `Pending`, so a caller may stop polling at any
+    /// time.
+    fn poll_settled(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        loop {
+            match self {
+                InFlight::Writing(w) => match write_fut(w).as_mut().poll(cx) {
+                    Poll::Ready(Ok(c)) => *self = InFlight::Confirming(c),
+                    Poll::Ready(Err(e)) => *self = InFlight::Settled(Some(Box::new(Err(e)))),
+                    Poll::Pending => return Poll::Pending,
+                },
+                InFlight::Confirming(c) => match Pin::new(c).poll(cx) {
+                    Poll::Ready(r) => *self = InFlight::Settled(Some(Box::new(r))),
+                    Poll::Pending => return Poll::Pending,
+                },
+                InFlight::Settled(_) => return Poll::Ready(()),
+            }
         }
     }
 }
@@ -228,6 +253,11 @@ impl AmqpSink {
                 Waited::Blocked(reason) => Err(self.blocked_stop(&reason)),
                 Waited::TimedOut => Err(self.timeout_stop("publisher confirm")),
             },
+            // Judged like any confirm (an error there stops publishing).
+            InFlight::Settled(r) => match r.take() {
+                Some(r) => Ok(*r),
+                None => Err(self.timeout_stop("publisher confirm")),
+            },
             InFlight::Writing(_) => Err(self.timeout_stop("basic.publish")),
         }
     }
@@ -341,6 +371,20 @@ impl AmqpSink {
             }
         }
         Ok(true)
+    }
+
+    /// `Sink::answerable`: resolves once the oldest slot of the tail has
+    /// its answer (kept in the slot for the next call to take), or at once
+    /// when the tail is empty. Cancel-safe: it only polls in place.
+    pub(super) async fn front_settled(&mut self) {
+        std::future::poll_fn(|cx| match self.tail.front_mut() {
+            Some(Slot {
+                state: SlotState::Published(m),
+                ..
+            }) => m.poll_settled(cx),
+            _ => Poll::Ready(()),
+        })
+        .await
     }
 
     /// Waits for every slot of the tail.

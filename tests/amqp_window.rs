@@ -215,3 +215,108 @@ fn the_daemon_keeps_several_batches_in_flight_while_confirms_are_outstanding() {
         show_log()
     );
 }
+
+/// With nothing more to send and confirms outstanding, the deliverer waits
+/// for the next confirm *or* new charges, whichever comes first: charges
+/// committed meanwhile go out behind those in flight instead of waiting
+/// until every confirm is in (the window never drains while work waits).
+/// Two appends to a frozen broker, each smaller than a batch: both end up
+/// in flight at once.
+#[test]
+fn new_charges_go_out_while_the_last_ones_await_their_confirms() {
+    const FIRST: u64 = 20;
+    const SECOND: u64 = 30;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let node = rt.block_on(private_node());
+    let _guard = node.guard();
+    let url = node.amqp_url();
+    let (ex, q) = (unique("window-wx"), unique("window-wq"));
+    rt.block_on(declare(&url, &ex, Some((&q, false, "charge.#"))));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.log");
+    append(&file, HEADER);
+    append(&file, &tx_line(0));
+    let port = free_http_port();
+    let cfg = write_config(
+        dir.path(),
+        "tx.log",
+        &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[delivery]\nbatch = 100\n\n\
+             [sink]\nkind = \"amqp\"\n\n[sink.amqp]\nurl = \"{url}\"\nexchange = \"{ex}\"\n\
+             window = 1000\ntimeout_ms = 120000\n"
+        ),
+    );
+    let log = cfg.with_file_name("daemon.log");
+    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let d = Daemon::start(&cfg);
+    let scrape = || {
+        let m = http_get(port, "/metrics");
+        let get = |name| metric(&m, name).unwrap_or_else(|| panic!("{name} in /metrics"));
+        (
+            get("chargetail_delivered_total") as u64,
+            get("chargetail_delivery_in_flight") as u64,
+        )
+    };
+    let wait_for = |what: &str, done: &dyn Fn((u64, u64)) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = scrape();
+            if done(now) {
+                return now;
+            }
+            if Instant::now() > deadline {
+                node.thaw();
+                panic!("{what}: delivered, in flight = {now:?}\n{}", show_log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // The window is open once the first charge is confirmed.
+    wait_for("first charge delivered", &|(delivered, _)| delivered >= 1);
+
+    node.freeze();
+    let lines = |from: u64, n: u64| (from..from + n).map(tx_line).collect::<String>();
+    append(&file, &lines(1, FIRST));
+    wait_for("the first append in flight", &|(_, f)| f == FIRST);
+    append(&file, &lines(1 + FIRST, SECOND));
+    let (delivered, _) = wait_for("both appends in flight at once", &|(_, f)| {
+        f == FIRST + SECOND
+    });
+    node.thaw();
+    assert_eq!(
+        delivered, 1,
+        "nothing confirmed while the broker was frozen"
+    );
+
+    let total = 1 + FIRST + SECOND;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (delivered, pending, dead) = outbox(&cfg);
+        assert_eq!(dead, 0, "no dead letters\n{}", show_log());
+        if delivered == total && pending == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stuck: {delivered} delivered, {pending} pending\n{}",
+            show_log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    let msgs = rt.block_on(drain(&url, &q));
+    let tx: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+            v["data"]["transaction_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let want: Vec<String> = (0..total).map(|n| format!("tx-{n:06}")).collect();
+    assert_eq!(tx, want, "every charge exactly once, in file order");
+}

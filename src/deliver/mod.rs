@@ -13,11 +13,15 @@
 //!
 //! Rounds overlap: a sink may keep charges in flight across rounds (the
 //! AMQP confirm window) and answer only the oldest; the worker keeps those
-//! charges (`inflight`) and fetches and submits the next ones meanwhile,
-//! and it waits for them all (`finish_inflight`) when nothing more is due,
-//! before the outbox is read again from the start, on a reload and before
-//! closing. One round's outcomes are written on a blocking thread while the
-//! next round is sent.
+//! charges (`inflight`) and fetches and submits the next ones meanwhile.
+//! With nothing more to send it waits for the next answer or new charges,
+//! whichever comes first (`await_inflight`: the window never drains while
+//! work waits); it waits for them all (`finish_inflight`) before the outbox
+//! is read again from the start, on a reload and before closing. One
+//! round's outcomes are written on a blocking thread while the next round
+//! is sent; every SQLite call runs on a blocking thread, never on the
+//! runtime's, and another process's change is learnt from the source's
+//! poll (`Handoff::others_changed`), not by asking the database.
 //!
 //! Files: `fetch` (where the next charges come from), `round` (submitting
 //! them, the blame rule, recording), `policy` (the retry schedule and the

@@ -89,82 +89,135 @@ fn outbox(cfg: &Path) -> (u64, u64, u64) {
     (n("delivered"), n("pending"), n("dead_charges"))
 }
 
-#[test]
-fn the_daemon_keeps_several_batches_in_flight_while_confirms_are_outstanding() {
-    const WINDOW: u64 = 500;
-    const BATCH: u64 = 50;
-    const LATER: u64 = 2_000;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let node = rt.block_on(private_node());
-    let _guard = node.guard();
-    let url = node.amqp_url();
-    let (ex, q) = (unique("window-dx"), unique("window-dq"));
-    rt.block_on(declare(&url, &ex, Some((&q, false, "charge.#"))));
+/// A daemon following `tx.log` (its first line written) into a private,
+/// freezable node, with its `/metrics` on a port of its own.
+struct Rig {
+    rt: tokio::runtime::Runtime,
+    node: RabbitNode,
+    _guard: support::rabbit::NodeGuard,
+    url: String,
+    q: String,
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+    port: u16,
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    append(&file, &tx_line(0));
-    let port = free_http_port();
-    let cfg = write_config(
-        dir.path(),
-        "tx.log",
-        &format!(
-            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[delivery]\nbatch = {BATCH}\n\n\
-             [sink]\nkind = \"amqp\"\n\n[sink.amqp]\nurl = \"{url}\"\nexchange = \"{ex}\"\n\
-             window = {WINDOW}\ntimeout_ms = 120000\n"
-        ),
-    );
-    let log = cfg.with_file_name("daemon.log");
-    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let d = Daemon::start(&cfg);
-    let scrape = || {
-        let m = http_get(port, "/metrics");
+impl Rig {
+    fn start(tag: &str, batch: u64, window: u64) -> (Rig, Daemon) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let node = rt.block_on(private_node());
+        let _guard = node.guard();
+        let url = node.amqp_url();
+        let (ex, q) = (unique(&format!("{tag}-x")), unique(&format!("{tag}-q")));
+        rt.block_on(declare(&url, &ex, Some((&q, false, "charge.#"))));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tx.log");
+        append(&file, HEADER);
+        append(&file, &tx_line(0));
+        let port = free_http_port();
+        let cfg = write_config(
+            dir.path(),
+            "tx.log",
+            &format!(
+                "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[delivery]\nbatch = {batch}\n\n\
+                 [sink]\nkind = \"amqp\"\n\n[sink.amqp]\nurl = \"{url}\"\nexchange = \"{ex}\"\n\
+                 window = {window}\ntimeout_ms = 120000\n"
+            ),
+        );
+        let d = Daemon::start(&cfg);
+        let rig = Rig {
+            rt,
+            node,
+            _guard,
+            url,
+            q,
+            _dir: dir,
+            file,
+            cfg,
+            port,
+        };
+        (rig, d)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.cfg.with_file_name("daemon.log")).unwrap_or_default()
+    }
+
+    /// (delivered, in flight) from `/metrics`.
+    fn scrape(&self) -> (u64, u64) {
+        let m = http_get(self.port, "/metrics");
         let get = |name| metric(&m, name).unwrap_or_else(|| panic!("{name} in /metrics"));
         (
             get("chargetail_delivered_total") as u64,
             get("chargetail_delivery_in_flight") as u64,
         )
-    };
+    }
 
+    /// Scrapes until `done` (thawing the node before failing).
+    fn wait_for(&self, what: &str, done: impl Fn((u64, u64)) -> bool) -> (u64, u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.scrape();
+            if done(now) {
+                return now;
+            }
+            if Instant::now() > deadline {
+                self.node.thaw();
+                panic!("{what}: (delivered, in flight) = {now:?}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Until the outbox has `total` delivered and nothing pending or dead.
+    fn wait_all_delivered(&self, total: u64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (delivered, pending, dead) = outbox(&self.cfg);
+            assert_eq!(dead, 0, "no dead letters\n{}", self.log());
+            if delivered == total && pending == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stuck: {delivered} delivered, {pending} pending\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The transaction ids the queue received, in order.
+    fn received(&self) -> Vec<String> {
+        let msgs = self.rt.block_on(drain(&self.url, &self.q));
+        msgs.iter()
+            .map(|m| {
+                let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
+                v["data"]["transaction_id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn the_daemon_keeps_several_batches_in_flight_while_confirms_are_outstanding() {
+    const WINDOW: u64 = 500;
+    const BATCH: u64 = 50;
+    const LATER: u64 = 2_000;
+    let (rig, d) = Rig::start("window-d", BATCH, WINDOW);
     // Publishing has started: the first charge is confirmed (the window is
     // open; a new connection sends one message at a time until an ack).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while scrape().0 < 1 {
-        assert!(
-            Instant::now() < deadline,
-            "first charge not delivered\n{}",
-            show_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    rig.wait_for("first charge delivered", |(delivered, _)| delivered >= 1);
 
-    node.freeze();
-    let mut text = String::new();
-    for n in 1..=LATER {
-        text.push_str(&tx_line(n));
-    }
-    append(&file, &text);
+    rig.node.freeze();
+    append(&rig.file, &(1..=LATER).map(tx_line).collect::<String>());
     // Batch after batch goes out while no confirm can come back.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (delivered, in_flight) = loop {
-        let (delivered, in_flight) = scrape();
-        if in_flight > BATCH {
-            break (delivered, in_flight);
-        }
-        if Instant::now() > deadline {
-            node.thaw();
-            panic!(
-                "never more than one batch ({BATCH}) in flight: {in_flight}\n{}",
-                show_log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    node.thaw();
+    let (delivered, in_flight) = rig.wait_for("more than one batch in flight", |(_, f)| f > BATCH);
+    rig.node.thaw();
     eprintln!("frozen broker: {in_flight} charges in flight (batch {BATCH}, window {WINDOW})");
     assert_eq!(
         delivered, 1,
@@ -175,31 +228,10 @@ fn the_daemon_keeps_several_batches_in_flight_while_confirms_are_outstanding() {
         "never more than the window unconfirmed"
     );
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (delivered, pending, dead) = outbox(&cfg);
-        assert_eq!(dead, 0, "no dead letters\n{}", show_log());
-        if delivered == 1 + LATER && pending == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stuck: {delivered} delivered, {pending} pending\n{}",
-            show_log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    rig.wait_all_delivered(1 + LATER);
     let (code, _) = d.stop();
     assert_eq!(code, Some(0));
-
-    let msgs = rt.block_on(drain(&url, &q));
-    let tx: Vec<String> = msgs
-        .iter()
-        .map(|m| {
-            let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
-            v["data"]["transaction_id"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let tx = rig.received();
     let want: Vec<String> = (0..=LATER).map(|n| format!("tx-{n:06}")).collect();
     assert_eq!(tx.len(), want.len(), "every charge exactly once");
     assert_eq!(
@@ -209,10 +241,10 @@ fn the_daemon_keeps_several_batches_in_flight_while_confirms_are_outstanding() {
     );
     assert_eq!(tx, want, "in file order");
     assert_eq!(
-        show_log().matches("AMQP connected").count(),
+        rig.log().matches("AMQP connected").count(),
         1,
         "one connection throughout: nothing timed out or was resent\n{}",
-        show_log()
+        rig.log()
     );
 }
 
@@ -226,97 +258,32 @@ fn the_daemon_keeps_several_batches_in_flight_while_confirms_are_outstanding() {
 fn new_charges_go_out_while_the_last_ones_await_their_confirms() {
     const FIRST: u64 = 20;
     const SECOND: u64 = 30;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let node = rt.block_on(private_node());
-    let _guard = node.guard();
-    let url = node.amqp_url();
-    let (ex, q) = (unique("window-wx"), unique("window-wq"));
-    rt.block_on(declare(&url, &ex, Some((&q, false, "charge.#"))));
-
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tx.log");
-    append(&file, HEADER);
-    append(&file, &tx_line(0));
-    let port = free_http_port();
-    let cfg = write_config(
-        dir.path(),
-        "tx.log",
-        &format!(
-            "[http]\nlisten = \"127.0.0.1:{port}\"\n\n[delivery]\nbatch = 100\n\n\
-             [sink]\nkind = \"amqp\"\n\n[sink.amqp]\nurl = \"{url}\"\nexchange = \"{ex}\"\n\
-             window = 1000\ntimeout_ms = 120000\n"
-        ),
-    );
-    let log = cfg.with_file_name("daemon.log");
-    let show_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    let d = Daemon::start(&cfg);
-    let scrape = || {
-        let m = http_get(port, "/metrics");
-        let get = |name| metric(&m, name).unwrap_or_else(|| panic!("{name} in /metrics"));
-        (
-            get("chargetail_delivered_total") as u64,
-            get("chargetail_delivery_in_flight") as u64,
-        )
-    };
-    let wait_for = |what: &str, done: &dyn Fn((u64, u64)) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let now = scrape();
-            if done(now) {
-                return now;
-            }
-            if Instant::now() > deadline {
-                node.thaw();
-                panic!("{what}: delivered, in flight = {now:?}\n{}", show_log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let (rig, d) = Rig::start("window-w", 100, 1000);
     // The window is open once the first charge is confirmed.
-    wait_for("first charge delivered", &|(delivered, _)| delivered >= 1);
+    rig.wait_for("first charge delivered", |(delivered, _)| delivered >= 1);
 
-    node.freeze();
+    rig.node.freeze();
     let lines = |from: u64, n: u64| (from..from + n).map(tx_line).collect::<String>();
-    append(&file, &lines(1, FIRST));
-    wait_for("the first append in flight", &|(_, f)| f == FIRST);
-    append(&file, &lines(1 + FIRST, SECOND));
-    let (delivered, _) = wait_for("both appends in flight at once", &|(_, f)| {
+    append(&rig.file, &lines(1, FIRST));
+    rig.wait_for("the first append in flight", |(_, f)| f == FIRST);
+    append(&rig.file, &lines(1 + FIRST, SECOND));
+    let (delivered, _) = rig.wait_for("both appends in flight at once", |(_, f)| {
         f == FIRST + SECOND
     });
-    node.thaw();
+    rig.node.thaw();
     assert_eq!(
         delivered, 1,
         "nothing confirmed while the broker was frozen"
     );
 
     let total = 1 + FIRST + SECOND;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (delivered, pending, dead) = outbox(&cfg);
-        assert_eq!(dead, 0, "no dead letters\n{}", show_log());
-        if delivered == total && pending == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stuck: {delivered} delivered, {pending} pending\n{}",
-            show_log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    rig.wait_all_delivered(total);
     let (code, _) = d.stop();
     assert_eq!(code, Some(0));
-    let msgs = rt.block_on(drain(&url, &q));
-    let tx: Vec<String> = msgs
-        .iter()
-        .map(|m| {
-            let v: serde_json::Value = serde_json::from_slice(&m.data).unwrap();
-            v["data"]["transaction_id"].as_str().unwrap().to_string()
-        })
-        .collect();
     let want: Vec<String> = (0..total).map(|n| format!("tx-{n:06}")).collect();
-    assert_eq!(tx, want, "every charge exactly once, in file order");
+    assert_eq!(
+        rig.received(),
+        want,
+        "every charge exactly once, in file order"
+    );
 }

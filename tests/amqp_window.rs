@@ -11,7 +11,6 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chargetail::sink::amqp::{AmqpConfig, AmqpSink};
@@ -79,14 +78,6 @@ async fn submits_return_with_several_batches_unconfirmed() {
     for (d, e) in got.iter().zip(&all) {
         assert_eq!(d.data, e.payload, "the bytes as handed over");
     }
-}
-
-/// `status --json` of a config: (delivered, pending, dead charges).
-fn outbox(cfg: &Path) -> (u64, u64, u64) {
-    let out = run_cli(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let n = |k: &str| s["outbox"][k].as_u64().unwrap_or(0);
-    (n("delivered"), n("pending"), n("dead_charges"))
 }
 
 /// A daemon following `tx.log` (its first line written) into a private,
@@ -175,20 +166,15 @@ impl Rig {
 
     /// Until the outbox has `total` delivered and nothing pending or dead.
     fn wait_all_delivered(&self, total: u64) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (delivered, pending, dead) = outbox(&self.cfg);
-            assert_eq!(dead, 0, "no dead letters\n{}", self.log());
-            if delivered == total && pending == 0 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stuck: {delivered} delivered, {pending} pending\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_for_outbox(
+            &self.cfg,
+            120,
+            |(delivered, pending, dead)| {
+                assert_eq!(dead, 0, "no dead letters\n{}", self.log());
+                delivered == total && pending == 0
+            },
+            || self.log(),
+        );
     }
 
     /// The transaction ids the queue received, in order.

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use support::{append, bin, dead_letters, run_cli, tx_line, write_config, HEADER};
+use support::{
+    append, bin, dead_letters, outbox_counts, tx_line, wait_for_outbox, write_config, HEADER,
+};
 use webhook_support::{new_secret, serve, Hit, Reply, Server};
 
 /// A `chargetail run` with stderr in a log file; killed when dropped.
@@ -42,14 +44,6 @@ impl Drop for Run {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// (delivered, pending, dead charges) from `status --json`.
-fn outbox(cfg: &Path) -> (u64, u64, u64) {
-    let out = run_cli(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let n = |k: &str| s["outbox"][k].as_u64().unwrap_or(0);
-    (n("delivered"), n("pending"), n("dead_charges"))
 }
 
 /// A pre-written source of `n` charges and a webhook config.
@@ -141,19 +135,12 @@ fn outage_longer_than_give_up_dead_letters_only_the_charges_tried() {
         outage_then_ok(outage),
     );
     let _run = Run::start(&hook.cfg, &hook.dir.path().join("daemon.log"));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (delivered, pending, dead) = outbox(&hook.cfg);
-        if pending == 0 && delivered + dead == N {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stuck: {delivered} delivered, {pending} pending, {dead} dead\n{}",
-            hook.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_outbox(
+        &hook.cfg,
+        90,
+        |(delivered, pending, dead)| pending == 0 && delivered + dead == N,
+        || hook.log(),
+    );
     let hits = hook.server.hits();
     let recovered = hits[0].at + outage;
     let tries = hook.tries();
@@ -286,7 +273,7 @@ fn broker_down_longer_than_give_up_dead_letters_only_the_head() {
     // Connected and delivering first.
     append(&file, &tx_line(0));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while outbox(&cfg).0 < 1 {
+    while outbox_counts(&cfg).0 < 1 {
         assert!(Instant::now() < deadline, "not delivering\n{}", log());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -301,19 +288,12 @@ fn broker_down_longer_than_give_up_dead_letters_only_the_head() {
     std::thread::sleep(Duration::from_secs(7));
     node.start_again().expect("restart node");
     let down = down.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (delivered, pending, dead) = outbox(&cfg);
-        if pending == 0 && delivered + dead == N {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stuck: {delivered} delivered, {pending} pending, {dead} dead\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_outbox(
+        &cfg,
+        90,
+        |(delivered, pending, dead)| pending == 0 && delivered + dead == N,
+        log,
+    );
     let dead = dead_letters(&cfg);
     eprintln!(
         "broker down {down:?}, give up after 4 s: {} dead letters",

@@ -240,6 +240,38 @@ pub fn tx_ids(lines: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// (delivered, pending, dead charges) from `status --json`.
+pub fn outbox_counts(cfg: &Path) -> (u64, u64, u64) {
+    let out = run_cli(&["status", "--config", cfg.to_str().unwrap(), "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let n = |k: &str| s["outbox"][k].as_u64().unwrap_or(0);
+    (n("delivered"), n("pending"), n("dead_charges"))
+}
+
+/// Polls `outbox_counts` until `done` says so; fails after `secs` with the
+/// counts and the daemon's `log()`.
+pub fn wait_for_outbox(
+    cfg: &Path,
+    secs: u64,
+    done: impl Fn((u64, u64, u64)) -> bool,
+    log: impl Fn() -> String,
+) -> (u64, u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let counts = outbox_counts(cfg);
+        if done(counts) {
+            return counts;
+        }
+        let (delivered, pending, dead) = counts;
+        assert!(
+            Instant::now() < deadline,
+            "stuck: {delivered} delivered, {pending} pending, {dead} dead\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn run_cli(args: &[&str]) -> std::process::Output {
     let out = Command::new(bin())
         .args(args)

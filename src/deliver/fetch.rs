@@ -52,7 +52,7 @@ impl<S: Sink> Deliverer<S> {
             let after = self.known_to;
             let read = move |st: &mut Store| st.pending_after(after, limit);
             let (rows, top) = match &self.reader {
-                Some(reader) if beside => on_blocking(&reader.clone(), read).await?,
+                Some(reader) if beside => on_blocking(reader, read).await?,
                 _ => {
                     self.settle().await?;
                     self.blocking(read).await?

@@ -259,15 +259,12 @@ impl<S: Sink> Deliverer<S> {
         self.see_tokens(tokens).await
     }
 
-    /// Runs `f` on the state database on a blocking thread (SQLite never
-    /// runs on the runtime's threads); it waits there for a record still
-    /// running.
+    /// Runs `f` on the state database (`on_blocking`).
     fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static {
-        let store = self.store.clone();
-        async move { on_blocking(&store, f).await }
+        on_blocking(&self.store, f)
     }
 
     async fn see_tokens(&mut self, (resume, outbox): (i64, i64)) -> Result<(), StoreError> {
@@ -356,16 +353,31 @@ pub enum Drained {
     Stalled,
 }
 
-/// Runs `f` on `store` on a blocking thread; a panic there is the caller's.
-async fn on_blocking<T: Send + 'static>(
+/// Runs `f` on `store` on a blocking thread (started now) and answers
+/// what it returns.
+fn on_blocking<T: Send + 'static>(
     store: &Arc<Mutex<Store>>,
     f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
+) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static {
+    joined(spawn_on(store, f))
+}
+
+/// Starts `f` on `store` on a blocking thread (SQLite never runs on the
+/// runtime's threads); it waits there for the lock, e.g. for a record
+/// still running.
+fn spawn_on<T: Send + 'static>(
+    store: &Arc<Mutex<Store>>,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<T, StoreError>> {
     let store = store.clone();
-    let job = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let mut st = store.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut st)
-    });
+    })
+}
+
+/// What a job of `spawn_on` returned; its panic is the caller's.
+async fn joined<T>(job: tokio::task::JoinHandle<T>) -> T {
     match job.await {
         Ok(r) => r,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

@@ -298,10 +298,8 @@ impl<S: Sink> Deliverer<S> {
         let by_seq: Vec<(i64, Record)> = records.into_iter().map(|(e, r)| (e.seq, r)).collect();
         let last_seq = by_seq.iter().map(|(seq, _)| *seq).max().unwrap_or(0);
         self.settle().await?;
-        let store = self.store.clone();
         self.recording = Some(Recording {
-            handle: tokio::task::spawn_blocking(move || {
-                let mut st = store.lock().unwrap_or_else(|p| p.into_inner());
+            handle: spawn_on(&self.store, move |st| {
                 let (delivered, dead) = st.record_seqs(&by_seq)?;
                 Ok((delivered, dead, st.change_tokens()?))
             }),
@@ -321,11 +319,7 @@ impl<S: Sink> Deliverer<S> {
         let Some(r) = self.recording.take() else {
             return Ok(());
         };
-        let (delivered, dead, tokens) = match r.handle.await {
-            Ok(res) => res?,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(e) => panic!("recording deliveries: {e}"),
-        };
+        let (delivered, dead, tokens) = joined(r.handle).await?;
         tracing::trace!(
             sent = r.sent,
             delivered,

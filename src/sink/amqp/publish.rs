@@ -19,6 +19,9 @@ pub(super) enum InFlight {
     Confirming(PublisherConfirm),
     /// Its answer came while nothing was taking it (`front_settled`, which
     /// must not consume it: it may be dropped at any await); taken once.
+    /// `None`: spent. Every future here ends in this state once it has
+    /// answered, since a future polled again after completing panics (a
+    /// slot put back after a stop is looked at again by `conclude`).
     Settled(Option<Box<lapin::Result<Confirmation>>>),
 }
 
@@ -36,11 +39,18 @@ impl InFlight {
         if let InFlight::Writing(w) = self {
             match write_fut(w).now_or_never()? {
                 Ok(c) => *self = InFlight::Confirming(c),
-                Err(e) => return Some(Err(e)),
+                Err(e) => {
+                    *self = InFlight::Settled(None);
+                    return Some(Err(e));
+                }
             }
         }
         match self {
-            InFlight::Confirming(c) => c.now_or_never(),
+            InFlight::Confirming(c) => {
+                let r = c.now_or_never()?;
+                *self = InFlight::Settled(None);
+                Some(r)
+            }
             InFlight::Settled(r) => r.take().map(|b| *b),
             InFlight::Writing(_) => None,
         }
@@ -242,14 +252,20 @@ impl AmqpSink {
         if let InFlight::Writing(w) = m {
             match self.wait_on(write_fut(w), live).await {
                 Waited::Done(Ok(c)) => *m = InFlight::Confirming(c),
-                Waited::Done(Err(e)) => return Err(self.error_stop("basic.publish", &e)),
+                Waited::Done(Err(e)) => {
+                    *m = InFlight::Settled(None);
+                    return Err(self.error_stop("basic.publish", &e));
+                }
                 Waited::Blocked(reason) => return Err(self.blocked_stop(&reason)),
                 Waited::TimedOut => return Err(self.timeout_stop("basic.publish")),
             }
         }
         match m {
             InFlight::Confirming(c) => match self.wait_on(c, live).await {
-                Waited::Done(r) => Ok(r),
+                Waited::Done(r) => {
+                    *m = InFlight::Settled(None);
+                    Ok(r)
+                }
                 Waited::Blocked(reason) => Err(self.blocked_stop(&reason)),
                 Waited::TimedOut => Err(self.timeout_stop("publisher confirm")),
             },
